@@ -1,0 +1,235 @@
+"""The ONNX state contract: what the deployment side needs to run a graph, read from the file.
+
+Graph I/O: input `image` [N,3,H,W] float32 then `state_in.<k>`; outputs `logits` and/or
+`labels`, then `state_out.<k>` (state_out.k feeds state_in.k on the next frame). The JSON under
+metadata key `tempseg` adds classes, palette, normalisation, precision and provenance. A graph
+without that metadata still runs if its names follow the contract (defaults: ImageNet
+normalisation, class names "0".."C-1").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from common.errors import UserError
+
+METADATA_KEY = "tempseg"
+CONTRACT_VERSION = 1
+IMAGE = "image"
+LOGITS = "logits"
+LABELS = "labels"
+STATE_IN = re.compile(r"^state_in\.(\d+)$")
+STATE_OUT = re.compile(r"^state_out\.(\d+)$")
+DTYPE_BYTES = {"float32": 4, "float16": 2, "int32": 4, "int64": 8, "uint8": 1, "int8": 1, "bool": 1}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def nbytes(self) -> int:
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        return count * DTYPE_BYTES[self.dtype]
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One state pair: `output` of frame t is `input` of frame t+1."""
+
+    input: str
+    output: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def nbytes(self) -> int:
+        return TensorSpec(self.input, self.shape, self.dtype).nbytes
+
+
+@dataclass(frozen=True)
+class Contract:
+    """Everything the runtime discovers about a graph or engine."""
+
+    model: str
+    num_classes: int
+    image: TensorSpec
+    states: tuple[StateSpec, ...]
+    logits: TensorSpec | None
+    labels: TensorSpec | None
+    precision: str = "fp32"
+    classes: tuple[str, ...] = ()
+    palette: tuple[tuple[int, int, int], ...] = ()
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    color_order: str = "RGB"
+    checkpoint_sha256: str | None = None
+    source_onnx_sha256: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def batch(self) -> int:
+        return self.image.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.image.shape[2]
+
+    @property
+    def width(self) -> int:
+        return self.image.shape[3]
+
+    @property
+    def state_bytes(self) -> int:
+        return sum(s.nbytes for s in self.states)
+
+    def class_names(self) -> list[str]:
+        return list(self.classes) if self.classes else [str(i) for i in range(self.num_classes)]
+
+    def to_json(self) -> str:
+        return json.dumps({"contract": CONTRACT_VERSION, **asdict(self)}, sort_keys=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Contract:
+        data = json.loads(text)
+        version = data.pop("contract", None)
+        if version != CONTRACT_VERSION:
+            raise ValueError(f"contract version {version} is not {CONTRACT_VERSION}")
+        tensor = lambda d: None if d is None else TensorSpec(d["name"], tuple(d["shape"]), d["dtype"])  # noqa: E731
+        return cls(
+            model=data["model"],
+            num_classes=int(data["num_classes"]),
+            image=tensor(data["image"]),
+            states=tuple(StateSpec(s["input"], s["output"], tuple(s["shape"]), s["dtype"]) for s in data["states"]),
+            logits=tensor(data.get("logits")),
+            labels=tensor(data.get("labels")),
+            precision=data.get("precision", "fp32"),
+            classes=tuple(data.get("classes", ())),
+            palette=tuple(tuple(c) for c in data.get("palette", ())),
+            mean=tuple(data.get("mean", cls.mean)),
+            std=tuple(data.get("std", cls.std)),
+            color_order=data.get("color_order", "RGB"),
+            checkpoint_sha256=data.get("checkpoint_sha256"),
+            source_onnx_sha256=data.get("source_onnx_sha256"),
+            extra=data.get("extra", {}),
+        )
+
+    def with_changes(self, **changes: Any) -> Contract:
+        return replace(self, **changes)
+
+
+def graph_io(model: Any) -> tuple[dict[str, TensorSpec], dict[str, TensorSpec]]:
+    """Inputs and outputs of an onnx.ModelProto as TensorSpecs (initializers excluded)."""
+    import onnx  # lazy: only the ONNX paths need it
+
+    initializers = {i.name for i in model.graph.initializer}
+
+    def spec(value: Any) -> TensorSpec:
+        t = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
+        return TensorSpec(value.name, dims, onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name)
+
+    inputs = {v.name: spec(v) for v in model.graph.input if v.name not in initializers}
+    return inputs, {v.name: spec(v) for v in model.graph.output}
+
+
+def contract_from_io(inputs: dict[str, TensorSpec], outputs: dict[str, TensorSpec], source: str) -> Contract:
+    """Derive a contract from tensor names alone (a graph or engine without tempseg metadata)."""
+    if IMAGE not in inputs:
+        raise UserError(
+            f"no input named '{IMAGE}' (inputs: {', '.join(inputs) or 'none'}); not a state-contract graph", source
+        )
+    states = []
+    for name, spec in inputs.items():
+        match = STATE_IN.match(name)
+        if match is None:
+            if name != IMAGE:
+                raise UserError(f"unexpected input '{name}': the contract allows '{IMAGE}' and 'state_in.<k>'", source)
+            continue
+        out_name = f"state_out.{match[1]}"
+        if out_name not in outputs:
+            raise UserError(f"input {name} has no matching output {out_name}", source)
+        states.append(StateSpec(name, out_name, spec.shape, spec.dtype))
+    logits, labels = outputs.get(LOGITS), outputs.get(LABELS)
+    if logits is None and labels is None:
+        raise UserError(f"no '{LOGITS}' or '{LABELS}' output (outputs: {', '.join(outputs)})", source)
+    num_classes = logits.shape[1] if logits is not None else 0
+    return Contract(
+        model=Path(source).stem,
+        num_classes=num_classes,
+        image=inputs[IMAGE],
+        states=tuple(sorted(states, key=lambda s: int(STATE_IN.match(s.input)[1]))),
+        logits=logits,
+        labels=labels,
+    )
+
+
+def check_against_io(
+    contract: Contract, inputs: dict[str, TensorSpec], outputs: dict[str, TensorSpec], source: str
+) -> None:
+    """UserError naming the first place where the metadata and the graph/engine disagree."""
+    expected = [(contract.image, inputs, "input")]
+    expected += [(TensorSpec(s.input, s.shape, s.dtype), inputs, "input") for s in contract.states]
+    expected += [(TensorSpec(s.output, s.shape, s.dtype), outputs, "output") for s in contract.states]
+    expected += [(t, outputs, "output") for t in (contract.logits, contract.labels) if t is not None]
+    for spec, actual, kind in expected:
+        found = actual.get(spec.name)
+        if found is None:
+            raise UserError(
+                f"metadata promises {kind} '{spec.name}' but the file has none ({kind}s: {', '.join(actual)})", source
+            )
+        if tuple(found.shape) != tuple(spec.shape) or found.dtype != spec.dtype:
+            raise UserError(
+                f"{kind} '{spec.name}' is {list(spec.shape)} {spec.dtype} in the metadata "
+                f"but {list(found.shape)} {found.dtype} in the file",
+                source,
+            )
+    extra_states = [n for n in inputs if STATE_IN.match(n) and n not in {s.input for s in contract.states}]
+    if extra_states:
+        raise UserError(f"inputs {extra_states} are not state pairs of the metadata", source)
+
+
+def read_onnx_contract(path: str | os.PathLike[str]) -> Contract:
+    """Load an ONNX file, check it, and return its contract (metadata validated against the graph)."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("ONNX file not found", path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        onnx.checker.check_model(model)
+    except Exception as err:  # onnx raises DecodeError, ValidationError, ...
+        raise UserError(f"not a valid ONNX model: {str(err).strip().splitlines()[0][:200]}", path) from None
+    return contract_of_model(model, str(path))
+
+
+def contract_of_model(model: Any, source: str) -> Contract:
+    inputs, outputs = graph_io(model)
+    props = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in props:
+        return contract_from_io(inputs, outputs, source)
+    try:
+        contract = Contract.from_json(props[METADATA_KEY])
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"unreadable '{METADATA_KEY}' metadata: {err}", source) from None
+    check_against_io(contract, inputs, outputs, source)
+    return contract
+
+
+def set_metadata(model: Any, contract: Contract) -> None:
+    """Write `contract` into the metadata_props of an onnx.ModelProto (replacing an older one)."""
+    for prop in list(model.metadata_props):
+        if prop.key == METADATA_KEY:
+            model.metadata_props.remove(prop)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, contract.to_json()

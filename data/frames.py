@@ -1,0 +1,75 @@
+"""The frame every source yields, and the source interface the trainer, calibration and runtime consume."""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+
+import cv2
+import numpy as np
+
+from common.io import atomic_write
+
+
+@dataclass
+class Frame:
+    """One video frame, its dense label where known, and where it sits in its sequence."""
+
+    image: np.ndarray  # HxWx3 uint8, BGR (OpenCV order)
+    label: np.ndarray | None  # HxW uint8 Cityscapes train ids, 255 = ignore; None when unlabelled
+    index: int  # frame index within its sequence, 0-based
+    sequence: str  # sequence id: "synthetic/val/3", a video path, "cityscapes/val/frankfurt_000000_000294"
+    degraded: str | None = None  # synthetic only: the transient degradation on this frame, else None
+
+
+class FrameSource(abc.ABC):
+    """An iterable of Frames with a rate and a (maybe unknown) length; close it, or use it in a `with` block."""
+
+    fps: float  # frames per second of the source (synthetic and Cityscapes: 17.0)
+    length: int | None  # frames it will yield; None when unknown (a camera)
+    name: str  # what to call it in logs and reports
+
+    @abc.abstractmethod
+    def __iter__(self) -> Iterator[Frame]:
+        """Yield the frames in order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook: most sources hold nothing to release
+        """Release files or devices; the default holds none."""
+
+    def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, fps={self.fps}, length={self.length})"
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize an image to height x width: area averaging when shrinking (no aliasing), bilinear when enlarging."""
+    if image.shape[:2] == (height, width):
+        return image
+    shrink = height * width < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def resize_label(label: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a label map to height x width by nearest neighbour: ids are never blended."""
+    if label.shape[:2] == (height, width):
+        return label
+    return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
+    """Encode a PNG in memory and write it atomically (cv2.imwrite would pick the format from the temp name)."""
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError(f"PNG encoding failed for an array of shape {image.shape} and dtype {image.dtype}")
+    with atomic_write(path) as handle:
+        handle.write(data.tobytes())

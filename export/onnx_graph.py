@@ -1,0 +1,137 @@
+"""Torch model -> ONNX graph with explicit state I/O, in FP32 and FP16.
+
+The graph is the contract between training and deployment (common/contract.py): `image` and
+`state_in.k` in; `logits`, `labels` (argmax in the graph, int32, so the runtime copies one
+small tensor back) and `state_out.k` out. Opset 17, the newest every TensorRT from 8.6 on
+parses; static shapes (batch fixed by --batch), BatchNorm folded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from pathlib import Path
+
+import onnx
+import torch
+from torch import Tensor, nn
+
+from common.contract import LABELS, LOGITS, Contract, StateSpec, TensorSpec, contract_of_model, set_metadata
+from common.io import atomic_path
+from common.preprocess import COLOR_ORDER, MEAN_RGB, STD_RGB
+from data.classes import CLASS_NAMES, PALETTE
+from models import FCResNet
+
+log = logging.getLogger(__name__)
+OPSET = 17
+
+
+class ContractWrapper(nn.Module):
+    """`model(image, *states) -> (logits, labels, *next_states)`, labels = int32 argmax."""
+
+    def __init__(self, model: FCResNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
+        logits, *next_states = self.model(image, *states)
+        return (logits, logits.argmax(1).to(torch.int32), *next_states)
+
+
+def build_contract(
+    model: FCResNet, name: str, *, height: int, width: int, batch: int, checkpoint_sha256: str | None
+) -> Contract:
+    """The FP32 contract of `model` at one input size."""
+    c = model.config.num_classes
+    states = tuple(
+        StateSpec(f"state_in.{i}", f"state_out.{i}", tuple(shape), "float32")
+        for i, shape in enumerate(model.state_shapes(height, width, batch=batch))
+    )
+    is_cityscapes = c == len(CLASS_NAMES)
+    return Contract(
+        model=name,
+        num_classes=c,
+        image=TensorSpec("image", (batch, 3, height, width), "float32"),
+        states=states,
+        logits=TensorSpec(LOGITS, (batch, c, height, width), "float32"),
+        labels=TensorSpec(LABELS, (batch, height, width), "int32"),
+        precision="fp32",
+        classes=tuple(CLASS_NAMES) if is_cityscapes else (),
+        palette=tuple(tuple(p) for p in PALETTE) if is_cityscapes else (),
+        mean=MEAN_RGB,
+        std=STD_RGB,
+        color_order=COLOR_ORDER,
+        checkpoint_sha256=checkpoint_sha256,
+        extra={
+            "temporal": model.config.to_dict()["temporal"],
+            "params": sum(p.numel() for p in model.parameters()),
+            "opset": OPSET,
+        },
+    )
+
+
+def export_fp32(model: FCResNet, contract: Contract) -> onnx.ModelProto:
+    """Export with torch's exporter (torch.export based), check, simplify with onnxsim."""
+    wrapper = ContractWrapper(model.eval()).eval()
+    image = torch.zeros(contract.image.shape)
+    states = tuple(torch.zeros(s.shape) for s in contract.states)
+    inputs = ["image", *(s.input for s in contract.states)]
+    outputs = [LOGITS, LABELS, *(s.output for s in contract.states)]
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            wrapper,
+            (image, *states),
+            input_names=inputs,
+            output_names=outputs,
+            opset_version=OPSET,
+            dynamo=True,
+            optimize=True,
+        )
+    graph = program.model_proto
+    onnx.checker.check_model(graph, full_check=True)
+    graph = simplify(graph)
+    set_metadata(graph, contract)
+    contract_of_model(graph, contract.model)  # the written metadata must agree with the graph
+    return graph
+
+
+def simplify(graph: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxsim's simplification; the unsimplified graph (with a warning) if it fails."""
+    try:
+        import onnxsim
+
+        simplified, ok = onnxsim.simplify(graph)
+    except Exception as err:  # onnxsim raises RuntimeError / onnx errors on exotic graphs
+        log.warning("onnxsim failed (%s); keeping the unsimplified graph", str(err).splitlines()[0][:160])
+        return graph
+    if not ok:
+        log.warning("onnxsim could not validate its result; keeping the unsimplified graph")
+        return graph
+    onnx.checker.check_model(simplified, full_check=True)
+    return simplified
+
+
+def save_onnx(graph: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
+    """Write atomically (temp file + rename)."""
+    with atomic_path(path) as tmp:
+        onnx.save(graph, str(tmp))
+    return Path(path)
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter prints progress and torchvision notices; keep them out of the stage's output."""
+    loggers = [
+        logging.getLogger(n) for n in ("torch.onnx", "torch.onnx._internal.exporter._registration", "onnxscript")
+    ]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)

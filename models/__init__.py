@@ -1,0 +1,29 @@
+"""FCResNet{18,34,50} with temporal connections, and the registry of named variants."""
+
+from models.fcresnet import NETWORK_STRIDE, FCResNet, FCResNetConfig, check_input_size
+from models.registry import (
+    UnknownModelError,
+    build_model,
+    list_models,
+    model_config,
+    register_model,
+    resolve_name,
+    variant_name,
+)
+from models.temporal import FeedbackConnectionError, TemporalConnection
+
+__all__ = [
+    "NETWORK_STRIDE",
+    "FCResNet",
+    "FCResNetConfig",
+    "FeedbackConnectionError",
+    "TemporalConnection",
+    "UnknownModelError",
+    "build_model",
+    "check_input_size",
+    "list_models",
+    "model_config",
+    "register_model",
+    "resolve_name",
+    "variant_name",
+]

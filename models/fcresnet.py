@@ -1,0 +1,186 @@
+"""FCResNet: an FCN8s decoder on a ResNet encoder, with an optional temporal connection.
+
+Forward contract shared by every variant: `model(image, *states) -> (logits, *next_states)`.
+The state is the processed feature of the previous frame (already at the shape of the `in`
+position); a non-temporal model has no state. Because out <= in, the next state is taken
+before the merge, so it never depends on the state itself: streaming frame by frame is exactly
+the paper's (previous frame, current frame) scheme.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from models.resnet import ResNet
+from models.temporal import POSITION_STRIDES, TemporalConnection, TemporalProcessor
+
+NETWORK_STRIDE = 32
+
+
+@dataclass(frozen=True)
+class FCResNetConfig:
+    """Architecture of one variant.
+
+    depth: ResNet depth, 18, 34 or 50.
+    width: channel multiplier of the encoder (0.5 halves every ResNet width).
+    num_classes: output classes (19 Cityscapes train ids).
+    temporal: the temporal connection, or None for a frame-by-frame model.
+    """
+
+    depth: int
+    width: float = 1.0
+    num_classes: int = 19
+    temporal: TemporalConnection | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FCResNetConfig:
+        temporal = data.get("temporal")
+        return cls(
+            depth=int(data["depth"]),
+            width=float(data["width"]),
+            num_classes=int(data["num_classes"]),
+            temporal=None if temporal is None else TemporalConnection(**temporal),
+        )
+
+
+def bilinear_kernel(channels: int, kernel: int) -> Tensor:
+    """Per-channel bilinear upsampling weights for a ConvTranspose2d (FCN's initialisation)."""
+    factor = (kernel + 1) // 2
+    center = factor - 1 if kernel % 2 == 1 else factor - 0.5
+    grid = torch.arange(kernel, dtype=torch.float32)
+    filt1d = 1 - (grid - center).abs() / factor
+    weight = torch.zeros(channels, channels, kernel, kernel)
+    weight[range(channels), range(channels)] = filt1d[:, None] * filt1d[None, :]
+    return weight
+
+
+def upsampler(in_channels: int, out_channels: int, factor: int) -> nn.ConvTranspose2d:
+    """Learned x`factor` upsampling (kernel 2*factor, exact output size, bilinear start)."""
+    layer = nn.ConvTranspose2d(in_channels, out_channels, 2 * factor, stride=factor, padding=factor // 2, bias=False)
+    with torch.no_grad():
+        layer.weight.zero_()
+        shared = min(in_channels, out_channels)
+        layer.weight[:shared, :shared] = bilinear_kernel(shared, 2 * factor)
+    return layer
+
+
+class FCResNet(nn.Module):
+    """FCN8s on ResNet18/34/50. Positions 1-7 as in the paper; see models/temporal.py."""
+
+    def __init__(self, config: FCResNetConfig) -> None:
+        super().__init__()
+        self.config = config
+        conn = config.temporal
+        probe = ResNet(config.depth, width=config.width)
+        channels = {pos: c for pos, c in zip(range(1, 6), probe.out_channels, strict=True)}
+        channels[6] = channels[7] = config.num_classes
+        self.position_channels = channels
+        merged = dict(channels)
+        if conn is not None and conn.merge == "concat":
+            merged[conn.in_] = 2 * channels[conn.in_]
+        stage_inputs = {i: merged[i + 1] for i in range(4) if merged[i + 1] != channels[i + 1]}
+        self.backbone = ResNet(config.depth, width=config.width, stage_inputs=stage_inputs)
+        c = config.num_classes
+        self.score_fr = nn.Conv2d(merged[5], c, 1)
+        self.score_pool4 = nn.Conv2d(merged[4], c, 1)
+        self.score_pool3 = nn.Conv2d(merged[3], c, 1)
+        self.upscore2 = upsampler(c, c, 2)
+        self.upscore_pool4 = upsampler(merged[6], c, 2)
+        self.upscore8 = upsampler(merged[7], c, 8)
+        for score in (self.score_fr, self.score_pool4, self.score_pool3):
+            nn.init.normal_(score.weight, std=0.01)
+            nn.init.zeros_(score.bias)
+        self.temporal = None
+        if conn is not None:
+            scale = POSITION_STRIDES[conn.out] / POSITION_STRIDES[conn.in_]
+            self.temporal = TemporalProcessor(channels[conn.out], channels[conn.in_], kernel=conn.kernel, scale=scale)
+            if conn.merge == "add":
+                # Start as the frame-by-frame model: the added temporal term is zero at first.
+                nn.init.zeros_(self.temporal.conv.weight)
+            nn.init.zeros_(self.temporal.conv.bias)
+
+    @property
+    def num_states(self) -> int:
+        return 0 if self.config.temporal is None else 1
+
+    def state_shapes(self, height: int, width: int, batch: int = 1) -> list[tuple[int, ...]]:
+        """Shapes of the state tensors for an input of `height` x `width` pixels."""
+        check_input_size(height, width)
+        conn = self.config.temporal
+        if conn is None:
+            return []
+        stride = POSITION_STRIDES[conn.in_]
+        return [(batch, self.position_channels[conn.in_], height // stride, width // stride)]
+
+    def initial_states(self, image: Tensor) -> list[Tensor]:
+        """Zero states for the first frame of a stream, matching `image`'s batch, device, dtype."""
+        shapes = self.state_shapes(image.shape[-2], image.shape[-1], batch=image.shape[0])
+        return [image.new_zeros(shape) for shape in shapes]
+
+    def forward(self, image: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
+        conn = self.config.temporal
+        if len(states) != self.num_states:
+            raise ValueError(f"{type(self).__name__} takes {self.num_states} state tensor(s), got {len(states)}")
+        features: dict[int, Tensor] = {}
+        next_states: list[Tensor] = []
+        x = image
+        for pos in range(1, 8):
+            x = self.stage(pos, x, features)
+            if conn is not None and pos == conn.out:
+                next_states.append(self.temporal(x))
+            if conn is not None and pos == conn.in_:
+                x = self.merge(x, states[0])
+            features[pos] = x
+        return (self.upscore8(x), *next_states)
+
+    def next_states(self, image: Tensor) -> list[Tensor]:
+        """Only the states that `image` hands to the next frame (runs up to the `out` position)."""
+        conn = self.config.temporal
+        if conn is None:
+            return []
+        features: dict[int, Tensor] = {}
+        x = image
+        for pos in range(1, conn.out + 1):
+            x = self.stage(pos, x, features)
+            features[pos] = x
+        return [self.temporal(x)]
+
+    def stage(self, pos: int, x: Tensor, features: dict[int, Tensor]) -> Tensor:
+        """Compute the feature at `pos` from the one before it (and the FCN skips)."""
+        b = self.backbone
+        if pos == 1:
+            return b.stem(x)
+        if pos == 2:
+            return b.layer1(b.maxpool(x))
+        if pos in (3, 4, 5):
+            return (b.layer2, b.layer3, b.layer4)[pos - 3](x)
+        if pos == 6:
+            return self.upscore2(self.score_fr(x)) + self.score_pool4(features[4])
+        return self.upscore_pool4(x) + self.score_pool3(features[3])
+
+    def merge(self, current: Tensor, previous: Tensor) -> Tensor:
+        if self.config.temporal.merge == "concat":
+            return torch.cat([current, previous], dim=1)
+        return current + previous
+
+
+def check_input_size(height: int, width: int) -> None:
+    """Refuse sizes the FCN8s skips cannot align: both sides must divide by the stride 32."""
+    bad = [(name, v) for name, v in (("height", height), ("width", width)) if v <= 0 or v % NETWORK_STRIDE]
+    if bad:
+        hints = ", ".join(f"{name} {v}: try {nearest_valid_sizes(v)}" for name, v in bad)
+        raise ValueError(
+            f"input size {height}x{width} is not divisible by the network stride {NETWORK_STRIDE} ({hints})"
+        )
+
+
+def nearest_valid_sizes(value: int) -> str:
+    lower = max(NETWORK_STRIDE, value // NETWORK_STRIDE * NETWORK_STRIDE)
+    upper = lower + NETWORK_STRIDE if lower < value else lower
+    return str(lower) if lower == upper else f"{lower} or {upper}"

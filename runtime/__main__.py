@@ -1,0 +1,117 @@
+"""`python -m runtime --model-dir runs/MODEL [--precision fp16] [--backend auto] [--source synthetic] [--frames N]`.
+
+Runs the stateful frame loop and prints the latency, memory and accuracy table; writes the
+report to runs/MODEL/run-<precision>-<backend>.json. Sources: synthetic (labelled), a video
+file, an image folder, cityscapes:PATH[:SPLIT], camera:N. Ctrl-C stops after the current frame
+and still writes the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from common.errors import UserError, run_cli
+from common.io import write_json
+from data import open_source
+from runtime.loop import LoopOptions, run_loop
+from runtime.outputs import Overlay, OverlayVideo, PngFrames, palette_lut
+from runtime.policy import StatePolicy
+from runtime.report import build_report, format_report
+from runtime.session import BACKENDS, PRECISIONS, make_runner, select
+
+log = logging.getLogger("runtime")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m runtime", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--model-dir", type=Path, required=True, help="run directory with the graphs/engines (runs/MODEL)")
+    p.add_argument("--precision", default="fp16", choices=PRECISIONS, help="graph/engine precision (default fp16)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="auto: TensorRT when installed with a GPU and an engine, else ONNX Runtime",
+    )
+    p.add_argument(
+        "--onnx",
+        type=Path,
+        help="run this ONNX file instead of the run directory's (any graph following the state contract)",
+    )
+    p.add_argument("--engine", type=Path, help="run this engine instead of the run directory's")
+    p.add_argument(
+        "--source", default="synthetic", help="synthetic[:SEED] | VIDEO | FOLDER | cityscapes:PATH[:SPLIT] | camera:N"
+    )
+    p.add_argument("--frames", type=int, help="stop after N frames (default: the whole source; synthetic: 300)")
+    p.add_argument("--warmup", type=int, default=10, help="frames left out of the latency statistics (default 10)")
+    p.add_argument("--reset-every", type=int, help="zero the state every N frames")
+    p.add_argument(
+        "--scene-cut",
+        type=float,
+        default=0.25,
+        help="frame-difference threshold (0..1) for a scene-cut reset (default 0.25)",
+    )
+    p.add_argument("--no-scene-cut", action="store_true", help="never reset on a scene cut")
+    p.add_argument("--overlay", type=Path, help="write the colourised overlay as a video (.mp4/.avi)")
+    p.add_argument("--overlay-dir", type=Path, help="write overlay PNG frames here")
+    p.add_argument("--labels-dir", type=Path, help="write label maps (uint8 class ids, PNG) here")
+    p.add_argument("--no-accuracy", action="store_true", help="skip mIoU/FLAME even where labels exist")
+    p.add_argument("--no-tc", action="store_true", help="skip temporal consistency (optical flow per frame)")
+    p.add_argument("--report", type=Path, help="report path (default MODEL_DIR/run-<precision>-<backend>.json)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for ONNX Runtime / torch (0: their default)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch backend device")
+    p.add_argument(
+        "--cuda-graphs", action="store_true", help="TensorRT: replay each frame as a CUDA graph (untested here: no GPU)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.frames is not None and args.frames < 1:
+        raise UserError("--frames must be at least 1")
+    selection = select(args.model_dir, args.precision, args.backend, onnx=args.onnx, engine=args.engine)
+    contract = selection.contract
+    frames = args.frames or (300 if args.source.startswith("synthetic") else None)
+    source = open_source(args.source, height=contract.height, width=contract.width, frames=frames)
+    runner = make_runner(selection, threads=args.threads, device=args.device, cuda_graphs=args.cuda_graphs)
+    options = LoopOptions(
+        warmup=args.warmup,
+        max_frames=frames,
+        policy=StatePolicy(reset_every=args.reset_every, scene_cut=None if args.no_scene_cut else args.scene_cut),
+        accuracy=not args.no_accuracy,
+        consistency=not args.no_tc,
+        progress=not args.quiet,
+    )
+    overlay = Overlay(palette_lut(contract.palette, contract.num_classes), contract.height, contract.width)
+    sinks = []
+    if args.overlay:
+        sinks.append(OverlayVideo(args.overlay, overlay, source.fps))
+    if args.overlay_dir or args.labels_dir:
+        sinks.append(PngFrames(overlay, args.overlay_dir, args.labels_dir))
+    started = time.perf_counter()
+    try:
+        with source, runner:
+            result = run_loop(runner, source, options, source_fps=source.fps, sinks=tuple(sinks), total=source.length)
+            memory = runner.memory()
+            device = runner.device_name
+    finally:
+        for sink in sinks:
+            if hasattr(sink, "close"):
+                sink.close()
+    report = build_report(contract, selection.backend, device, result, memory, source=args.source)
+    path = args.report or args.model_dir / f"run-{contract.precision}-{selection.backend}.json"
+    write_json(path, report)
+    print(format_report(report))
+    print(f"stage run: {time.perf_counter() - started:.1f} s -> {path}")
+    return 130 if result.interrupted else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

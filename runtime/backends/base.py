@@ -1,0 +1,99 @@
+"""One runner interface for every backend (Polygraphy's BaseRunner pattern).
+
+A runner owns every buffer of the loop, allocated once in `activate()`:
+- `image`: host input buffer, float32 [N,3,H,W] (pinned on GPU backends); the loop
+  preprocesses each frame straight into it;
+- `labels`: host output buffer, int32 [N,H,W], filled by `infer()`;
+- two buffers per state tensor, swapped after each frame (no state copy).
+
+`infer()` runs one frame and returns the time of each device phase. The frame loop in
+runtime/loop.py is written once, above this interface.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from types import TracebackType
+
+import numpy as np
+
+from common.contract import Contract
+
+
+@dataclass
+class PhaseTimes:
+    """Milliseconds spent in each device phase of one frame (0 where the backend has none)."""
+
+    h2d: float = 0.0
+    compute: float = 0.0
+    d2h: float = 0.0
+
+
+@dataclass
+class MemoryInfo:
+    """Bytes, as the report's `memory` section names them; None where a backend cannot tell."""
+
+    params: int | None = None
+    weights_bytes: int | None = None
+    engine_file_bytes: int | None = None
+    activation_bytes: int | None = None
+    state_bytes: int | None = None
+    io_bytes: int | None = None
+    device_used_bytes: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Runner(abc.ABC):
+    """Context manager: `with runner: runner.image[...] = x; runner.infer(); runner.labels`."""
+
+    backend: str = "base"
+
+    def __init__(self, contract: Contract) -> None:
+        self.contract = contract
+        self.image: np.ndarray = np.empty(0, np.float32)
+        self.labels: np.ndarray = np.empty(0, np.int32)
+        self.is_active = False
+
+    def __enter__(self) -> Runner:
+        self.activate()
+        self.is_active = True
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.is_active = False
+        self.deactivate()
+
+    @abc.abstractmethod
+    def activate(self) -> None:
+        """Load the model and allocate every buffer; zero the state."""
+
+    @abc.abstractmethod
+    def deactivate(self) -> None:
+        """Free what activate() allocated."""
+
+    @abc.abstractmethod
+    def infer(self) -> PhaseTimes:
+        """Run one frame from `self.image` into `self.labels`; the next state becomes current."""
+
+    @abc.abstractmethod
+    def reset_state(self) -> None:
+        """Zero the current state (start of a stream, a reset)."""
+
+    @abc.abstractmethod
+    def state_is_finite(self) -> bool:
+        """False when the state that the next frame would read holds NaN or Inf."""
+
+    @abc.abstractmethod
+    def memory(self) -> MemoryInfo:
+        """Memory figures of this runner after activation."""
+
+    def state_addresses(self) -> tuple[int, ...]:
+        """Addresses of the buffers the next frame reads its states from (to prove no-copy swaps)."""
+        return ()
+
+    @property
+    def device_name(self) -> str:
+        return "cpu"

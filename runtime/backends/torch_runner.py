@@ -1,0 +1,131 @@
+"""Torch runner: the reference backend (CPU or CUDA), states passed back into the model.
+
+Imported only when asked for, so runtime/ runs without torch. On CUDA the frame is copied from
+pinned host memory asynchronously and every phase is timed with CUDA events; FP16 runs the
+model in half precision (CUDA only: CPU half convolutions are slow and not what an edge GPU does).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common.contract import Contract
+from common.errors import UserError
+from runtime.backends.base import MemoryInfo, PhaseTimes, Runner
+
+
+class TorchRunner(Runner):
+    backend = "torch"
+
+    def __init__(
+        self, contract: Contract, checkpoint: str | os.PathLike[str], *, device: str = "auto", threads: int = 0
+    ) -> None:
+        super().__init__(contract)
+        self.checkpoint = Path(checkpoint)
+        self.requested_device = device
+        self.threads = threads
+
+    def activate(self) -> None:
+        try:
+            import torch
+        except ImportError:
+            raise UserError(
+                "the torch backend needs PyTorch: pip install torch (or pick --backend onnxruntime)"
+            ) from None
+        from models.checkpoint import load_model
+
+        self.torch = torch
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        use_cuda = self.requested_device == "cuda" or (self.requested_device == "auto" and torch.cuda.is_available())
+        if self.requested_device == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda asked for, but torch sees no CUDA device")
+        self.device = torch.device("cuda" if use_cuda else "cpu")
+        if self.contract.precision == "int8":
+            raise UserError(
+                "the torch backend runs fp32 and fp16 (CUDA); int8 is a Q/DQ graph for ONNX Runtime / TensorRT"
+            )
+        self.dtype = torch.float16 if self.contract.precision == "fp16" and use_cuda else torch.float32
+        model, _ = load_model(
+            self.checkpoint, expect_model=self.contract.model, expect_classes=self.contract.num_classes
+        )
+        self.model = model.to(self.device, self.dtype).eval()
+        c = self.contract
+        pin = use_cuda
+        image_t = torch.zeros(c.image.shape, dtype=torch.float32, pin_memory=pin)
+        labels_t = torch.zeros((c.batch, c.height, c.width), dtype=torch.int32, pin_memory=pin)
+        self.image, self.labels = image_t.numpy(), labels_t.numpy()
+        self._image_host, self._labels_host = image_t, labels_t
+        # On CPU the model reads the host buffer itself; on CUDA it is copied asynchronously.
+        self._image_dev = torch.zeros(c.image.shape, dtype=self.dtype, device=self.device) if use_cuda else image_t
+        self._labels_dev = torch.zeros((c.batch, c.height, c.width), dtype=torch.int64, device=self.device)
+        self._events = [torch.cuda.Event(enable_timing=True) for _ in range(4)] if use_cuda else []
+        self.reset_state()
+        if use_cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+    def deactivate(self) -> None:
+        self.model = None
+        self._states = []
+        if getattr(self, "device", None) is not None and self.device.type == "cuda":
+            self.torch.cuda.empty_cache()
+
+    def infer(self) -> PhaseTimes:
+        torch = self.torch
+        with torch.inference_mode():
+            if self._events:
+                return self._infer_cuda()
+            start = time.perf_counter()
+            logits, *self._states = self.model(self._image_dev, *self._states)
+            torch.argmax(logits, dim=1, out=self._labels_dev)
+            self._labels_host.copy_(self._labels_dev)
+            return PhaseTimes(compute=(time.perf_counter() - start) * 1e3)
+
+    def _infer_cuda(self) -> PhaseTimes:
+        e0, e1, e2, e3 = self._events
+        e0.record()
+        self._image_dev.copy_(self._image_host, non_blocking=True)
+        e1.record()
+        logits, *self._states = self.model(self._image_dev, *self._states)
+        self.torch.argmax(logits, dim=1, out=self._labels_dev)
+        e2.record()
+        self._labels_host.copy_(self._labels_dev, non_blocking=True)
+        e3.record()
+        e3.synchronize()
+        return PhaseTimes(h2d=e0.elapsed_time(e1), compute=e1.elapsed_time(e2), d2h=e2.elapsed_time(e3))
+
+    def reset_state(self) -> None:
+        shapes = [s.shape for s in self.contract.states]
+        self._states = [self.torch.zeros(shape, dtype=self.dtype, device=self.device) for shape in shapes]
+
+    def state_is_finite(self) -> bool:
+        return all(bool(self.torch.isfinite(s).all()) for s in self._states)
+
+    def state_addresses(self) -> tuple[int, ...]:
+        return tuple(s.data_ptr() for s in self._states)
+
+    @property
+    def device_name(self) -> str:
+        if self.device.type == "cuda":
+            return self.torch.cuda.get_device_name(self.device)
+        return "cpu"
+
+    def memory(self) -> MemoryInfo:
+        torch = self.torch
+        params = sum(p.numel() for p in self.model.parameters())
+        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        io = self.image.nbytes + self.labels.nbytes
+        state = sum(int(np.prod(s.shape)) * s.element_size() for s in self._states)
+        info = MemoryInfo(params=params, weights_bytes=weights, state_bytes=state, io_bytes=io)
+        if self.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(self.device)
+            info.device_used_bytes = total - free
+            info.activation_bytes = max(0, torch.cuda.max_memory_allocated(self.device) - weights - state)
+            info.notes.append("torch: activation_bytes is the CUDA caching allocator's peak less weights and state")
+        else:
+            info.notes.append("torch on CPU: activations are not tracked")
+        return info

@@ -1,0 +1,129 @@
+"""The run report: one JSON schema for every backend and precision (design note), and its table."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+from dataclasses import asdict
+
+import numpy as np
+
+from common.contract import Contract
+from runtime.backends.base import MemoryInfo
+from runtime.loop import PHASES, LoopResult
+from runtime.memory import is_jetson, peak_rss_bytes
+
+SCHEMA = "tempseg-run/1"
+
+
+def latency_stats(values: np.ndarray) -> dict[str, float | None]:
+    """mean, p50, p90, p99, max in ms; None for an empty run."""
+    if values.size == 0:
+        return dict.fromkeys(("mean", "p50", "p90", "p99", "max"))
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {
+        k: round(float(v), 4)
+        for k, v in (("mean", values.mean()), ("p50", p50), ("p90", p90), ("p99", p99), ("max", values.max()))
+    }
+
+
+def build_report(
+    contract: Contract, backend: str, device: str, result: LoopResult, memory: MemoryInfo, *, source: str
+) -> dict:
+    rows = result.timings.rows(result.warmup)
+    phases = {name: latency_stats(rows[:, i]) for i, name in enumerate(PHASES)}
+    total = phases["total"]
+    mem = asdict(memory)
+    notes = mem.pop("notes")
+    mem["host_rss_peak_bytes"] = peak_rss_bytes()
+    if is_jetson():
+        notes.append("Jetson: GPU and CPU share the same DRAM; device_used_bytes is part of system memory")
+    mean_ms = total["mean"]
+    accuracy = (
+        result.accuracy.summary(contract.class_names(), mean_ms or 0.0, result.source_fps) if result.accuracy else None
+    )
+    return {
+        "schema": SCHEMA,
+        "model": contract.model,
+        "precision": contract.precision,
+        "backend": backend,
+        "device": device,
+        "host": f"{platform.node()} {platform.machine()} {platform.system()}",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "source_fps": result.source_fps,
+        "input_hw": [contract.height, contract.width],
+        "batch": contract.batch,
+        "frames": result.frames,
+        "warmup_frames": min(result.warmup, result.frames),
+        "interrupted": result.interrupted,
+        "latency_ms": total,
+        "phases_ms": phases,
+        "fps": None if not mean_ms else round(1000.0 * contract.batch / mean_ms, 3),
+        "wall_seconds": round(result.wall_seconds, 3),
+        "memory": mem,
+        "memory_notes": notes,
+        "resets": result.resets,
+        "accuracy": accuracy,
+    }
+
+
+def format_report(report: dict) -> str:
+    h, w = report["input_hw"]
+    lines = [
+        f"{report['model']} {report['precision']} on {report['backend']} ({report['device']}), {h}x{w}, "
+        f"{report['frames']} frames ({report['warmup_frames']} warm-up)"
+        + (", interrupted" if report["interrupted"] else ""),
+        f"  {'latency ms':<13}" + "".join(f"{k:>9}" for k in ("mean", "p50", "p90", "p99", "max")),
+    ]
+    for phase, stats in report["phases_ms"].items():
+        if phase != "total" and not stats["max"]:
+            continue
+        lines.append(f"  {phase:<13}" + "".join(f"{_num(stats[k]):>9}" for k in ("mean", "p50", "p90", "p99", "max")))
+    lines.append(f"  fps           {_num(report['fps'])}")
+    m = report["memory"]
+    lines.append(
+        "  memory        "
+        + "  ".join(
+            f"{label} {_bytes(m[key])}"
+            for label, key in (
+                ("weights", "weights_bytes"),
+                ("engine", "engine_file_bytes"),
+                ("activations", "activation_bytes"),
+                ("state", "state_bytes"),
+                ("io", "io_bytes"),
+                ("device", "device_used_bytes"),
+                ("host peak", "host_rss_peak_bytes"),
+            )
+        )
+        + (f"  params {m['params'] / 1e6:.2f}M" if m.get("params") else "")
+    )
+    acc = report["accuracy"]
+    if acc and acc.get("labelled_frames"):
+        flame = acc["flame"]
+        lines.append(
+            f"  accuracy      mIoU {_num(acc['miou'])}  pixel acc {_num(acc['pixel_acc'])}  "
+            f"FLAME {_num(acc['flame_miou'])} (k={flame['offset_frames']} at {report['source_fps']:g} fps)  "
+            f"TC {_num(acc['tc'])}"
+        )
+        by_reset = "  ".join(f"{k}: {_num(v)}" for k, v in acc["miou_by_frames_since_reset"].items() if v is not None)
+        lines.append(f"  since reset   {by_reset}")
+    elif acc:
+        lines.append(f"  accuracy      no labels in the source; TC {_num(acc['tc'])}")
+    lines.append("  resets        " + ", ".join(f"{k} {v}" for k, v in report["resets"].items()))
+    return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value} B"

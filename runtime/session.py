@@ -1,0 +1,92 @@
+"""Choosing the backend and the artefact it runs, and building its runner.
+
+Artefacts of a run directory (runs/MODEL): model.onnx / model.fp16.onnx / model.int8.onnx for
+ONNX Runtime, <precision>.engine (+ .engine.json sidecar) for TensorRT, checkpoint.pt for torch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.contract import Contract, read_onnx_contract
+from common.errors import UserError
+from runtime.backends.base import Runner
+
+log = logging.getLogger(__name__)
+BACKENDS = ("auto", "tensorrt", "tensorrt_rtx", "onnxruntime", "torch")
+PRECISIONS = ("fp32", "fp16", "int8")
+GRAPH_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+
+
+@dataclass(frozen=True)
+class Selection:
+    backend: str
+    artefact: Path
+    contract: Contract
+
+
+def select(
+    model_dir: Path, precision: str, backend: str, *, onnx: Path | None = None, engine: Path | None = None
+) -> Selection:
+    """Resolve `auto` and find the artefact; UserError when it is missing, with the make command."""
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}: use {', '.join(BACKENDS)}")
+    engine = engine or model_dir / f"{precision}.engine"
+    if backend == "auto":
+        backend = _auto_backend(engine)
+        log.info("backend auto -> %s", backend)
+    if backend in ("tensorrt", "tensorrt_rtx"):
+        return Selection(backend, engine, _engine_contract(engine, backend))
+    graph = onnx or model_dir / GRAPH_NAMES[precision]
+    if not graph.is_file():
+        raise UserError(
+            f"no {precision} graph here; build it with `make export` / `make calibrate` (MODEL={model_dir.name})", graph
+        )
+    contract = read_onnx_contract(graph)
+    if backend == "torch":
+        checkpoint = model_dir / "checkpoint.pt"
+        return Selection(backend, checkpoint, contract)
+    return Selection(backend, graph, contract)
+
+
+def make_runner(selection: Selection, *, threads: int = 0, device: str = "auto", cuda_graphs: bool = False) -> Runner:
+    if selection.backend == "onnxruntime":
+        from runtime.backends.ort_runner import OnnxRuntimeRunner
+
+        return OnnxRuntimeRunner(selection.contract, selection.artefact, threads=threads)
+    if selection.backend == "torch":
+        from runtime.backends.torch_runner import TorchRunner
+
+        return TorchRunner(selection.contract, selection.artefact, device=device, threads=threads)
+    from runtime.backends.trt_runner import TensorRTRunner
+
+    return TensorRTRunner(selection.contract, selection.artefact, flavour=selection.backend, cuda_graphs=cuda_graphs)
+
+
+def _auto_backend(engine: Path) -> str:
+    """TensorRT when it is installed, a GPU is visible and the engine exists; ONNX Runtime otherwise."""
+    for flavour in ("tensorrt", "tensorrt_rtx"):
+        if importlib.util.find_spec(flavour) and engine.is_file() and _gpu_visible():
+            return flavour
+    return "onnxruntime"
+
+
+def _gpu_visible() -> bool:
+    from runtime.cuda import cuda_device_count
+
+    return cuda_device_count() > 0
+
+
+def _engine_contract(engine: Path, backend: str) -> Contract:
+    from engine.sidecar import read_sidecar
+
+    if not engine.is_file():
+        raise UserError(
+            f"no engine here; build it with `make engine MODEL={engine.parent.name} PRECISION={engine.stem}`", engine
+        )
+    return Contract.from_json(read_sidecar(engine)["contract"])

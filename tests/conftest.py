@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny trained-free models exported once per session (64x128, width 0.25)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TINY = "fcresnet18x0.25_t66"
+TINY_HW = (64, 128)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """runs/<TINY> with checkpoint.pt (random init, seed 0), model.onnx and model.fp16.onnx."""
+    import torch
+
+    from export.fp16 import convert_fp16
+    from export.onnx_graph import build_contract, export_fp32, save_onnx
+    from models import build_model
+    from models.checkpoint import save_checkpoint
+
+    run = tmp_path_factory.mktemp("runs") / TINY
+    torch.manual_seed(0)
+    model = build_model(TINY).eval()
+    save_checkpoint(run / "checkpoint.pt", model, TINY)
+    contract = build_contract(model, TINY, height=TINY_HW[0], width=TINY_HW[1], batch=1, checkpoint_sha256=None)
+    graph = export_fp32(model, contract)
+    save_onnx(graph, run / "model.onnx")
+    fp16, _ = convert_fp16(graph, contract)
+    save_onnx(fp16, run / "model.fp16.onnx")
+    return run

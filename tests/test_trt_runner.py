@@ -1,0 +1,869 @@
+"""runtime/cuda.py and the TensorRT runner: what runs without a GPU, and the GPU checks (marker `gpu`).
+
+No GPU here, so the runner is driven through `FakeCuda` (a CudaApi whose "device memory" is numpy arrays and
+whose every call is logged) and a fake TensorRT whose execution context computes the test graph in numpy from
+the addresses bound to it. The graph is a one-conv contract graph made with onnx.helper (no torch): its state
+feeds back into the logits, so a wrong buffer swap changes the labels, which are compared with ONNX Runtime
+frame by frame. Refusing engines is checked on a real TensorRT-RTX engine (built on the CPU) before any
+deserialization. The `gpu` tests run the real thing and skip here with the reason.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from common.contract import Contract, StateSpec, TensorSpec, read_onnx_contract, set_metadata
+from common.errors import UserError
+from common.io import sha256_file
+from engine.sidecar import SIDECAR_VERSION, sidecar_path, write_sidecar
+from engine.trt import GpuInfo, TensorRT, cuda_gpu, load_tensorrt
+from runtime import cuda as rc
+from runtime.backends import trt_runner
+from runtime.backends.ort_runner import OnnxRuntimeRunner
+from runtime.backends.trt_runner import TensorRTRunner
+from runtime.cuda import CudaApi, CudaError, CudaGraph, Event, Stream, cuda_device_count
+
+H, W, CLASSES = 8, 8, 3
+HAVE_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
+ROOT = Path(__file__).resolve().parents[1]
+FAKE_GPU = GpuInfo("Fake RTX", "8.9", 8 << 30)
+# the fake clock: milliseconds each logged operation takes, so PhaseTimes are exact
+COST_MS = {"htod": 1.0, "execute": 5.0, "launch": 5.0, "dtoh": 2.0}
+
+
+# ---- the test graph --------------------------------------------------------------------------------------
+
+
+def _weights() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return rng.standard_normal((CLASSES, 3, 1, 1)).astype(np.float32), np.float32(0.5)
+
+
+def tiny_contract(model: str = "tiny_state") -> Contract:
+    return Contract(
+        model=model,
+        num_classes=CLASSES,
+        image=TensorSpec("image", (1, 3, H, W), "float32"),
+        states=(StateSpec("state_in.0", "state_out.0", (1, CLASSES, H, W), "float32"),),
+        logits=TensorSpec("logits", (1, CLASSES, H, W), "float32"),
+        labels=TensorSpec("labels", (1, H, W), "int32"),
+        extra={"params": CLASSES * 3},
+    )
+
+
+def tiny_state_graph(path: Path) -> Contract:
+    """logits = conv1x1(image) + 0.5 * state_in.0; labels = int32 argmax; state_out.0 = relu(logits)."""
+    weight, mix = _weights()
+    nodes = [
+        helper.make_node("Conv", ["image", "w"], ["conv"]),
+        helper.make_node("Mul", ["state_in.0", "mix"], ["carried"]),
+        helper.make_node("Add", ["conv", "carried"], ["logits"]),
+        helper.make_node("ArgMax", ["logits"], ["argmax"], axis=1, keepdims=0),
+        helper.make_node("Cast", ["argmax"], ["labels"], to=TensorProto.INT32),
+        helper.make_node("Relu", ["logits"], ["state_out.0"]),
+    ]
+    shape = [1, CLASSES, H, W]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_state",
+        [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, H, W]),
+            helper.make_tensor_value_info("state_in.0", TensorProto.FLOAT, shape),
+        ],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, shape),
+            helper.make_tensor_value_info("labels", TensorProto.INT32, [1, H, W]),
+            helper.make_tensor_value_info("state_out.0", TensorProto.FLOAT, shape),
+        ],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.array(mix), "mix")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    contract = tiny_contract()
+    set_metadata(model, contract)
+    onnx.save(model, str(path))
+    assert read_onnx_contract(path) == contract  # the fixture is a valid contract graph
+    return contract
+
+
+def reference_frame(image: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The graph in numpy: (logits, labels, next state)."""
+    weight, mix = _weights()
+    logits = np.einsum("kc,nchw->nkhw", weight[:, :, 0, 0], image) + mix * state
+    return logits, logits.argmax(1).astype(np.int32), np.maximum(logits, 0)
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory) -> tuple[Path, Contract]:
+    path = tmp_path_factory.mktemp("graph") / "model.onnx"
+    return path, tiny_state_graph(path)
+
+
+def frames(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((1, 3, H, W)).astype(np.float32) for _ in range(n)]
+
+
+# ---- a numpy-backed CudaApi that logs every call ----------------------------------------------------------
+
+
+class FakeStream(Stream):
+    def __init__(self, cuda: FakeCuda, index: int) -> None:
+        self.cuda, self.index, self.closed = cuda, index, False
+
+    @property
+    def handle(self) -> int:
+        return 0x5000 + self.index
+
+    def synchronize(self) -> None:
+        self.cuda.log.append(("sync",))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeEvent(Event):
+    def __init__(self, cuda: FakeCuda, index: int) -> None:
+        self.cuda, self.index, self.time, self.closed = cuda, index, None, False
+
+    def record(self, stream: Stream) -> None:
+        self.time = self.cuda.clock
+        self.cuda.log.append(("record", self.index))
+
+    def synchronize(self) -> None:
+        self.cuda.log.append(("event_sync", self.index))
+
+    def elapsed_ms(self, end: Event) -> float:
+        assert isinstance(end, FakeEvent)
+        assert self.time is not None
+        assert end.time is not None
+        return end.time - self.time
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeGraph(CudaGraph):
+    def __init__(self, cuda: FakeCuda, calls: list[Callable[[], None]]) -> None:
+        self.cuda, self.calls = cuda, calls
+
+    def launch(self, stream: Stream) -> None:
+        self.cuda.tick("launch")
+        for call in self.calls:
+            call()
+
+    def close(self) -> None:
+        self.calls = []
+
+
+class FakeCuda(CudaApi):
+    """Device memory = numpy byte arrays at made-up addresses; streams run eagerly; `log` records every call."""
+
+    name = "fake"
+
+    def __init__(self, total: int = 1 << 30) -> None:
+        self.memory: dict[int, np.ndarray] = {}
+        self.host: dict[int, np.ndarray] = {}
+        self.log: list[tuple] = []
+        self.clock = 0.0
+        self.total = total
+        self.capturing: list[Callable[[], None]] | None = None
+        self.closed = False
+        self._next = 0x10000
+
+    def tick(self, op: str) -> None:
+        self.clock += COST_MS.get(op, 0.0)
+
+    def view(self, ptr: int, nbytes: int) -> np.ndarray:
+        block = self.memory[ptr]  # only whole buffers are ever addressed: a bad pointer is a KeyError
+        assert nbytes <= block.nbytes, (ptr, nbytes, block.nbytes)
+        return block[:nbytes]
+
+    def malloc(self, nbytes: int) -> int:
+        ptr, self._next = self._next, self._next + max(nbytes, 1) + 0x1000
+        self.memory[ptr] = np.full(nbytes, 0xAB, np.uint8)  # garbage, as cudaMalloc gives
+        self.log.append(("malloc", ptr, nbytes))
+        return ptr
+
+    def free(self, ptr: int) -> None:
+        del self.memory[ptr]
+        self.log.append(("free", ptr))
+
+    def host_array(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        array = np.zeros(shape, dtype)
+        self.host[array.ctypes.data] = array
+        self.log.append(("host_alloc", array.nbytes))
+        return array
+
+    def free_host(self, array: np.ndarray) -> None:
+        del self.host[array.ctypes.data]
+
+    def create_stream(self) -> Stream:
+        return FakeStream(self, len(self.log))
+
+    def create_event(self) -> Event:
+        self.log.append(("event",))
+        return FakeEvent(self, sum(1 for entry in self.log if entry[0] == "event"))
+
+    def memcpy_htod_async(self, dst_ptr: int, host: np.ndarray, stream: Stream) -> None:
+        self.view(dst_ptr, host.nbytes)[:] = host.reshape(-1).view(np.uint8)
+        self.tick("htod")
+        self.log.append(("htod", dst_ptr, host.nbytes))
+
+    def memcpy_dtoh_async(self, host: np.ndarray, src_ptr: int, stream: Stream) -> None:
+        host.reshape(-1).view(np.uint8)[:] = self.view(src_ptr, host.nbytes)
+        self.tick("dtoh")
+        self.log.append(("dtoh", src_ptr, host.nbytes))
+
+    def memset_async(self, ptr: int, value: int, nbytes: int, stream: Stream) -> None:
+        self.view(ptr, nbytes)[:] = value
+        self.log.append(("memset", ptr, nbytes))
+
+    def mem_get_info(self) -> tuple[int, int]:
+        used = sum(block.nbytes for block in self.memory.values())
+        return self.total - used, self.total
+
+    def capture_graph(self, stream: Stream, enqueue: Callable[[], object]) -> CudaGraph:
+        self.capturing = []
+        try:
+            enqueue()
+            calls = self.capturing
+        finally:
+            self.capturing = None
+        self.log.append(("capture", len(calls)))
+        return FakeGraph(self, calls)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def array(self, ptr: int, spec: TensorSpec | StateSpec) -> np.ndarray:
+        """The device buffer at `ptr` as a typed array."""
+        return self.view(ptr, spec.nbytes).view(np.dtype(spec.dtype)).reshape(spec.shape)
+
+
+# ---- a fake TensorRT whose context computes the test graph from the bound addresses -----------------------
+
+
+class DataType(enum.Enum):
+    FLOAT = 0
+    HALF = 1
+    INT32 = 3
+
+
+class TensorIOMode(enum.Enum):
+    NONE = 0
+    INPUT = 1
+    OUTPUT = 2
+
+
+class FakeLogger:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def errors(self) -> list[str]:
+        return self.messages
+
+    def clear(self) -> None:
+        self.messages.clear()
+
+
+class FakeContext:
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine, self.cuda, self.addresses = engine, engine.cuda, {}
+
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        self.cuda.log.append(("set_tensor_address", name, ptr))
+        self.addresses[name] = ptr
+        return True
+
+    def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
+        self.engine.shapes[name] = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        return self.engine.shapes[name]
+
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        assert isinstance(stream_handle, int)
+        bound = dict(self.addresses)  # a captured graph keeps the addresses of its capture
+        if self.cuda.capturing is not None:
+            self.cuda.capturing.append(lambda: self._run(bound))
+            self.cuda.log.append(("captured", bound))
+        else:
+            self.cuda.tick("execute")
+            self._run(bound)
+            self.cuda.log.append(("execute", bound))
+        return True
+
+    def _run(self, bound: dict[str, int]) -> None:
+        c, cuda = self.engine.contract, self.cuda
+        state = c.states[0]
+        assert len(set(bound.values())) == len(bound), "two tensors bound to one buffer"
+        image, carried = cuda.array(bound["image"], c.image), cuda.array(bound[state.input], state)
+        logits, labels, nxt = reference_frame(image, carried)
+        cuda.array(bound["logits"], c.logits)[:] = logits
+        cuda.array(bound["labels"], c.labels)[:] = labels
+        cuda.array(bound[state.output], state)[:] = nxt
+
+
+class FakeRuntimeCache:
+    def __init__(self, store: dict[str, Any]) -> None:
+        self.store = store
+
+    def deserialize(self, blob: bytes) -> bool:
+        self.store["loaded"] = bytes(blob)
+        return True
+
+    def serialize(self) -> bytes:
+        return b"jit-kernels"
+
+
+class FakeRuntimeConfig:
+    def __init__(self, store: dict[str, Any], rtx: bool) -> None:
+        self.store = store
+        if rtx:  # only TensorRT-RTX has these
+            self.cuda_graph_strategy = "DISABLED"
+            self.create_runtime_cache = lambda: FakeRuntimeCache(store)
+
+    def set_runtime_cache(self, cache: FakeRuntimeCache) -> bool:
+        self.store["cache"] = cache
+        return True
+
+
+class FakeEngine:
+    """The engine of the test graph. kind: trt86 (device_memory_size only), trt10 (_v2), rtx (runtime config)."""
+
+    def __init__(self, cuda: FakeCuda, contract: Contract, kind: str, store: dict[str, Any]) -> None:
+        self.cuda, self.contract, self.kind, self.store = cuda, contract, kind, store
+        specs = [contract.image, *(TensorSpec(s.input, s.shape, s.dtype) for s in contract.states)]
+        outs = [contract.logits, contract.labels, *(TensorSpec(s.output, s.shape, s.dtype) for s in contract.states)]
+        self.io = [(s, TensorIOMode.INPUT) for s in specs] + [(s, TensorIOMode.OUTPUT) for s in outs]
+        self.io += [(TensorSpec(n, s, d), TensorIOMode.OUTPUT) for n, s, d in store.get("extra_outputs", [])]
+        self.shapes = {s.name: tuple(s.shape) for s, _ in self.io}
+        self.num_io_tensors = len(self.io)
+        attr = "device_memory_size" if kind == "trt86" else "device_memory_size_v2"
+        setattr(self, attr, 123_456)
+        if kind == "rtx":
+            self.create_runtime_config = lambda: FakeRuntimeConfig(store, rtx=True)
+
+    def get_tensor_name(self, index: int) -> str:
+        return self.io[index][0].name
+
+    def get_tensor_mode(self, name: str) -> TensorIOMode:
+        return dict((s.name, m) for s, m in self.io)[name]
+
+    def get_tensor_dtype(self, name: str) -> DataType:
+        names = {"float32": DataType.FLOAT, "float16": DataType.HALF, "int32": DataType.INT32}
+        return names[dict((s.name, s.dtype) for s, _ in self.io)[name]]
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        return self.shapes[name]
+
+    def create_execution_context(self, config: FakeRuntimeConfig | None = None) -> FakeContext:
+        self.store["context_config"] = config
+        return FakeContext(self)
+
+
+def fake_tensorrt(cuda: FakeCuda, contract: Contract, kind: str = "trt10", **store: Any) -> TensorRT:
+    """A TensorRT object whose Runtime deserializes any bytes into the test graph's engine."""
+    store.setdefault("deserialized", 0)
+
+    class Runtime:
+        def __init__(self, logger: FakeLogger) -> None:
+            self.logger = logger
+
+        def deserialize_cuda_engine(self, data: bytes) -> FakeEngine:
+            store["deserialized"] += 1
+            return FakeEngine(cuda, store.get("engine_contract", contract), kind, store)
+
+    module = SimpleNamespace(Runtime=Runtime, TensorIOMode=TensorIOMode, store=store)
+    if kind == "rtx":
+        module.CudaGraphStrategy = SimpleNamespace(WHOLE_GRAPH_CAPTURE="WHOLE_GRAPH_CAPTURE")
+    flavour, version = ("tensorrt_rtx", "1.7.1.116") if kind == "rtx" else ("tensorrt", "10.3.0")
+    return TensorRT(module=module, flavour=flavour, version=version, logger=FakeLogger())
+
+
+def fake_engine_file(path: Path, contract: Contract, trt: TensorRT, **overrides: Any) -> Path:
+    """Engine bytes plus a build record that check_engine accepts for `contract` on FAKE_GPU."""
+    path.write_bytes(b"not a real plan: the fake runtime never reads it")
+    payload = {
+        "sidecar_version": SIDECAR_VERSION,
+        "engine": {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)},
+        "model": contract.model,
+        "precision": contract.precision,
+        "input_hw": [contract.height, contract.width],
+        "tensorrt": {"flavour": trt.flavour, "version": trt.version},
+        "compute_capabilities": [FAKE_GPU.compute_capability],
+        "contract": json.loads(contract.to_json()),
+        "device_memory": {"bytes": None, "build_log": {"weights_bytes": 36}},
+    }
+    payload.update(overrides)
+    write_sidecar(sidecar_path(path), payload)
+    return path
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch) -> GpuInfo:
+    monkeypatch.setattr(trt_runner, "cuda_gpu", lambda: FAKE_GPU)
+    return FAKE_GPU
+
+
+def make_fake_runner(tmp_path: Path, kind: str = "trt10", **options: Any) -> tuple[TensorRTRunner, FakeCuda]:
+    contract, cuda = tiny_contract(), FakeCuda()
+    trt = fake_tensorrt(cuda, contract, kind)
+    engine = fake_engine_file(tmp_path / "fp32.engine", contract, trt)
+    return TensorRTRunner(contract, engine, flavour=trt.flavour, cuda=cuda, trt=trt, **options), cuda
+
+
+def run_frames(runner: TensorRTRunner, images: list[np.ndarray]) -> list[tuple[np.ndarray, tuple[int, ...], Any]]:
+    """(labels, state addresses after the frame, phase times) per frame."""
+    out = []
+    for image in images:
+        runner.image[...] = image
+        times = runner.infer()
+        out.append((runner.labels.copy(), runner.state_addresses(), times))
+    return out
+
+
+def ort_labels(graph: tuple[Path, Contract], images: list[np.ndarray]) -> list[np.ndarray]:
+    path, contract = graph
+    with OnnxRuntimeRunner(contract, path) as ort:
+        result = []
+        for image in images:
+            ort.image[...] = image
+            ort.infer()
+            result.append(ort.labels.copy())
+    return result
+
+
+def frame_slices(log: list[tuple]) -> list[list[tuple]]:
+    """The log cut into frames: each frame starts at the first event record after the previous sync."""
+    slices, current = [], None
+    for entry in log:
+        if entry[0] == "record" and current is None:
+            current = []
+        if current is not None:
+            current.append(entry)
+            if entry[0] == "sync":
+                slices.append(current)
+                current = None
+    return slices
+
+
+# ---- runtime/cuda.py without a GPU ---------------------------------------------------------------------
+
+
+def test_cuda_device_count_is_zero_here_and_never_raises(monkeypatch):
+    if cuda_gpu() is None:
+        assert cuda_device_count() == 0  # cuda-python is installed; the driver is not
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "pycuda", "pycuda.driver"):
+        monkeypatch.setitem(sys.modules, name, None)  # makes `import name` raise ImportError
+    assert cuda_device_count() == 0
+
+    class Broken:
+        def cudaGetDeviceCount(self) -> tuple:  # noqa: N802 (CUDA's name)
+            raise RuntimeError("driver exploded")
+
+    monkeypatch.setattr(rc, "_import_cudart", lambda: Broken())
+    assert cuda_device_count() == 0
+
+
+def test_no_cuda_binding_is_a_user_error_naming_what_to_install(monkeypatch):
+    for name in ("cuda", "cuda.bindings", "cuda.bindings.runtime", "pycuda", "pycuda.driver"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(UserError, match=r"needs a CUDA binding .*`pip install cuda-python`.*pycuda"):
+        rc.default_cuda_api()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("cuda") is None, reason="cuda-python not installed")
+def test_cuda_python_errors_carry_the_cuda_error_name():
+    if cuda_device_count() > 0:
+        pytest.skip("a GPU is visible: cudaSetDevice succeeds here")
+    with pytest.raises(CudaError, match=r"^cudaSetDevice failed: cudaError\w+$") as err:
+        rc.CudaPythonApi()
+    assert err.value.call == "cudaSetDevice"
+    assert err.value.error in ("cudaErrorInsufficientDriver", "cudaErrorNoDevice")
+
+
+class FakeCudart:
+    """cuda-python's calling convention ((err, *values) tuples) over ctypes host memory, to drive CudaPythonApi."""
+
+    # CUDA's own names, hence mixedCase
+    cudaError_t = enum.Enum("cudaError_t", {"cudaSuccess": 0, "cudaErrorMemoryAllocation": 2})  # noqa: N815
+    cudaMemcpyKind = enum.Enum("cudaMemcpyKind", {"cudaMemcpyHostToDevice": 1, "cudaMemcpyDeviceToHost": 2})  # noqa: N815
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self.ctypes, self.blocks, self.calls = ctypes, {}, []
+
+    def _alloc(self, nbytes: int) -> int:
+        block = self.ctypes.create_string_buffer(nbytes)
+        ptr = self.ctypes.addressof(block)
+        self.blocks[ptr] = block
+        return ptr
+
+    def cudaSetDevice(self, device: int) -> tuple:  # noqa: N802
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaMallocHost(self, nbytes: int) -> tuple:  # noqa: N802
+        self.calls.append(("cudaMallocHost", nbytes))
+        return self.cudaError_t.cudaSuccess, self._alloc(nbytes)
+
+    def cudaFreeHost(self, ptr: int) -> tuple:  # noqa: N802
+        del self.blocks[ptr]
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaMalloc(self, nbytes: int) -> tuple:  # noqa: N802
+        if nbytes > 1 << 20:
+            return self.cudaError_t.cudaErrorMemoryAllocation, None
+        return self.cudaError_t.cudaSuccess, self._alloc(nbytes)
+
+    def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: Any, stream: Any) -> tuple:  # noqa: N802
+        self.ctypes.memmove(dst, src, count)
+        self.calls.append(("cudaMemcpyAsync", kind.name, count))
+        return (self.cudaError_t.cudaSuccess,)
+
+
+def test_cuda_python_api_wraps_pinned_memory_and_raises_cuda_error_names():
+    api = object.__new__(rc.CudaPythonApi)  # skip __init__'s cudaSetDevice: no driver here
+    api.rt, api._pinned = FakeCudart(), {}
+    host = api.host_array((2, 3), np.float32)
+    assert (host.shape, host.dtype, host.flags.writeable, host.sum()) == ((2, 3), np.float32, True, 0.0)
+    assert api._pinned == {host.ctypes.data: 24}  # the array is the pinned block itself, no copy
+    host[...] = np.arange(6).reshape(2, 3)
+    device = api.device_buffer(host.nbytes)
+    back = api.host_array((2, 3), np.float32)
+    stream = SimpleNamespace(handle=0)
+    api.memcpy_htod_async(device.ptr, host, stream)
+    api.memcpy_dtoh_async(back, device.ptr, stream)
+    np.testing.assert_array_equal(back, host)
+    kinds = [c[1] for c in api.rt.calls if c[0] == "cudaMemcpyAsync"]
+    assert kinds == ["cudaMemcpyHostToDevice", "cudaMemcpyDeviceToHost"]
+    with pytest.raises(CudaError, match="cudaMalloc failed: cudaErrorMemoryAllocation"):
+        api.malloc(2 << 20)
+    with pytest.raises(ValueError, match="not an array from this api"):
+        api.free_host(host[1:])
+    for array in (host, back):
+        api.free_host(array)
+    assert api._pinned == {}
+
+
+# ---- imports and refusals -------------------------------------------------------------------------------
+
+
+def test_runtime_imports_and_builds_the_runner_without_tensorrt_cuda_or_torch(tmp_path):
+    code = f"""
+import sys
+for name in ("torch", "tensorrt", "tensorrt_rtx", "cuda", "pycuda"):
+    sys.modules[name] = None
+import runtime.cuda, runtime.session, runtime.backends.trt_runner
+from common.errors import UserError
+from runtime.backends.trt_runner import TensorRTRunner
+from tests.test_trt_runner import tiny_contract
+assert runtime.cuda.cuda_device_count() == 0
+runner = TensorRTRunner(tiny_contract(), {str(tmp_path / "fp16.engine")!r}, flavour="tensorrt_rtx")
+try:
+    runner.activate()
+except UserError as err:
+    assert "TensorRT is not importable" in str(err) and "pip install" in str(err), err
+else:
+    raise AssertionError("activate() without TensorRT must fail")
+loaded = {{m for m in sys.modules if sys.modules[m] is not None}}
+assert not {{"torch", "tensorrt", "tensorrt_rtx", "cuda", "pycuda"}} & loaded, sorted(loaded)
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_unknown_flavour_is_refused():
+    with pytest.raises(ValueError, match="flavour must be one of"):
+        TensorRTRunner(tiny_contract(), "x.engine", flavour="onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def rtx_engine(graph, tmp_path_factory) -> Path:
+    """A real TensorRT-RTX engine of the test graph, built on the CPU by engine/."""
+    if not HAVE_RTX:
+        pytest.skip("tensorrt_rtx not installed (pip install -e '.[rtx]', x86-64 only)")
+    from engine.build import BuildOptions, build_engine
+
+    path = tmp_path_factory.mktemp("engine") / "fp32.engine"
+    build_engine(load_tensorrt("tensorrt_rtx"), graph[0], path, BuildOptions(timing_cache=None, inspect=False))
+    return path
+
+
+@pytest.fixture
+def no_deserialize(monkeypatch) -> list[str]:
+    """TensorRT-RTX's Runtime replaced by one that records being made; no CUDA api may be created either."""
+    made: list[str] = []
+    rtx = load_tensorrt("tensorrt_rtx").module
+    monkeypatch.setattr(rtx, "Runtime", lambda logger: made.append("Runtime") or pytest.fail("deserialized"))
+    monkeypatch.setattr(trt_runner, "default_cuda_api", lambda: made.append("cuda") or pytest.fail("cuda api made"))
+    return made
+
+
+@pytest.mark.rtx
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"model": "fcresnet34_t66"}, "model differs: expected fcresnet34_t66, engine has tiny_state"),
+        ({"precision": "fp16"}, "precision differs: expected fp16, engine has fp32"),
+        (
+            {"image": TensorSpec("image", (1, 3, 16, 16), "float32")},
+            r"input size \(H, W\) differs: expected 16x16, engine has 8x8",
+        ),
+    ],
+)
+def test_activate_refuses_a_mismatched_engine_before_deserializing(rtx_engine, no_deserialize, change, message):
+    runner = TensorRTRunner(tiny_contract().with_changes(**change), rtx_engine, flavour="tensorrt_rtx")
+    with pytest.raises(UserError, match=message) as err:
+        runner.activate()
+    assert err.value.path == str(rtx_engine)
+    assert no_deserialize == []
+    assert runner.image.size == 0  # nothing allocated
+
+
+@pytest.mark.rtx
+def test_activate_refuses_a_truncated_engine(rtx_engine, no_deserialize, tmp_path):
+    damaged = tmp_path / rtx_engine.name
+    data = rtx_engine.read_bytes()
+    damaged.write_bytes(data[: len(data) // 3])
+    sidecar_path(damaged).write_bytes(sidecar_path(rtx_engine).read_bytes())
+    runner = TensorRTRunner(tiny_contract(), damaged, flavour="tensorrt_rtx")
+    with pytest.raises(UserError, match=rf"engine size differs: expected {len(data)} bytes .*truncated"):
+        runner.activate()
+    assert no_deserialize == []
+
+
+@pytest.mark.rtx
+def test_activate_without_a_gpu_says_so_after_the_checks(rtx_engine, no_deserialize):
+    if cuda_gpu() is not None:
+        pytest.skip("a GPU is visible")
+    runner = TensorRTRunner(tiny_contract(), rtx_engine, flavour="tensorrt_rtx")
+    with pytest.raises(UserError, match="tensorrt_rtx needs an NVIDIA GPU and none is visible"):
+        runner.activate()
+    assert no_deserialize == []
+
+
+def test_engine_io_that_differs_from_the_contract_is_refused(tmp_path, fake_gpu):
+    contract, cuda = tiny_contract(), FakeCuda()
+    wrong = contract.with_changes(labels=TensorSpec("labels", (1, H, W), "float32"))
+    trt = fake_tensorrt(cuda, contract, engine_contract=wrong)
+    runner = TensorRTRunner(contract, fake_engine_file(tmp_path / "a.engine", contract, trt), cuda=cuda, trt=trt)
+    with pytest.raises(UserError, match=r"output 'labels' is \[1, 8, 8\] int32 in the metadata but .* float32"):
+        runner.activate()
+    trt = fake_tensorrt(cuda, contract, extra_outputs=[("debug", (1,), "float32")])
+    runner = TensorRTRunner(contract, fake_engine_file(tmp_path / "b.engine", contract, trt), cuda=cuda, trt=trt)
+    with pytest.raises(UserError, match=r"engine tensors \['debug'\] are not in the state contract"):
+        runner.activate()
+    assert cuda.memory == {}  # a failed activate() frees what it had allocated
+    assert cuda.host == {}
+
+
+# ---- the frame loop on the fake device --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["trt86", "trt10", "rtx"])
+def test_labels_match_onnxruntime_and_state_buffers_alternate(graph, tmp_path, fake_gpu, kind):
+    images = frames(6)
+    expected = ort_labels(graph, images)
+    runner, cuda = make_fake_runner(tmp_path, kind)
+    with runner:
+        start = runner.state_addresses()
+        results = run_frames(runner, images)
+        for t, (labels, _, _) in enumerate(results):
+            np.testing.assert_array_equal(labels, expected[t], err_msg=f"frame {t}")
+        addresses = [start] + [a for _, a, _ in results]
+        assert addresses[0::2] == [addresses[0]] * 4
+        assert addresses[1::2] == [addresses[1]] * 3
+        assert addresses[0] != addresses[1]
+        assert runner.labels is runner._labels_host  # the D2H copy lands in the array the loop reads
+    pair = set(addresses[0] + addresses[1])
+    touched = [e[0] for e in cuda.log if e[0] in ("htod", "dtoh", "memset") and e[1] in pair]
+    assert touched == ["memset"] + ["dtoh"] * len(images)  # zeroed at activation, mirrored per frame, never copied in
+    bound = [(e[1], e[2]) for e in cuda.log if e[0] == "set_tensor_address" and e[1].startswith("state")]
+    per_frame = bound[-2 * len(images) :]
+    for t in range(len(images)):
+        (n_in, a_in), (n_out, a_out) = per_frame[2 * t : 2 * t + 2]
+        assert (n_in, n_out) == ("state_in.0", "state_out.0")
+        assert (a_in, a_out) == (addresses[t][0], addresses[t + 1][0])  # frame t reads A, writes B; then swapped
+
+
+def test_each_frame_is_h2d_execute_d2h_with_one_sync_and_exact_phase_times(tmp_path, fake_gpu):
+    runner, cuda = make_fake_runner(tmp_path)
+    with runner:
+        allocations = [sum(1 for e in cuda.log if e[0] == kind) for kind in ("malloc", "host_alloc")]
+        cuda.log.clear()
+        results = run_frames(runner, frames(3))
+        image_ptr, labels_ptr = runner._device["image"].ptr, runner._device["labels"].ptr
+        log = list(cuda.log)
+    for (_, _, times), ops in zip(results, frame_slices(log), strict=True):
+        assert (times.h2d, times.compute, times.d2h) == (COST_MS["htod"], COST_MS["execute"], COST_MS["dtoh"])
+        kinds = [e[0] for e in ops if e[0] != "set_tensor_address"]
+        assert kinds == ["record", "htod", "record", "execute", "record", "dtoh", "record", "dtoh", "sync"]
+        assert (ops[1][1], ops[-4][1]) == (image_ptr, labels_ptr)  # image in, labels out; logits stay on device
+        assert ops[-2][2] == tiny_contract().states[0].nbytes  # the small state mirror, after the timed copy
+    assert not [e for e in log if e[0] in ("malloc", "host_alloc", "event")]  # nothing allocated per frame
+    assert allocations == [3 + 2, 3]  # image, logits, labels + two per state; pinned image, labels, state mirror
+    assert [e for e in log if e[0] in ("sync", "event_sync")] == [("sync",)] * 3  # one sync per frame
+
+
+def test_reset_zeroes_the_current_state_and_a_nan_state_is_seen(graph, tmp_path, fake_gpu):
+    images = frames(3, seed=1)
+    expected = ort_labels(graph, images)
+    runner, cuda = make_fake_runner(tmp_path)
+    with runner:
+        assert runner.state_is_finite()
+        run_frames(runner, images[:2])
+        poisoned = images[2].copy()
+        poisoned[0, :, 0, 0] = np.nan
+        runner.image[...] = poisoned
+        runner.infer()
+        assert not runner.state_is_finite()  # the copied-back state holds the NaN
+        cuda.log.clear()
+        runner.reset_state()
+        current = runner.state_addresses()[0]
+        assert cuda.log == [("memset", current, tiny_contract().states[0].nbytes)]
+        assert runner.state_is_finite()
+        (labels, _, _), *_ = run_frames(runner, images[:1])
+        np.testing.assert_array_equal(labels, expected[0])  # after a reset the stream starts afresh
+
+
+def test_cuda_graphs_capture_one_graph_per_parity(graph, tmp_path, fake_gpu):
+    images = frames(5, seed=2)
+    expected = ort_labels(graph, images)
+    runner, cuda = make_fake_runner(tmp_path, "trt10", cuda_graphs=True)
+    with runner:
+        captures = [e for e in cuda.log if e[0] == "capture"]
+        graph_addresses = [(e[1]["state_in.0"], e[1]["state_out.0"]) for e in cuda.log if e[0] == "captured"]
+        cuda.log.clear()
+        results = run_frames(runner, images)
+    assert len(captures) == 2
+    assert graph_addresses[0] == graph_addresses[1][::-1]  # parity 0 and parity 1: the pair swapped
+    for t, (labels, _, times) in enumerate(results):
+        np.testing.assert_array_equal(labels, expected[t], err_msg=f"frame {t}")
+        assert times.compute == COST_MS["launch"]
+    assert not [e for e in cuda.log if e[0] in ("execute", "set_tensor_address")]  # replayed, not re-enqueued
+
+
+def test_tensorrt_rtx_gets_its_runtime_cache_and_builtin_graphs(tmp_path, fake_gpu):
+    runner, cuda = make_fake_runner(tmp_path, "rtx", cuda_graphs=True)
+    store = runner._given_trt.module.store
+    cache_file = tmp_path / "fp32.engine.runtime_cache"
+    with runner:
+        config = store["context_config"]
+        assert config.cuda_graph_strategy == "WHOLE_GRAPH_CAPTURE"
+        assert "loaded" not in store
+        assert not [e for e in cuda.log if e[0] == "capture"]  # TensorRT-RTX captures by itself
+        run_frames(runner, frames(2))
+    assert cache_file.read_bytes() == b"jit-kernels"  # saved after the run
+    with runner:
+        assert store["loaded"] == b"jit-kernels"  # and loaded on the next start
+
+
+def test_memory_figures_and_everything_freed(tmp_path, fake_gpu):
+    runner, cuda = make_fake_runner(tmp_path, "trt86")
+    c = tiny_contract()
+    with runner:
+        info = runner.memory()
+        assert runner.device_name == "Fake RTX"
+    assert info.activation_bytes == 123_456  # TensorRT 8.6's device_memory_size
+    assert info.state_bytes == 2 * c.state_bytes
+    assert info.io_bytes == c.image.nbytes + c.logits.nbytes + c.labels.nbytes
+    assert info.device_used_bytes == info.state_bytes + info.io_bytes
+    assert info.engine_file_bytes == runner.engine_path.stat().st_size
+    assert (info.params, info.weights_bytes) == (CLASSES * 3, 36)  # contract extra; the build log's weights
+    assert cuda.memory == {}
+    assert cuda.host == {}
+    assert (runner.image.size, runner.labels.size) == (0, 0)
+    assert not cuda.closed  # an api given to the runner stays open
+
+
+# ---- GPU only ---------------------------------------------------------------------------------------------
+
+
+def _cuda_api(name: str) -> CudaApi:
+    if cuda_gpu() is None:
+        pytest.skip("needs an NVIDIA GPU: CUDA buffers are untested on the CPU-only machines")
+    if name == "pycuda":
+        pytest.importorskip("pycuda.driver", reason="pycuda not installed (it compiles against a CUDA toolkit)")
+        return rc.PyCudaApi()
+    pytest.importorskip("cuda", reason="cuda-python not installed")
+    return rc.CudaPythonApi()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["cuda-python", "pycuda"])
+def test_cuda_buffers_round_trip_on_the_gpu(name):
+    api = _cuda_api(name)
+    try:
+        stream, start, end = api.create_stream(), api.create_event(), api.create_event()
+        host = api.host_array((4, 256), np.float32)
+        back = api.host_array((4, 256), np.float32)
+        host[...] = np.arange(host.size, dtype=np.float32).reshape(host.shape)
+        free_before, total = api.mem_get_info()
+        with api.device_buffer(host.nbytes) as device:
+            start.record(stream)
+            api.memcpy_htod_async(device.ptr, host, stream)
+            api.memset_async(device.ptr, 0, host[0].nbytes, stream)  # zero the first row
+            api.memcpy_dtoh_async(back, device.ptr, stream)
+            end.record(stream)
+            stream.synchronize()
+            assert 0 < free_before <= total
+        expected = host.copy()
+        expected[0] = 0
+        np.testing.assert_array_equal(back, expected)
+        assert start.elapsed_ms(end) >= 0.0
+        for array in (host, back):
+            api.free_host(array)
+        for handle in (start, end, stream):
+            handle.close()
+    finally:
+        api.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("graphs", [False, True])
+def test_engine_runs_on_the_gpu_and_matches_onnxruntime(graph, tmp_path, graphs):
+    gpu = cuda_gpu()
+    if gpu is None:
+        pytest.skip("needs an NVIDIA GPU: running an engine is untested on the CPU-only machines")
+    try:
+        trt = load_tensorrt("auto")
+    except UserError as err:
+        pytest.skip(str(err))
+    if trt.is_rtx and gpu.compute_capability not in ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1"):
+        pytest.skip(f"TensorRT-RTX does not run on compute capability {gpu.compute_capability} ({gpu.name})")
+    if graphs and importlib.util.find_spec("cuda") is None:
+        pytest.skip("CUDA graphs need cuda-python")
+    from engine.build import BuildOptions, build_engine
+
+    engine = tmp_path / "fp32.engine"
+    build_engine(trt, graph[0], engine, BuildOptions(timing_cache=None))
+    images = frames(8, seed=3)
+    expected = ort_labels(graph, images)
+    with TensorRTRunner(graph[1], engine, flavour=trt.flavour, trt=trt, cuda_graphs=graphs) as runner:
+        results = run_frames(runner, images)
+        info = runner.memory()
+        assert runner.state_is_finite()
+    for t, (labels, _, times) in enumerate(results):
+        assert (labels == expected[t]).mean() > 0.99, t  # TF32/fused kernels may flip near-ties
+        assert min(times.h2d, times.compute, times.d2h) >= 0.0
+    addresses = [a for _, a, _ in results]
+    assert addresses[0] == addresses[2] != addresses[1] == addresses[3]
+    assert info.activation_bytes is not None
+    assert info.device_used_bytes > 0

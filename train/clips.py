@@ -1,0 +1,120 @@
+"""Training clips: (frames t-L+1..t, labels), sampled deterministically per step.
+
+A clip is L consecutive frames; for a temporal model every frame after the first carries the
+state of the one before it and has a loss (synthetic video is labelled on every frame), so one
+clip of L frames gives L-1 supervised frames at the cost of L forwards. The paper's scheme is
+L=2: previous frame -> state, current frame -> loss. Cityscapes is labelled on one frame per
+snippet, so only the last frame of its clips is supervised.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.errors import UserError
+from common.preprocess import normalize_bgr
+from data import CityscapesClips, SyntheticVideo, augment_clip, split_seed
+from metrics import IGNORE_INDEX
+
+
+@dataclass
+class ClipBatch:
+    """images: float32 [B, L, 3, H, W] normalised; labels: int64 [B, L, H, W] (255 = no label)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+class SyntheticClipSampler:
+    """Clips from the synthetic train split; clip i of step s is a pure function of (seed, rank, s, i)."""
+
+    def __init__(
+        self, *, sequences: int, length: int, height: int, width: int, target_offset: int, cache: int = 16
+    ) -> None:
+        self.sequences, self.length = sequences, length
+        self.height, self.width = height, width
+        self.target_offset = target_offset
+        self._videos: OrderedDict[int, SyntheticVideo] = OrderedDict()
+        self._cache = cache
+
+    def clip(self, rng: np.random.Generator, clip_length: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        last_start = self.length - clip_length - self.target_offset
+        if last_start < 0:
+            raise UserError(
+                f"synthetic sequences of {self.length} frames are too short for clips of {clip_length} "
+                f"+ offset {self.target_offset}"
+            )
+        video = self._video(int(rng.integers(self.sequences)))
+        start = int(rng.integers(last_start + 1))
+        frames = [video.render(start + j).image for j in range(clip_length)]
+        labels = [video.render(start + j + self.target_offset).label for j in range(clip_length)]
+        return frames, labels
+
+    def _video(self, index: int) -> SyntheticVideo:
+        if index not in self._videos:
+            self._videos[index] = SyntheticVideo(
+                split_seed("train", index), self.height, self.width, length=self.length
+            )
+            while len(self._videos) > self._cache:
+                self._videos.popitem(last=False)
+        self._videos.move_to_end(index)
+        return self._videos[index]
+
+
+class CityscapesClipSampler:
+    """Clips ending at the annotated frames of Cityscapes train; only the last frame is labelled."""
+
+    def __init__(self, root: str, *, height: int, width: int, clip_length: int, target_offset: int) -> None:
+        self.dataset = CityscapesClips(
+            root, "train", clip_length=clip_length, target_offset=target_offset, height=height, width=width
+        )
+        self.clip_length = clip_length
+
+    def clip(self, rng: np.random.Generator, clip_length: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        frames, label = self.dataset[int(rng.integers(len(self.dataset)))]
+        unlabelled = np.full_like(label, IGNORE_INDEX)
+        return list(frames), [unlabelled] * (len(frames) - 1) + [label]
+
+
+def make_sampler(
+    data: str, *, height: int, width: int, clip_length: int, target_offset: int, sequences: int, length: int
+):
+    """The clip sampler of a `--data` spec: "synthetic" or "cityscapes:PATH"."""
+    if data == "synthetic":
+        return SyntheticClipSampler(
+            sequences=sequences, length=length, height=height, width=width, target_offset=target_offset
+        )
+    if data.startswith("cityscapes:"):
+        return CityscapesClipSampler(
+            data.split(":", 1)[1], height=height, width=width, clip_length=clip_length, target_offset=target_offset
+        )
+    raise UserError(f"unknown training data {data!r}: use 'synthetic' or 'cityscapes:PATH'")
+
+
+def sample_batch(
+    sampler: SyntheticClipSampler | CityscapesClipSampler,
+    *,
+    seed: int,
+    rank: int,
+    step: int,
+    batch_size: int,
+    clip_length: int,
+    crop: tuple[int, int] | None,
+) -> ClipBatch:
+    """Batch of step `step` on process `rank`: reproducible, so a resumed run sees the same data."""
+    images, labels = [], []
+    for item in range(batch_size):
+        rng = np.random.default_rng((seed, rank, step, item))
+        frames, frame_labels = sampler.clip(rng, clip_length)
+        # augment_clip transforms every image and one label identically; stack the labels as extra images
+        stacked = np.stack(frame_labels, axis=-1)
+        frames, stacked = augment_clip(frames, stacked, rng, crop=crop)
+        images.append(np.stack(frames))
+        labels.append(np.moveaxis(stacked.reshape(*stacked.shape[:2], -1), -1, 0))
+    images_arr = np.stack(images)  # [B, L, H, W, 3] uint8
+    b, length = images_arr.shape[:2]
+    normalized = normalize_bgr(images_arr.reshape(b * length, *images_arr.shape[2:]))
+    return ClipBatch(normalized.reshape(b, length, *normalized.shape[1:]), np.stack(labels).astype(np.int64))
