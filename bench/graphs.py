@@ -1,0 +1,45 @@
+"""Graphs for benchmarks: the trained run's if it exists at that size, else a random-init export.
+
+Latency and memory do not depend on the weights, so benchmarks need no training; accuracy
+benchmarks (compare, paper) use trained runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.contract import read_onnx_contract
+from common.errors import UserError
+
+CACHE = Path("runs/bench-graphs")
+GRAPHS = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
+
+
+def benchmark_graph(model: str, precision: str, height: int, width: int, runs: Path = Path("runs")) -> Path:
+    """Path of an ONNX graph of `model` at `height` x `width` (fp32 or fp16)."""
+    if precision not in GRAPHS:
+        raise UserError(f"benchmark graphs are fp32 or fp16, not {precision}")
+    trained = runs / model / GRAPHS[precision]
+    if trained.is_file() and read_onnx_contract(trained).image.shape[2:] == (height, width):
+        return trained
+    cached = CACHE / f"{model}-{height}x{width}" / GRAPHS[precision]
+    if not cached.is_file():
+        _export_random(model, height, width, cached.parent)
+    return cached
+
+
+def _export_random(model: str, height: int, width: int, out_dir: Path) -> None:
+    import torch
+
+    from export.fp16 import convert_fp16
+    from export.onnx_graph import build_contract, export_fp32, save_onnx
+    from models import build_model
+    from models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    net = build_model(model).eval()
+    save_checkpoint(out_dir / "checkpoint.pt", net, model)
+    contract = build_contract(net, model, height=height, width=width, batch=1, checkpoint_sha256=None)
+    graph = export_fp32(net, contract)
+    save_onnx(graph, out_dir / "model.onnx")
+    save_onnx(convert_fp16(graph, contract)[0], out_dir / "model.fp16.onnx")

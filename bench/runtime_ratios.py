@@ -1,0 +1,139 @@
+"""Issue 5's performance targets, as ratios measured in one run (never a timed test).
+
+1. loop overhead: the full frame loop vs the bare ONNX Runtime call, same model and input (<= 3 %);
+2. ONNX Runtime FP32 vs torch eager on the same CPU threads, fcresnet18_t66 at 256x512 (>= 1.8x);
+3. the temporal connection's cost: fcresnet18_t66 vs fcresnet18 latency (<= 1.05x), params (<= 1.02x).
+
+Measurements are interleaved in rounds (A, B, A, B...) and summarised by medians, so a
+neighbour's load hits both sides alike. `python -m bench.runtime_ratios [--rounds 5 --iters 20]`.
+Results go to bench/results/runtime_ratios-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bench.graphs import benchmark_graph
+from common.contract import read_onnx_contract
+from common.io import write_json
+from data import SyntheticVideo, split_seed
+from runtime.backends.ort_runner import OnnxRuntimeRunner
+from runtime.loop import LoopOptions, run_loop
+from runtime.policy import StatePolicy
+
+RESULTS = Path("bench/results")
+
+
+def per_call_ms(fn: Callable[[], object], iters: int) -> float:
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return (time.perf_counter() - start) * 1e3 / iters
+
+
+def interleaved(sides: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    """Median per-call ms of each side over `rounds` alternating rounds (after one warm-up round)."""
+    samples: dict[str, list[float]] = {name: [] for name in sides}
+    for name, measure in sides.items():
+        measure()
+    for _ in range(rounds):
+        for name, measure in sides.items():
+            samples[name].append(measure())
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def loop_overhead(graph: Path, frames: list, iters: int, rounds: int, threads: int) -> dict:
+    contract = read_onnx_contract(graph)
+    options = LoopOptions(warmup=0, progress=False, accuracy=False, consistency=False, policy=StatePolicy(scene_cut=0.25))
+    with OnnxRuntimeRunner(contract, graph, threads=threads) as runner:
+        binding = runner._bindings[0]
+        bare = lambda: per_call_ms(lambda: runner.session.run_with_iobinding(binding), iters)  # noqa: E731
+        looped = lambda: run_loop(runner, frames[:iters], options, source_fps=17.0).wall_seconds * 1e3 / iters  # noqa: E731
+        ms = interleaved({"bare_call": bare, "loop": looped}, rounds)
+    return {**ms, "overhead": ms["loop"] / ms["bare_call"] - 1.0, "target": "<= 0.03"}
+
+
+def ort_vs_torch(graph: Path, checkpoint: Path, iters: int, rounds: int, threads: int) -> dict:
+    import torch
+
+    from models.checkpoint import load_model
+
+    torch.set_num_threads(threads)
+    contract = read_onnx_contract(graph)
+    model, _ = load_model(checkpoint)
+    image = np.random.default_rng(0).standard_normal(contract.image.shape).astype(np.float32)
+    states = [torch.zeros(s.shape) for s in contract.states]
+    with OnnxRuntimeRunner(contract, graph, threads=threads) as runner, torch.inference_mode():
+        runner.image[...] = image
+        tensor = torch.from_numpy(image)
+        ort_side = lambda: per_call_ms(runner.infer, iters)  # noqa: E731
+        torch_side = lambda: per_call_ms(lambda: model(tensor, *states), iters)  # noqa: E731
+        ms = interleaved({"onnxruntime": ort_side, "torch_eager": torch_side}, rounds)
+    return {**ms, "speedup": ms["torch_eager"] / ms["onnxruntime"], "threads": threads, "target": ">= 1.8"}
+
+
+def temporal_cost(graphs: dict[str, Path], iters: int, rounds: int, threads: int) -> dict:
+    runners = {name: OnnxRuntimeRunner(read_onnx_contract(g), g, threads=threads) for name, g in graphs.items()}
+    for runner in runners.values():
+        runner.activate()
+    try:
+        ms = interleaved({name: (lambda r=r: per_call_ms(r.infer, iters)) for name, r in runners.items()}, rounds)
+        params = {name: r.contract.extra.get("params") for name, r in runners.items()}
+    finally:
+        for runner in runners.values():
+            runner.deactivate()
+    base, temporal = list(graphs)
+    return {
+        "latency_ms": ms,
+        "latency_ratio": ms[temporal] / ms[base],
+        "params": params,
+        "params_ratio": params[temporal] / params[base],
+        "target": "latency <= 1.05, params <= 1.02",
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.runtime_ratios", description=__doc__)
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds per comparison")
+    p.add_argument("--iters", type=int, default=20, help="calls per round")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for both ONNX Runtime and torch")
+    args = p.parse_args(argv)
+    hw = (args.height, args.width)
+    t66 = benchmark_graph("fcresnet18_t66", "fp32", *hw)
+    base = benchmark_graph("fcresnet18", "fp32", *hw)
+    video = SyntheticVideo(split_seed("val", 0), *hw, length=args.iters)
+    frames = list(video)
+    results = {
+        "host": f"{platform.node()} ({platform.processor() or platform.machine()}), {args.threads} threads",
+        "date": datetime.date.today().isoformat(),
+        "command": "python -m bench.runtime_ratios " + " ".join(argv or []),
+        "input_hw": list(hw),
+        "loop_overhead": loop_overhead(t66, frames, args.iters, args.rounds, args.threads),
+        "ort_vs_torch": ort_vs_torch(t66, t66.parent / "checkpoint.pt", args.iters, args.rounds, args.threads),
+        "temporal_cost": temporal_cost({"fcresnet18": base, "fcresnet18_t66": t66}, args.iters, args.rounds, args.threads),
+    }
+    out = RESULTS / f"runtime_ratios-{results['date']}.json"
+    write_json(out, results)
+    lo, ot, tc = results["loop_overhead"], results["ort_vs_torch"], results["temporal_cost"]
+    print(f"loop overhead      {100 * lo['overhead']:+.2f} %  (loop {lo['loop']:.2f} ms vs bare call {lo['bare_call']:.2f} ms; target <= 3 %)")
+    print(f"ORT vs torch eager {ot['speedup']:.2f}x  (ORT {ot['onnxruntime']:.2f} ms, torch {ot['torch_eager']:.2f} ms; target >= 1.8x)")
+    print(
+        f"temporal cost      latency {tc['latency_ratio']:.3f}x, params {tc['params_ratio']:.4f}x  "
+        f"(t66 {tc['latency_ms']['fcresnet18_t66']:.2f} ms vs {tc['latency_ms']['fcresnet18']:.2f} ms; targets <= 1.05x, <= 1.02x)"
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""`python -m calibration --onnx runs/M/model.onnx [--out runs/M/model.int8.onnx] [--frames 128] [--method percentile]`.
+
+Writes the explicitly quantized (Q/DQ) INT8 graph and calib.json beside it: activation ranges and
+scales, method, calibration key, timings, file size, and the accuracy of INT8 against FP32 on
+held-out synthetic val sequences. A second run with the same key reuses the cached ranges.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from calibration.config import DEFAULT_PERCENTILE, KEEP_FLOAT_GROUPS, METHODS, CalibConfig
+from calibration.evaluate import format_accuracy
+from calibration.pipeline import calibrate
+from common.errors import run_cli
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m calibration", description=__doc__)
+    p.add_argument("--onnx", type=Path, required=True, help="FP32 contract graph (runs/MODEL/model.onnx)")
+    p.add_argument("--out", type=Path, help="INT8 graph (default: model.int8.onnx beside --onnx)")
+    p.add_argument("--calib-json", type=Path, help="report (default: calib.json beside --out)")
+    p.add_argument("--frames", type=int, default=128, help="calibration frames (default 128)")
+    p.add_argument("--method", choices=METHODS, default="percentile", help="range calibration (default percentile)")
+    p.add_argument(
+        "--percentile",
+        type=float,
+        default=DEFAULT_PERCENTILE,
+        help=f"percentile method: %% of |x| kept (default {DEFAULT_PERCENTILE})",
+    )
+    p.add_argument("--data", default="synthetic", help="synthetic (default), a video, an image folder, cityscapes:PATH")
+    p.add_argument("--seed", type=int, default=0, help="first calibration sequence / source seed (default 0)")
+    p.add_argument("--sequence-length", type=int, default=32, help="synthetic: frames per calibration sequence")
+    p.add_argument("--chunk-frames", type=int, default=16, help="frames per collection pass (bounds memory)")
+    p.add_argument("--eval-sequences", type=int, default=4, help="held-out val sequences for accuracy (0: none)")
+    p.add_argument("--eval-frames", type=int, default=20, help="frames per evaluation sequence (default 20)")
+    p.add_argument(
+        "--keep-float",
+        default="",
+        help=f"comma-separated groups ({', '.join(KEEP_FLOAT_GROUPS)}) or node names left in float",
+    )
+    p.add_argument("--no-cache", action="store_true", help="collect the ranges again even if cached")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    out = args.out or args.onnx.with_name("model.int8.onnx")
+    config = CalibConfig(
+        method=args.method,
+        percentile=args.percentile,
+        frames=args.frames,
+        data=args.data,
+        seed=args.seed,
+        sequence_length=args.sequence_length,
+        keep_float=tuple(name.strip() for name in args.keep_float.split(",") if name.strip()),
+        chunk_frames=args.chunk_frames,
+        eval_sequences=args.eval_sequences,
+        eval_frames=args.eval_frames,
+        use_cache=not args.no_cache,
+    )
+    report = calibrate(args.onnx, out, config, calib_json=args.calib_json or out.with_name("calib.json"))
+    print(format_summary(report))
+    if report["accuracy"] is not None:
+        print(format_accuracy(report["accuracy"]))
+    drop = report["accuracy"]["miou_drop_points"] if report["accuracy"] else None
+    drop_text = "n/a" if drop is None else f"{drop:.2f}"
+    size = report["int8_onnx"]["bytes"] / 2**20
+    seconds = time.perf_counter() - started
+    print(f"stage calibrate: {seconds:.1f} s -> {out} ({size:.1f} MiB, mIoU drop {drop_text} points)")
+    return 0
+
+
+def format_summary(report: dict) -> str:
+    """Cache status, method, timings and sizes in a few lines."""
+    cache = report["cache"]
+    key = report["calibration_key"][:16]
+    if cache["hit"]:
+        first = f"calibration cache hit: {cache['path']} (key {key}); ranges reused, no frame streamed"
+    else:
+        data = report["data"]
+        first = f"calibration cache miss (key {key}): {data['frames']} frames of {data['spec']}, state carried"
+    t = report["timing_s"]
+    params = ", ".join(f"{k} {v}" for k, v in report["method_params"].items())
+    float_nodes = report["quantization"]["float_nodes"]
+    return "\n".join(
+        [
+            first,
+            f"  method {report['method']}" + (f" ({params})" if params else "") + f", {len(report['tensors'])} tensors",
+            f"  seconds: pre-process {t['preprocess']:.2f}, collect ranges {t['collect_ranges']:.2f}, "
+            f"quantize {t['quantize']:.2f}",
+            f"  float nodes: {', '.join(float_nodes) if float_nodes else 'none'}",
+            f"  {report['source_onnx']['path']} {report['source_onnx']['bytes'] / 2**20:.1f} MiB -> "
+            f"{report['int8_onnx']['path']} {report['int8_onnx']['bytes'] / 2**20:.1f} MiB",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
