@@ -90,7 +90,12 @@ export: $(ONNX_FP32) $(ONNX_FP16)
 calibrate: $(ONNX_INT8)
 engine: $(ENGINE)
 
-run: $(GRAPH_$(PRECISION)) | $(STAMP)
+# `make run` runs the engine when asked for, or when BACKEND=auto finds TensorRT and a GPU
+# (a desktop /dev/nvidia0 or a Jetson); ONNX Runtime on the graph otherwise.
+HAVE_TRT_GPU := $(shell $(PYTHON) -c "import tensorrt" >/dev/null 2>&1 && { [ -e /dev/nvidia0 ] || [ -e /etc/nv_tegra_release ]; } && echo yes)
+RUN_ENGINE := $(if $(or $(filter tensorrt tensorrt_rtx,$(BACKEND)),$(and $(filter auto,$(BACKEND)),$(HAVE_TRT_GPU))),$(ENGINE))
+
+run: $(GRAPH_$(PRECISION)) $(RUN_ENGINE) | $(STAMP)
 	@"$(PY)" -m runtime --model-dir "$(RUN_DIR)" --precision "$(PRECISION)" --backend "$(BACKEND)" --source "$(SOURCE)" --frames "$(FRAMES)" $(RUN_ARGS)
 
 compare: | $(STAMP)

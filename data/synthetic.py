@@ -91,11 +91,15 @@ class SyntheticVideo(FrameSource):
         for t in range(self.length):
             yield self.render(t)
 
-    def render(self, t: int) -> Frame:
-        """Frame t (0-based, any t >= 0: the street goes on past `length`)."""
+    def render(self, t: int, size: tuple[int, int] | None = None) -> Frame:
+        """Frame t (0-based, any t >= 0: the street goes on past `length`), at `size` (h, w) if given.
+
+        Another size renders the same view at another resolution (scale augmentation reuses the scene).
+        """
         if t < 0:
             raise IndexError(f"frame {t} < 0")
-        materials = render_materials(self.scene, t, self.height, self.width)
+        height, width = size or (self.height, self.width)
+        materials = render_materials(self.scene, t, height, width)
         label = cv2.LUT(materials, self.classes)
         image = self._expose(materials, t)
         event = self.schedule.at(t)
@@ -109,7 +113,7 @@ class SyntheticVideo(FrameSource):
         image = cv2.cvtColor(
             np.take(self._packed, materials).view(np.uint8).reshape(*materials.shape, 4), cv2.COLOR_BGRA2BGR
         )
-        image = cv2.GaussianBlur(image, (0, 0), sigmaX=0.6 * self.width / 512.0)
+        image = cv2.GaussianBlur(image, (0, 0), sigmaX=0.6 * materials.shape[1] / 512.0)
         rng = np.random.default_rng([self.seed, 6, t])
         offset = (int(rng.integers(degrade.NOISE_PAD)), int(rng.integers(degrade.NOISE_PAD)))
         return degrade.add_noise(image, self._noise_sigma, offset)

@@ -41,7 +41,9 @@ def select(
         backend = _auto_backend(engine)
         log.info("backend auto -> %s", backend)
     if backend in ("tensorrt", "tensorrt_rtx"):
-        return Selection(backend, engine, _engine_contract(engine, backend))
+        return Selection(backend, engine, _engine_contract(engine, _expectations(model_dir, precision, backend)))
+    if onnx is not None and not onnx.is_file():
+        raise UserError("ONNX file not found", onnx)
     graph = onnx or model_dir / GRAPH_NAMES[precision]
     if not graph.is_file():
         raise UserError(
@@ -82,11 +84,26 @@ def _gpu_visible() -> bool:
     return cuda_device_count() > 0
 
 
-def _engine_contract(engine: Path, backend: str) -> Contract:
-    from engine.sidecar import read_sidecar
+def _expectations(model_dir: Path, precision: str, backend: str) -> dict:
+    """What the user asked for: the precision, the flavour, and the model and input size of the
+    run directory's FP32 graph when there is one (an engine from elsewhere must match them)."""
+    expect = {"precision": precision, "flavour": backend}
+    graph = model_dir / GRAPH_NAMES["fp32"]
+    if graph.is_file():
+        contract = read_onnx_contract(graph)
+        expect.update(model=contract.model, input_hw=[contract.height, contract.width])
+    return expect
+
+
+def _engine_contract(engine: Path, expect: dict) -> Contract:
+    """The engine's contract from its sidecar, once the sidecar matches `expect` and the file's hash.
+
+    Nothing is deserialized here: an engine is code-like and is refused before TensorRT sees it.
+    """
+    from engine.sidecar import check_engine, sidecar_contract
 
     if not engine.is_file():
         raise UserError(
             f"no engine here; build it with `make engine MODEL={engine.parent.name} PRECISION={engine.stem}`", engine
         )
-    return Contract.from_json(read_sidecar(engine)["contract"])
+    return sidecar_contract(check_engine(engine, expect=expect))

@@ -30,3 +30,16 @@ def tiny_run(tmp_path_factory) -> Path:
     fp16, _ = convert_fp16(graph, contract)
     save_onnx(fp16, run / "model.fp16.onnx")
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_engines(tiny_run, tmp_path_factory) -> Path:
+    """TensorRT-RTX engines (fp32, fp16) of the tiny run, built on the CPU, in their own folder."""
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (pip extra `rtx`) builds engines without a GPU")
+    from engine.__main__ import main as engine_main
+
+    folder = tmp_path_factory.mktemp("engines")
+    for precision, graph in (("fp32", "model.onnx"), ("fp16", "model.fp16.onnx")):
+        out = folder / f"{precision}.engine"
+        assert engine_main(["--onnx", str(tiny_run / graph), "--out", str(out), "--no-timing-cache"]) == 0
+    return folder

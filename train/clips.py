@@ -32,13 +32,23 @@ class SyntheticClipSampler:
     """Clips from the synthetic train split; clip i of step s is a pure function of (seed, rank, s, i)."""
 
     def __init__(
-        self, *, sequences: int, length: int, height: int, width: int, target_offset: int, cache: int = 16
+        self,
+        *,
+        sequences: int,
+        length: int,
+        height: int,
+        width: int,
+        target_offset: int,
+        min_size: tuple[int, int] = (0, 0),
+        min_scale: float = 1.0,
+        cache: int = 128,
     ) -> None:
         self.sequences, self.length = sequences, length
         self.height, self.width = height, width
+        self.min_size, self.min_scale = min_size, min_scale
         self.target_offset = target_offset
         self._videos: OrderedDict[int, SyntheticVideo] = OrderedDict()
-        self._cache = cache
+        self._cache = cache  # scenes are costly to build (~50 ms) and small to keep: hold them all
 
     def clip(self, rng: np.random.Generator, clip_length: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         last_start = self.length - clip_length - self.target_offset
@@ -49,9 +59,17 @@ class SyntheticClipSampler:
             )
         video = self._video(int(rng.integers(self.sequences)))
         start = int(rng.integers(last_start + 1))
-        frames = [video.render(start + j).image for j in range(clip_length)]
-        labels = [video.render(start + j + self.target_offset).label for j in range(clip_length)]
+        size = self._size(rng)
+        # Each frame is rendered once; with a target offset k the labels come from frames t+k.
+        rendered = [video.render(start + j, size) for j in range(clip_length + self.target_offset)]
+        frames = [f.image for f in rendered[:clip_length]]
+        labels = [f.label for f in rendered[self.target_offset : self.target_offset + clip_length]]
         return frames, labels
+
+    def _size(self, rng: np.random.Generator) -> tuple[int, int]:
+        """Random render size: scale augmentation, never smaller than the crop."""
+        scale = rng.uniform(self.min_scale, 1.0) if self.min_scale < 1.0 else 1.0
+        return max(self.min_size[0], round(self.height * scale)), max(self.min_size[1], round(self.width * scale))
 
     def _video(self, index: int) -> SyntheticVideo:
         if index not in self._videos:
@@ -80,12 +98,27 @@ class CityscapesClipSampler:
 
 
 def make_sampler(
-    data: str, *, height: int, width: int, clip_length: int, target_offset: int, sequences: int, length: int
-):
+    data: str,
+    *,
+    height: int,
+    width: int,
+    clip_length: int,
+    target_offset: int,
+    sequences: int,
+    length: int,
+    crop: tuple[int, int] | None = None,
+    min_scale: float = 1.0,
+) -> SyntheticClipSampler | CityscapesClipSampler:
     """The clip sampler of a `--data` spec: "synthetic" or "cityscapes:PATH"."""
     if data == "synthetic":
         return SyntheticClipSampler(
-            sequences=sequences, length=length, height=height, width=width, target_offset=target_offset
+            sequences=sequences,
+            length=length,
+            height=height,
+            width=width,
+            target_offset=target_offset,
+            min_size=crop or (height, width),
+            min_scale=min_scale,
         )
     if data.startswith("cityscapes:"):
         return CityscapesClipSampler(

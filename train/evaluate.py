@@ -1,4 +1,8 @@
-"""Validation as the runtime sees it: whole val sequences streamed in order, the state carried."""
+"""Validation as the runtime sees it: whole val sequences streamed in order, the state carried.
+
+mIoU is also split by frame kind: on frames with a transient degradation (noise, blur, flicker,
+occluder) a temporal model can lean on the clean frame before; on clean frames it should not lose.
+"""
 
 from __future__ import annotations
 
@@ -16,17 +20,28 @@ from train.config import TrainConfig
 def evaluate_stream(model: FCResNet, config: TrainConfig, device: torch.device, split: str = "val") -> dict[str, float]:
     """mIoU and pixel accuracy over `config.val_sequences` synthetic sequences at full frame size."""
     model.eval()
-    confusion = ConfusionMatrix(model.config.num_classes)
+    classes = model.config.num_classes
+    overall, degraded, clean = ConfusionMatrix(classes), ConfusionMatrix(classes), ConfusionMatrix(classes)
     for index in range(config.val_sequences):
-        video = SyntheticVideo(
-            split_seed(split, index), config.height, config.width, length=config.val_frames + config.target_offset
-        )
+        length = config.val_frames + config.target_offset
+        video = SyntheticVideo(split_seed(split, index), config.height, config.width, length=length)
         states = None
         for t in range(config.val_frames):
             frame = video.render(t)
             image = torch.from_numpy(normalize_bgr(frame.image)).to(device)
             states = model.initial_states(image) if states is None else states
             logits, *states = model(image, *states)
+            prediction = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
             target = video.render(t + config.target_offset).label
-            confusion.update(logits.argmax(1)[0].cpu().numpy().astype(np.uint8), target)
-    return {"val_miou": round(confusion.miou(), 5), "val_pixel_acc": round(confusion.pixel_accuracy(), 5)}
+            overall.update(prediction, target)
+            (degraded if frame.degraded else clean).update(prediction, target)
+    return {
+        "val_miou": _round(overall.miou()),
+        "val_pixel_acc": _round(overall.pixel_accuracy()),
+        "val_miou_degraded_frames": _round(degraded.miou()),
+        "val_miou_clean_frames": _round(clean.miou()),
+    }
+
+
+def _round(value: float) -> float | None:
+    return None if np.isnan(value) else round(value, 5)

@@ -53,7 +53,16 @@ def load_pretrained_backbone(model: FCResNet, path: str | Path) -> int:
 
 def init_from_checkpoint(model: FCResNet, path: str | Path, *, reinit_after_in: int = 0) -> int:
     """Initialise from a tempseg checkpoint; returns tensors loaded."""
-    source = read_checkpoint(path)["state_dict"]
+    payload = read_checkpoint(path)
+    classes = payload["config"]["num_classes"]
+    if classes != model.config.num_classes:
+        raise UserError(f"checkpoint has {classes} classes, not {model.config.num_classes}", path)
+    if payload["config"]["depth"] != model.config.depth or payload["config"]["width"] != model.config.width:
+        raise UserError(
+            f"checkpoint is a {payload['model']}, another backbone than {model.config.depth}x{model.config.width:g}",
+            path,
+        )
+    source = payload["state_dict"]
     skipped = _reinit_prefixes(model, reinit_after_in)
     source = {k: v for k, v in source.items() if not k.startswith(skipped)}
     loaded = _copy_matching(model, source, widen=True)

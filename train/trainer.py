@@ -40,6 +40,20 @@ LAST = "checkpoint.last.pt"
 FINAL = "checkpoint.pt"
 
 
+def lr_factor(config: TrainConfig):
+    """Multiplier of the base lr at each step: linear warm-up, then poly or exponential decay."""
+    if config.schedule not in ("poly", "exp"):
+        raise UserError(f"unknown lr schedule {config.schedule!r}: use 'poly' or 'exp'")
+
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+        progress = min(1.0, step / max(1, config.steps))
+        decay = (1.0 - progress) ** 0.9 if config.schedule == "poly" else config.lr_decay**progress
+        return warm * decay
+
+    return factor
+
+
 class ClipForward(nn.Module):
     """Runs a whole clip through the model so DDP sees one forward per step.
 
@@ -81,8 +95,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False) -> 
     model = build_model(config.model).to(device)
     clip_length = 1 if model.num_states == 0 else max(2, config.clip_length)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    gamma = config.lr_decay ** (1.0 / max(1, config.steps))
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
     history: list[dict[str, Any]] = []
     start_step = 0
     if resume and (out_dir / LAST).is_file():
@@ -102,6 +115,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False) -> 
         target_offset=config.target_offset,
         sequences=config.train_sequences,
         length=config.sequence_length,
+        crop=config.crop,
+        min_scale=config.min_scale,
     )
     if rank == 0 and start_step == 0 and config.time_note:
         log.info(
