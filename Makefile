@@ -21,11 +21,13 @@ SOURCE     ?= synthetic
 FRAMES     ?= 300
 CALIB_FRAMES ?= 128
 CALIB_METHOD ?= percentile
+CALIB_ARGS ?=
 ENGINE_ARGS ?=
 RUN_ARGS   ?=
 MODELS     ?= fcresnet18 fcresnet18_t66 fcresnet34 fcresnet34_t66 fcresnet18x0.5_t66
 PRECISIONS ?= fp32 fp16 int8
 FORCE      ?= 0
+RUNS       ?= runs
 
 PYTHON     ?= python3
 VENV       ?= .venv
@@ -40,7 +42,7 @@ SYSTEM_SITE := $(shell $(PYTHON) -c "import tensorrt" >/dev/null 2>&1 && echo --
 RTX_EXTRA  := $(shell [ "$$(uname -sm)" = "Linux x86_64" ] && ! $(PYTHON) -c "import tensorrt" >/dev/null 2>&1 && echo ,rtx)
 STAMP      := $(VENV)/.installed
 
-RUN_DIR    := runs/$(MODEL)
+RUN_DIR    := $(RUNS)/$(MODEL)
 CKPT       := $(RUN_DIR)/checkpoint.pt
 ONNX_FP32  := $(RUN_DIR)/model.onnx
 ONNX_FP16  := $(RUN_DIR)/model.fp16.onnx
@@ -79,7 +81,7 @@ $(ONNX_FP32) $(ONNX_FP16) &: $(CKPT) $(RUN_DIR)/export.args | $(STAMP)
 	@"$(PY)" -m export --model "$(MODEL)" --checkpoint "$(CKPT)" --height "$(HEIGHT)" --width "$(WIDTH)" --batch "$(BATCH)" --out-dir "$(RUN_DIR)"
 
 $(ONNX_INT8): $(ONNX_FP32) | $(STAMP)
-	@"$(PY)" -m calibration --onnx "$(ONNX_FP32)" --frames "$(CALIB_FRAMES)" --method "$(CALIB_METHOD)"
+	@"$(PY)" -m calibration --onnx "$(ONNX_FP32)" --frames "$(CALIB_FRAMES)" --method "$(CALIB_METHOD)" $(CALIB_ARGS)
 
 .SECONDEXPANSION:
 $(RUN_DIR)/%.engine: $$(GRAPH_$$*) | $(STAMP)
@@ -99,7 +101,7 @@ run: $(GRAPH_$(PRECISION)) $(RUN_ENGINE) | $(STAMP)
 	@"$(PY)" -m runtime --model-dir "$(RUN_DIR)" --precision "$(PRECISION)" --backend "$(BACKEND)" --source "$(SOURCE)" --frames "$(FRAMES)" $(RUN_ARGS)
 
 compare: | $(STAMP)
-	@"$(PY)" -m bench.compare --models $(MODELS) --precisions $(PRECISIONS) --backend "$(BACKEND)" --height "$(HEIGHT)" --width "$(WIDTH)" $(if $(filter 1,$(FORCE)),--force)
+	@"$(PY)" -m bench.compare --models $(MODELS) --precisions $(PRECISIONS) --backend "$(BACKEND)" --height "$(HEIGHT)" --width "$(WIDTH)" --runs "$(RUNS)" $(if $(filter 1,$(FORCE)),--force)
 
 paper: | $(STAMP)
 	@"$(PY)" -m bench.paper

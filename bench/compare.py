@@ -25,14 +25,16 @@ from runtime.loop import LoopOptions, run_loop
 from runtime.report import build_report
 from runtime.session import make_runner, select
 
-OUT = Path("runs/compare")
 MB = 2**20
 
 
-def build_artefacts(model: str, precisions: list[str], backend: str, *, preset: str, height: int, width: int) -> None:
+def build_artefacts(
+    model: str, precisions: list[str], backend: str, *, preset: str, height: int, width: int, runs: Path, frames: int
+) -> None:
     """`make` the graphs (and engines) that are missing; make skips what is up to date."""
     targets = ["export"] + (["calibrate"] if "int8" in precisions else [])
-    common = [f"MODEL={model}", f"PRESET={preset}", f"HEIGHT={height}", f"WIDTH={width}"]
+    common = [f"MODEL={model}", f"PRESET={preset}", f"HEIGHT={height}", f"WIDTH={width}", f"RUNS={runs}"]
+    common.append(f"CALIB_FRAMES={frames}")
     _make([*targets, *common])
     if backend in ("tensorrt", "tensorrt_rtx"):
         for precision in precisions:
@@ -45,9 +47,11 @@ def _make(args: list[str]) -> None:
         raise UserError(f"`make {' '.join(args)}` failed with exit code {result.returncode}")
 
 
-def measure(model: str, precision: str, backend: str, frames: list[Frame], source_tag: str, *, force: bool) -> dict:
+def measure(
+    model: str, precision: str, backend: str, frames: list[Frame], source_tag: str, *, runs: Path, force: bool
+) -> dict:
     """The run report of one model x precision on `frames` (reused when already measured on them)."""
-    run_dir = Path("runs") / model
+    run_dir = runs / model
     selection = select(run_dir, precision, backend)
     path = run_dir / f"run-{precision}-{selection.backend}.json"
     if path.is_file() and not force:
@@ -140,7 +144,11 @@ def markdown(rows: list[dict], header: str) -> str:
     lines = [header, "", "| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
         lines.append("| " + " | ".join(_cell(row[key], signed=key.startswith("d_")) for key, _ in COLUMNS) + " |")
-    lines += ["", "Δ columns: against the non-temporal model of the same depth and width at the same precision (LMANet Tables IV/V)."]
+    lines += [
+        "",
+        "Δ columns: against the non-temporal model of the same depth and width at the same precision "
+        "(the format of LMANet's Tables IV/V).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -183,9 +191,19 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
     markers = dict(zip(sorted({r["model"] for r in scored}), "osD^vP*Xh<>p", strict=False))
     colours = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green"}
-    for ax, cost_key, label in ((axes[0], "p50_ms", "latency p50 (ms)"), (axes[1], "memory_mb", "memory while running (MB)")):
+    for ax, cost_key, label in (
+        (axes[0], "p50_ms", "latency p50 (ms)"),
+        (axes[1], "memory_mb", "memory while running (MB)"),
+    ):
         for r in scored:
-            ax.scatter(r[cost_key], r["miou"], marker=markers[r["model"]], color=colours.get(r["precision"], "grey"), s=70, zorder=3)
+            ax.scatter(
+                r[cost_key],
+                r["miou"],
+                marker=markers[r["model"]],
+                color=colours.get(r["precision"], "grey"),
+                s=70,
+                zorder=3,
+            )
         front = pareto_front([(r[cost_key], r["miou"]) for r in scored])
         ax.plot(*zip(*front, strict=True), "--", color="black", lw=1, zorder=2, label="Pareto front")
         ax.set_xlabel(label)
@@ -212,35 +230,52 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=90, help="synthetic val frames every run sees (default 90)")
     p.add_argument("--preset", default="compare", help="training preset for models without a checkpoint")
     p.add_argument("--force", action="store_true", help="re-run measurements that already have a report")
-    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--calib-frames", type=int, default=64, help="INT8 calibration frames (default 64)")
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="run directories live here (default runs/)")
+    p.add_argument("--out", type=Path, help="where the table goes (default RUNS/compare)")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
+    out = args.out or args.runs / "compare"
     for model in args.models:
-        build_artefacts(model, args.precisions, args.backend, preset=args.preset, height=args.height, width=args.width)
+        build_artefacts(
+            model,
+            args.precisions,
+            args.backend,
+            preset=args.preset,
+            height=args.height,
+            width=args.width,
+            runs=args.runs,
+            frames=args.calib_frames,
+        )
     source_tag = f"synthetic val, {args.frames} frames"
     with open_source("synthetic", height=args.height, width=args.width, frames=args.frames) as source:
         frames = list(source)
     reports = []
     for model in args.models:
         for precision in args.precisions:
-            reports.append(measure(model, precision, args.backend, frames, source_tag, force=args.force))
+            reports.append(
+                measure(model, precision, args.backend, frames, source_tag, runs=args.runs, force=args.force)
+            )
             r = reports[-1]
-            print(f"measured {model} {precision} on {r['backend']}: p50 {r['latency_ms']['p50']:.1f} ms, mIoU {r['accuracy']['miou']}")
+            print(
+                f"measured {model} {precision} on {r['backend']}: "
+                f"p50 {r['latency_ms']['p50']:.1f} ms, mIoU {r['accuracy']['miou']}"
+            )
     rows = table_rows(reports)
     device = reports[0]["device"]
     header = f"Compared on {device} ({reports[0]['backend']}), {args.height}x{args.width}, {source_tag}."
-    write_json(args.out / "compare.json", {"header": header, "rows": rows, "reports": reports})
-    write_csv(rows, args.out / "compare.csv")
+    write_json(out / "compare.json", {"header": header, "rows": rows, "reports": reports})
+    write_csv(rows, out / "compare.csv")
     text = markdown(rows, header)
-    with atomic_write(args.out / "compare.md", "w") as handle:
+    with atomic_write(out / "compare.md", "w") as handle:
         handle.write(text)
-    plot(rows, args.out / "compare.png", header)
+    plot(rows, out / "compare.png", header)
     print(text)
-    print(f"stage compare: {time.perf_counter() - started:.1f} s -> {args.out}/compare.{{json,csv,md,png}}")
+    print(f"stage compare: {time.perf_counter() - started:.1f} s -> {out}/compare.{{json,csv,md,png}}")
     return 0
 
 

@@ -42,7 +42,7 @@ def per_call_ms(fn: Callable[[], object], iters: int) -> float:
 def interleaved(sides: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
     """Median per-call ms of each side over `rounds` alternating rounds (after one warm-up round)."""
     samples: dict[str, list[float]] = {name: [] for name in sides}
-    for name, measure in sides.items():
+    for measure in sides.values():
         measure()
     for _ in range(rounds):
         for name, measure in sides.items():
@@ -52,7 +52,9 @@ def interleaved(sides: dict[str, Callable[[], float]], rounds: int) -> dict[str,
 
 def loop_overhead(graph: Path, frames: list, iters: int, rounds: int, threads: int) -> dict:
     contract = read_onnx_contract(graph)
-    options = LoopOptions(warmup=0, progress=False, accuracy=False, consistency=False, policy=StatePolicy(scene_cut=0.25))
+    options = LoopOptions(
+        warmup=0, progress=False, accuracy=False, consistency=False, policy=StatePolicy(scene_cut=0.25)
+    )
     with OnnxRuntimeRunner(contract, graph, threads=threads) as runner:
         binding = runner._bindings[0]
         bare = lambda: per_call_ms(lambda: runner.session.run_with_iobinding(binding), iters)  # noqa: E731
@@ -120,16 +122,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         "input_hw": list(hw),
         "loop_overhead": loop_overhead(t66, frames, args.iters, args.rounds, args.threads),
         "ort_vs_torch": ort_vs_torch(t66, t66.parent / "checkpoint.pt", args.iters, args.rounds, args.threads),
-        "temporal_cost": temporal_cost({"fcresnet18": base, "fcresnet18_t66": t66}, args.iters, args.rounds, args.threads),
+        "temporal_cost": temporal_cost(
+            {"fcresnet18": base, "fcresnet18_t66": t66}, args.iters, args.rounds, args.threads
+        ),
     }
     out = RESULTS / f"runtime_ratios-{results['date']}.json"
     write_json(out, results)
     lo, ot, tc = results["loop_overhead"], results["ort_vs_torch"], results["temporal_cost"]
-    print(f"loop overhead      {100 * lo['overhead']:+.2f} %  (loop {lo['loop']:.2f} ms vs bare call {lo['bare_call']:.2f} ms; target <= 3 %)")
-    print(f"ORT vs torch eager {ot['speedup']:.2f}x  (ORT {ot['onnxruntime']:.2f} ms, torch {ot['torch_eager']:.2f} ms; target >= 1.8x)")
+    print(
+        f"loop overhead      {100 * lo['overhead']:+.2f} %  "
+        f"(loop {lo['loop']:.2f} ms vs bare call {lo['bare_call']:.2f} ms; target <= 3 %)"
+    )
+    print(
+        f"ORT vs torch eager {ot['speedup']:.2f}x  "
+        f"(ORT {ot['onnxruntime']:.2f} ms, torch {ot['torch_eager']:.2f} ms; target >= 1.8x)"
+    )
     print(
         f"temporal cost      latency {tc['latency_ratio']:.3f}x, params {tc['params_ratio']:.4f}x  "
-        f"(t66 {tc['latency_ms']['fcresnet18_t66']:.2f} ms vs {tc['latency_ms']['fcresnet18']:.2f} ms; targets <= 1.05x, <= 1.02x)"
+        f"(t66 {tc['latency_ms']['fcresnet18_t66']:.2f} ms vs {tc['latency_ms']['fcresnet18']:.2f} ms; "
+        "targets <= 1.05x, <= 1.02x)"
     )
     print(f"wrote {out}")
     return 0

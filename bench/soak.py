@@ -38,14 +38,22 @@ class MemorySampler:
     def __call__(self, frame: Frame, labels: np.ndarray) -> None:
         self.count += 1
         if self.count % self.every == 0:
-            self.samples.append({"frame": self.count, "rss_bytes": current_rss_bytes(), "device_used_bytes": self._device_used()})
+            self.samples.append(
+                {"frame": self.count, "rss_bytes": current_rss_bytes(), "device_used_bytes": self._device_used()}
+            )
 
 
 def windows(latencies: np.ndarray, every: int) -> list[dict]:
     out = []
     for start in range(0, len(latencies) - every + 1, every):
         chunk = latencies[start : start + every]
-        out.append({"frames": [start + 1, start + every], "p50_ms": float(np.percentile(chunk, 50)), "p99_ms": float(np.percentile(chunk, 99))})
+        out.append(
+            {
+                "frames": [start + 1, start + every],
+                "p50_ms": float(np.percentile(chunk, 50)),
+                "p99_ms": float(np.percentile(chunk, 99)),
+            }
+        )
     return out
 
 
@@ -60,12 +68,16 @@ def verdict(samples: list[dict], lat_windows: list[dict], growth_limit_mb: float
         "rss_growth_mb": round(rss_growth, 3),
         "device_growth_mb": None if device_growth is None else round(device_growth, 3),
         "p99_max_deviation": round(p99_spread, 4),
-        "pass": rss_growth <= growth_limit_mb and (device_growth is None or device_growth <= growth_limit_mb) and p99_spread <= p99_band,
+        "pass": rss_growth <= growth_limit_mb
+        and (device_growth is None or device_growth <= growth_limit_mb)
+        and p99_spread <= p99_band,
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", default="fcresnet18_t66")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
     p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt", "tensorrt_rtx", "torch"))
@@ -81,7 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = open_source("synthetic", height=args.height, width=args.width, frames=args.frames)
     options = LoopOptions(warmup=0, max_frames=args.frames, accuracy=False, consistency=False)
     with source, runner:
-        sampler = MemorySampler(args.every, lambda: runner.memory().device_used_bytes if args.backend.startswith("tensorrt") else None)
+        sampler = MemorySampler(
+            args.every, lambda: runner.memory().device_used_bytes if args.backend.startswith("tensorrt") else None
+        )
         result = run_loop(runner, source, options, source_fps=source.fps, sinks=(sampler,), total=args.frames)
         device = runner.device_name
     lat_windows = windows(result.timings.rows()[:, -1], args.every)
@@ -104,10 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'frames':>12} {'RSS MB':>10} {'device MB':>10} {'p50 ms':>8} {'p99 ms':>8}")
     for sample, window in zip(sampler.samples, lat_windows, strict=False):
         dev = "-" if sample["device_used_bytes"] is None else f"{sample['device_used_bytes'] / MB:.1f}"
-        print(f"{sample['frame']:>12} {sample['rss_bytes'] / MB:>10.1f} {dev:>10} {window['p50_ms']:>8.2f} {window['p99_ms']:>8.2f}")
+        print(
+            f"{sample['frame']:>12} {sample['rss_bytes'] / MB:>10.1f} {dev:>10} "
+            f"{window['p50_ms']:>8.2f} {window['p99_ms']:>8.2f}"
+        )
     v = report["verdict"]
     print(
-        f"RSS growth {v['rss_growth_mb']:.2f} MB (limit 5), p99 max deviation {100 * v['p99_max_deviation']:.1f} % (limit 10) "
+        f"RSS growth {v['rss_growth_mb']:.2f} MB (limit 5), "
+        f"p99 max deviation {100 * v['p99_max_deviation']:.1f} % (limit 10) "
         f"-> {'PASS' if v['pass'] else 'FAIL'}; wrote {out}"
     )
     return 0 if v["pass"] else 1

@@ -139,3 +139,16 @@ def _load_libcuda() -> Any:
         except OSError:
             continue
     return None
+
+
+def gpu_support(trt: TensorRT, gpu: GpuInfo | None) -> str | None:
+    """Why engines of `trt` cannot run on `gpu`; None when they can.
+
+    TensorRT-RTX runs only on the compute capabilities its ComputeCapability enum lists (1.7: 7.5,
+    8.0, 8.6, 8.9, 12.x; no Hopper). Standard TensorRT runs on the GPU it was built on.
+    """
+    if gpu is None:
+        return "no NVIDIA GPU is visible"
+    if trt.is_rtx and not hasattr(trt.module.ComputeCapability, "SM" + gpu.compute_capability.replace(".", "")):
+        return f"TensorRT-RTX {trt.version} does not run on compute capability {gpu.compute_capability} ({gpu.name})"
+    return None

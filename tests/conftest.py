@@ -43,3 +43,19 @@ def tiny_engines(tiny_run, tmp_path_factory) -> Path:
         out = folder / f"{precision}.engine"
         assert engine_main(["--onnx", str(tiny_run / graph), "--out", str(out), "--no-timing-cache"]) == 0
     return folder
+
+
+@pytest.fixture
+def trt_on_gpu():
+    """A TensorRT that can run engines on this machine's GPU; skips with the reason elsewhere."""
+    from common.errors import UserError
+    from engine.trt import cuda_gpu, gpu_support, load_tensorrt
+
+    try:
+        trt = load_tensorrt("auto")
+    except UserError as err:
+        pytest.skip(str(err))
+    reason = gpu_support(trt, cuda_gpu())
+    if reason:
+        pytest.skip(f"needs a GPU that TensorRT runs on ({reason}); untested on the CPU-only machines")
+    return trt

@@ -399,18 +399,10 @@ def test_inspect_cli_prints_the_record(graphs, engine_copy, capsys):
 
 
 @pytest.mark.gpu
-def test_engine_deserializes_and_the_inspector_lists_its_layers(graphs, tmp_path):
-    gpu = cuda_gpu()
-    if gpu is None:
-        pytest.skip("needs an NVIDIA GPU: deserializing an engine is untested on the CPU-only machines")
-    try:
-        trt = load_tensorrt("auto")
-    except UserError as err:
-        pytest.skip(str(err))
-    if trt.is_rtx and gpu.compute_capability not in ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1"):
-        pytest.skip(f"TensorRT-RTX does not run on compute capability {gpu.compute_capability} ({gpu.name})")
+def test_engine_deserializes_and_the_inspector_lists_its_layers(graphs, tmp_path, trt_on_gpu):
+    trt = trt_on_gpu
     record = build_engine(trt, graphs["fp16"][0], tmp_path / "fp16.engine", BuildOptions(timing_cache=None)).sidecar
     assert record["layers"]["source"] == "engine_inspector"
     assert record["layers"]["count"] > 0
     assert record["device_memory"]["bytes"] > 0
-    assert gpu.compute_capability in record["compute_capabilities"]
+    assert cuda_gpu().compute_capability in record["compute_capabilities"]

@@ -838,16 +838,8 @@ def test_cuda_buffers_round_trip_on_the_gpu(name):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("graphs", [False, True])
-def test_engine_runs_on_the_gpu_and_matches_onnxruntime(graph, tmp_path, graphs):
-    gpu = cuda_gpu()
-    if gpu is None:
-        pytest.skip("needs an NVIDIA GPU: running an engine is untested on the CPU-only machines")
-    try:
-        trt = load_tensorrt("auto")
-    except UserError as err:
-        pytest.skip(str(err))
-    if trt.is_rtx and gpu.compute_capability not in ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1"):
-        pytest.skip(f"TensorRT-RTX does not run on compute capability {gpu.compute_capability} ({gpu.name})")
+def test_engine_runs_on_the_gpu_and_matches_onnxruntime(graph, tmp_path, graphs, trt_on_gpu):
+    trt = trt_on_gpu
     if graphs and importlib.util.find_spec("cuda") is None:
         pytest.skip("CUDA graphs need cuda-python")
     from engine.build import BuildOptions, build_engine

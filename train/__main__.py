@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = args.out_dir or Path("runs") / model
     started = time.perf_counter()
     record = train(config, out_dir, resume=args.resume)
+    if record["rank"] != 0:
+        return 0
     last = record["epochs"][-1] if record["epochs"] else {}
     print(
         f"stage train: {time.perf_counter() - started:.1f} s -> {out_dir / 'checkpoint.pt'} "

@@ -45,3 +45,29 @@ def evaluate_stream(model: FCResNet, config: TrainConfig, device: torch.device, 
 
 def _round(value: float) -> float | None:
     return None if np.isnan(value) else round(value, 5)
+
+
+@torch.no_grad()
+def evaluate_cityscapes(model: FCResNet, config: TrainConfig, device: torch.device) -> dict[str, float]:
+    """mIoU and pixel accuracy on Cityscapes val clips (section IV-A: previous frame -> state, annotated frame)."""
+    from data import CityscapesClips
+
+    model.eval()
+    root = config.data.split(":", 1)[1]
+    clips = CityscapesClips(
+        root, "val", clip_length=2, target_offset=config.target_offset, height=config.height, width=config.width
+    )
+    confusion = ConfusionMatrix(model.config.num_classes)
+    for index in range(len(clips)):
+        frames, label = clips[index]
+        previous, current = (torch.from_numpy(normalize_bgr(f)).to(device) for f in frames[-2:])
+        logits = model(current, *model.next_states(previous))[0]
+        confusion.update(logits.argmax(1)[0].cpu().numpy().astype(np.uint8), label)
+    return {"val_miou": _round(confusion.miou()), "val_pixel_acc": _round(confusion.pixel_accuracy())}
+
+
+def evaluate(model: FCResNet, config: TrainConfig, device: torch.device) -> dict[str, float]:
+    """Validation on the data the model trains on: Cityscapes val clips, or synthetic val sequences."""
+    if config.data.startswith("cityscapes:"):
+        return evaluate_cityscapes(model, config, device)
+    return evaluate_stream(model, config, device)

@@ -32,7 +32,7 @@ from models import FCResNet, build_model, check_input_size
 from models.checkpoint import read_checkpoint, save_checkpoint
 from train.clips import make_sampler, sample_batch
 from train.config import TrainConfig
-from train.evaluate import evaluate_stream
+from train.evaluate import evaluate
 from train.init import init_from_checkpoint, load_pretrained_backbone
 
 log = logging.getLogger(__name__)
@@ -169,6 +169,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False) -> 
             _snapshot(out_dir / LAST, model, optimizer, scheduler, config, done, history)
     elapsed = time.perf_counter() - started
     record = {
+        "rank": rank,
         "model": config.model,
         "config": _config_dict(config),
         "world_size": world,
@@ -197,7 +198,7 @@ def _validate(
         loss = reduced.item() / world
     entry: dict[str, Any] = {"epoch": step // config.eval_every, "step": step, "loss": round(loss, 5)}
     if rank == 0:
-        entry.update(evaluate_stream(model, config, device))
+        entry.update(evaluate(model, config, device))
         tqdm.write(
             f"step {step}: loss {loss:.4f}  val mIoU {entry['val_miou']:.4f}  pixel acc {entry['val_pixel_acc']:.4f}"
         )
