@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny trained-free models exported once per session (64x128, width 0.25)."""
+"""Shared fixtures: a tiny model (64x128, width 0.25) exported once per session in all precisions."""
 
 from __future__ import annotations
 
@@ -10,25 +10,43 @@ TINY = "fcresnet18x0.25_t66"
 TINY_HW = (64, 128)
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    """runs/<TINY> with checkpoint.pt (random init, seed 0), model.onnx and model.fp16.onnx."""
+def make_tiny_model(name: str = TINY):
+    """A random model whose BatchNorm statistics are not the identity, so that the exported convs
+    have non-zero biases (a fresh model's fold to none, and bias handling would go untested)."""
     import torch
 
+    from models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """runs/<TINY>: checkpoint.pt, model.onnx, model.fp16.onnx and model.int8.onnx (+ calib.json)."""
+    from calibration import CalibConfig, calibrate
     from export.fp16 import convert_fp16
     from export.onnx_graph import build_contract, export_fp32, save_onnx
-    from models import build_model
     from models.checkpoint import save_checkpoint
 
     run = tmp_path_factory.mktemp("runs") / TINY
-    torch.manual_seed(0)
-    model = build_model(TINY).eval()
+    model = make_tiny_model()
     save_checkpoint(run / "checkpoint.pt", model, TINY)
     contract = build_contract(model, TINY, height=TINY_HW[0], width=TINY_HW[1], batch=1, checkpoint_sha256=None)
     graph = export_fp32(model, contract)
     save_onnx(graph, run / "model.onnx")
     fp16, _ = convert_fp16(graph, contract)
     save_onnx(fp16, run / "model.fp16.onnx")
+    config = CalibConfig(frames=8, sequence_length=8, chunk_frames=8, eval_sequences=0, use_cache=False)
+    calibrate(run / "model.onnx", run / "model.int8.onnx", config)
     return run
 
 

@@ -15,12 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from common.contract import Contract, read_onnx_contract, set_metadata
+from common.contract import Contract, read_onnx_contract
 from common.errors import UserError, run_cli
 from common.io import sha256_file
 from engine import build as engine_build
@@ -29,9 +28,10 @@ from engine.build import BuildOptions, build_engine, create_config, network_from
 from engine.inspect import main as inspect_main
 from engine.sidecar import check_engine, read_sidecar, sidecar_contract, sidecar_path
 from engine.trt import cuda_gpu, load_tensorrt
+from tests.conftest import TINY, TINY_HW
 
-MODEL = "fcresnet18x0.25_t66"
-HEIGHT, WIDTH = 64, 128
+MODEL = TINY
+HEIGHT, WIDTH = TINY_HW
 HAVE_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
 needs_rtx = pytest.mark.skipif(not HAVE_RTX, reason="tensorrt_rtx not installed (pip install -e '.[rtx]', x86-64 only)")
 STAGE_LINE = re.compile(r"^stage engine: \d+\.\d\d s -> (\S+) \((\d+\.\d) MiB, (tensorrt|tensorrt_rtx) (\S+)\)$")
@@ -41,61 +41,10 @@ STAGE_LINE = re.compile(r"^stage engine: \d+\.\d\d s -> (\S+) \((\d+\.\d) MiB, (
 
 
 @pytest.fixture(scope="session")
-def graphs(tmp_path_factory) -> dict[str, tuple[Path, Contract]]:
-    """precision -> (ONNX path, contract) of the test model; FP32 and FP16 from export/, INT8 from ORT."""
-    torch = pytest.importorskip("torch", reason="the test graphs are exported from torch")
-    from export.fp16 import convert_fp16
-    from export.onnx_graph import build_contract, export_fp32, save_onnx
-    from models import build_model
-
-    out = tmp_path_factory.mktemp("graphs")
-    torch.manual_seed(0)
-    model = build_model(MODEL).eval()
-    contract = build_contract(model, MODEL, height=HEIGHT, width=WIDTH, batch=1, checkpoint_sha256=None)
-    fp32 = export_fp32(model, contract)
-    save_onnx(fp32, out / "model.onnx")
-    fp16, fp16_contract = convert_fp16(fp32, contract)
-    save_onnx(fp16, out / "model.fp16.onnx")
-    int8_contract = _quantize_int8(out / "model.onnx", out / "model.int8.onnx", contract)
-    return {
-        "fp32": (out / "model.onnx", contract),
-        "fp16": (out / "model.fp16.onnx", fp16_contract),
-        "int8": (out / "model.int8.onnx", int8_contract),
-    }
-
-
-def _quantize_int8(src: Path, dst: Path, contract: Contract) -> Contract:
-    """Symmetric per-channel INT8 Q/DQ (the settings TensorRT's parser accepts; biases stay float)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    rng = np.random.default_rng(0)
-    inputs = [(contract.image.name, contract.image.shape), *((s.input, s.shape) for s in contract.states)]
-    feeds = [{name: rng.standard_normal(shape).astype(np.float32) for name, shape in inputs} for _ in range(4)]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter(feeds)
-
-        def get_next(self) -> dict | None:
-            return next(self.items, None)
-
-    quantize_static(
-        str(src),
-        str(dst),
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QInt8,
-        weight_type=QuantType.QInt8,
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-    )
-    graph = onnx.load(str(dst))
-    int8 = contract.with_changes(precision="int8")
-    set_metadata(graph, int8)
-    onnx.save(graph, str(dst))
-    assert read_onnx_contract(dst) == int8  # the metadata agrees with the quantized graph's I/O
-    assert any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
-    return int8
+def graphs(tiny_run) -> dict[str, tuple[Path, Contract]]:
+    """precision -> (ONNX path, contract) of the shared tiny model: export/ and calibration/ made them."""
+    names = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+    return {p: (tiny_run / name, read_onnx_contract(tiny_run / name)) for p, name in names.items()}
 
 
 @pytest.fixture(scope="session")
