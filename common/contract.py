@@ -162,7 +162,9 @@ def contract_from_io(inputs: dict[str, TensorSpec], outputs: dict[str, TensorSpe
     logits, labels = outputs.get(LOGITS), outputs.get(LABELS)
     if logits is None and labels is None:
         raise UserError(f"no '{LOGITS}' or '{LABELS}' output (outputs: {', '.join(outputs)})", source)
-    num_classes = logits.shape[1] if logits is not None else 0
+    # Without logits or metadata the class count is unknown: take the whole uint8 label range
+    # (metrics count only the classes that occur, so mIoU is still right).
+    num_classes = logits.shape[1] if logits is not None else 256
     return Contract(
         model=Path(source).stem,
         num_classes=num_classes,

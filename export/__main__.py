@@ -1,8 +1,10 @@
 """`python -m export --model NAME --checkpoint PATH [--height 256 --width 512 --batch 1]`.
 
 Writes OUT_DIR/model.onnx (FP32), model.fp16.onnx and export.json (streaming parity against
-torch, sizes, times). Fails (exit 1) when the FP32 graph drifts beyond 1e-4 max |logit error| or
-99.99 % label agreement; nothing is written then.
+torch, sizes, times). The graphs output labels (and states) only, unless --logits; parity measures
+their labels, and the logit error of twin graphs with logits exported from the same model. Fails
+(exit 1) when FP32 drifts beyond 1e-4 max |logit error| or 99.99 % label agreement; nothing is
+written then.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import onnx
+
+from common.contract import LOGITS, Contract, TensorSpec, set_metadata
 from common.errors import UserError, run_cli
 from common.io import sha256_file, write_json
 from data import SyntheticVideo, split_seed
 from export.fp16 import convert_fp16
 from export.onnx_graph import build_contract, export_fp32, save_onnx
-from export.parity import FP16_TARGET_AGREEMENT, ParityError, check_fp32, ort_session, streaming_parity
-from models import UnknownModelError, check_input_size, resolve_name
+from export.parity import FP16_TARGET_AGREEMENT, ParityError, check_fp32, merge, ort_session, streaming_parity
+from models import FCResNet, UnknownModelError, check_input_size, resolve_name
 from models.checkpoint import load_model
 
 log = logging.getLogger("export")
@@ -36,6 +41,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, help="output directory (default: the checkpoint's)")
     p.add_argument("--parity-frames", type=int, default=30, help="frames of the streamed parity check (default 30)")
     p.add_argument("--parity-seed", type=int, default=0, help="synthetic val sequence used for parity")
+    p.add_argument("--logits", action="store_true", help="also output the C x H x W logits (default: labels only)")
     return p.parse_args(argv)
 
 
@@ -51,69 +57,76 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--batch and --parity-frames must be at least 1")
     out_dir = args.out_dir or args.checkpoint.parent
     model, _ = load_model(args.checkpoint, expect_model=name)
-    contract = build_contract(
-        model,
-        name,
-        height=args.height,
-        width=args.width,
-        batch=args.batch,
-        checkpoint_sha256=sha256_file(args.checkpoint),
-    )
-    frames = [
-        f.image
-        for f in SyntheticVideo(split_seed("val", args.parity_seed), args.height, args.width, length=args.parity_frames)
-    ]
-
+    hw = {"height": args.height, "width": args.width, "batch": args.batch}
+    contract = build_contract(model, name, **hw, checkpoint_sha256=sha256_file(args.checkpoint), logits=args.logits)
     t0 = time.perf_counter()
-    fp32 = export_fp32(model, contract)
+    graphs = export_graphs(model, contract)
     export_s = time.perf_counter() - t0
-    fp32_report = streaming_parity(model, ort_session(fp32), contract, frames)
+    video = SyntheticVideo(split_seed("val", args.parity_seed), args.height, args.width, length=args.parity_frames)
+    parity = check_parity(model, graphs, [f.image for f in video])
     try:
-        check_fp32(fp32_report, str(out_dir / "model.onnx"))
+        check_fp32(parity["fp32"], str(out_dir / "model.onnx"))
     except ParityError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    fp32_path = save_onnx(fp32, out_dir / "model.onnx")
-    fp32_sha = sha256_file(fp32_path)
+    paths = save_graphs(graphs, out_dir)
+    report = export_report(name, contract, graphs, paths, parity, export_s)
+    write_json(out_dir / "export.json", report)
+    print(format_report(report, out_dir))
+    if parity["fp16"]["mean_label_agreement"] < FP16_TARGET_AGREEMENT:
+        log.warning(
+            "FP16 label agreement %.3f %% is below the 99.5 %% target", 100 * parity["fp16"]["mean_label_agreement"]
+        )
+    print(f"stage export: {time.perf_counter() - started:.1f} s -> {paths['fp32']}, {paths['fp16']}")
+    return 0
 
-    fp16, fp16_contract = convert_fp16(fp32, contract)
-    fp16_contract = fp16_contract.with_changes(source_onnx_sha256=fp32_sha)
-    from common.contract import set_metadata
 
-    set_metadata(fp16, fp16_contract)
-    fp16_report = streaming_parity(model, ort_session(fp16), fp16_contract, frames)
-    fp16_path = save_onnx(fp16, out_dir / "model.fp16.onnx")
+def export_graphs(model: FCResNet, contract: Contract) -> dict[str, tuple[onnx.ModelProto, Contract]]:
+    """fp32 and fp16 deployed graphs, plus in-memory twins with logits when those have none."""
+    graphs = {"fp32": (export_fp32(model, contract), contract)}
+    if contract.logits is None:
+        c = contract.num_classes
+        twin = contract.with_changes(
+            logits=TensorSpec(LOGITS, (contract.batch, c, contract.height, contract.width), "float32")
+        )
+        graphs["fp32_logits"] = (export_fp32(model, twin), twin)
+    for name in list(graphs):
+        graph, graph_contract = graphs[name]
+        graphs[name.replace("fp32", "fp16")] = convert_fp16(graph, graph_contract)
+    return graphs
 
-    report = {
+
+def check_parity(model: FCResNet, graphs: dict, frames: list) -> dict[str, dict]:
+    """Streaming parity of the deployed graphs; logit errors from their twins where they have no logits."""
+    reports = streaming_parity(model, {name: (ort_session(g), c) for name, (g, c) in graphs.items()}, frames)
+    if "fp32_logits" not in reports:
+        return reports
+    return {p: merge(reports[p], reports[f"{p}_logits"]) for p in ("fp32", "fp16")}
+
+
+def save_graphs(graphs: dict, out_dir: Path) -> dict[str, Path]:
+    """model.onnx, then model.fp16.onnx recording model.onnx's hash as its source."""
+    fp32_path = save_onnx(graphs["fp32"][0], out_dir / "model.onnx")
+    fp16, fp16_contract = graphs["fp16"]
+    set_metadata(fp16, fp16_contract.with_changes(source_onnx_sha256=sha256_file(fp32_path)))
+    return {"fp32": fp32_path, "fp16": save_onnx(fp16, out_dir / "model.fp16.onnx")}
+
+
+def export_report(name: str, contract: Contract, graphs: dict, paths: dict, parity: dict, export_s: float) -> dict:
+    fp16_states = graphs["fp16"][1].states
+    return {
         "model": name,
         "input": list(contract.image.shape),
+        "outputs": ["logits", "labels"] if contract.logits else ["labels"],
         "states": [
-            {
-                "name": s.input,
-                "shape": list(s.shape),
-                "fp32_dtype": "float32",
-                "fp16_dtype": fp16_contract.states[i].dtype,
-            }
-            for i, s in enumerate(contract.states)
+            {"name": s.input, "shape": list(s.shape), "fp32_dtype": s.dtype, "fp16_dtype": f.dtype}
+            for s, f in zip(contract.states, fp16_states, strict=True)
         ],
         "checkpoint_sha256": contract.checkpoint_sha256,
         "export_seconds": round(export_s, 2),
-        "files": {
-            "model.onnx": {"bytes": fp32_path.stat().st_size, "sha256": fp32_sha},
-            "model.fp16.onnx": {"bytes": fp16_path.stat().st_size, "sha256": sha256_file(fp16_path)},
-        },
-        "parity": {"fp32": fp32_report, "fp16": fp16_report},
+        "files": {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in paths.values()},
+        "parity": {"fp32": parity["fp32"], "fp16": parity["fp16"]},
     }
-    write_json(out_dir / "export.json", report)
-    print(format_report(report, out_dir))
-    if fp16_report["mean_label_agreement"] < FP16_TARGET_AGREEMENT:
-        log.warning(
-            "FP16 label agreement %.3f %% is below the %.1f %% target",
-            100 * fp16_report["mean_label_agreement"],
-            100 * FP16_TARGET_AGREEMENT,
-        )
-    print(f"stage export: {time.perf_counter() - started:.1f} s -> {fp32_path}, {fp16_path}")
-    return 0
 
 
 def format_report(report: dict, out_dir: Path) -> str:

@@ -2,8 +2,10 @@
 
 onnxconverter-common does the conversion with FP32 I/O kept (Casts at the boundary). The
 state tensors then lose their boundary Casts and become FP16 graph I/O: the state is computed
-in FP16 and consumed in FP16 anyway, so FP16->FP32->FP16 was lossless and only doubled the
-state memory and added two Casts per state (measured in export.json: identical labels).
+in FP16 and consumed in FP16 anyway, so FP16->FP32->FP16 only doubled the state memory and added
+two Casts per state. Measured on the trained fcresnet18_t66 at 256x512 over 30 streamed synthetic
+frames in ONNX Runtime CPU: labels of the FP16-state graph agree with the FP32-state graph's on
+99.9998 % of pixels (min 99.998 % per frame; ORT's CPU kernels run FP16 through FP32 casts).
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
 """Torch model -> ONNX graph with explicit state I/O, in FP32 and FP16.
 
 The graph is the contract between training and deployment (common/contract.py): `image` and
-`state_in.k` in; `logits`, `labels` (argmax in the graph, int32, so the runtime copies one
-small tensor back) and `state_out.k` out. Opset 17, the newest every TensorRT from 8.6 on
-parses; static shapes (batch fixed by --batch), BatchNorm folded.
+`state_in.k` in; `labels` (argmax in the graph, int32, so the runtime copies one small tensor
+back), optionally `logits`, and `state_out.k` out. Opset 17, the newest every TensorRT from 8.6
+on parses; static shapes (batch fixed by --batch), BatchNorm folded.
+
+Without `logits` (the default) the argmax runs before the last upsampling's pixel shuffle, so the
+C x H x W logits are never written: 10 MB per frame at 256x512 that an edge GPU neither stores
+nor moves (measured on fcresnet18_t66, ONNX Runtime CPU: see bench/results/runtime_ratios-*).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from common.contract import LABELS, LOGITS, Contract, StateSpec, TensorSpec, con
 from common.io import atomic_path
 from common.preprocess import COLOR_ORDER, MEAN_RGB, STD_RGB
 from data.classes import CLASS_NAMES, PALETTE
+from export.reparam import deploy_model
 from models import FCResNet
 
 log = logging.getLogger(__name__)
@@ -29,21 +34,36 @@ OPSET = 17
 
 
 class ContractWrapper(nn.Module):
-    """`model(image, *states) -> (logits, labels, *next_states)`, labels = int32 argmax."""
+    """`model(image, *states) -> ([logits,] labels, *next_states)`, labels = int32 argmax.
 
-    def __init__(self, model: FCResNet) -> None:
+    `model` is the deployed model (export/reparam.py: its last upsampling is a SubPixelUpsample).
+    """
+
+    def __init__(self, model: FCResNet, *, logits: bool) -> None:
         super().__init__()
         self.model = model
+        self.logits = logits
 
     def forward(self, image: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
-        logits, *next_states = self.model(image, *states)
+        features, next_states = self.model.forward_features(image, *states)
+        head = self.model.upscore8
+        if not self.logits:
+            return (head.labels(features), *next_states)
+        logits = head(features)
         return (logits, logits.argmax(1).to(torch.int32), *next_states)
 
 
 def build_contract(
-    model: FCResNet, name: str, *, height: int, width: int, batch: int, checkpoint_sha256: str | None
+    model: FCResNet,
+    name: str,
+    *,
+    height: int,
+    width: int,
+    batch: int,
+    checkpoint_sha256: str | None,
+    logits: bool = False,
 ) -> Contract:
-    """The FP32 contract of `model` at one input size."""
+    """The FP32 contract of `model` at one input size; `logits` adds the C x H x W logits output."""
     c = model.config.num_classes
     states = tuple(
         StateSpec(f"state_in.{i}", f"state_out.{i}", tuple(shape), "float32")
@@ -55,7 +75,7 @@ def build_contract(
         num_classes=c,
         image=TensorSpec("image", (batch, 3, height, width), "float32"),
         states=states,
-        logits=TensorSpec(LOGITS, (batch, c, height, width), "float32"),
+        logits=TensorSpec(LOGITS, (batch, c, height, width), "float32") if logits else None,
         labels=TensorSpec(LABELS, (batch, height, width), "int32"),
         precision="fp32",
         classes=tuple(CLASS_NAMES) if is_cityscapes else (),
@@ -74,11 +94,12 @@ def build_contract(
 
 def export_fp32(model: FCResNet, contract: Contract) -> onnx.ModelProto:
     """Export with torch's exporter (torch.export based), check, simplify with onnxsim."""
-    wrapper = ContractWrapper(model.eval()).eval()
+    # Exported as deployed: the learned upsamplings become sub-pixel convolutions (export/reparam.py).
+    wrapper = ContractWrapper(deploy_model(model.eval()), logits=contract.logits is not None).eval()
     image = torch.zeros(contract.image.shape)
     states = tuple(torch.zeros(s.shape) for s in contract.states)
     inputs = ["image", *(s.input for s in contract.states)]
-    outputs = [LOGITS, LABELS, *(s.output for s in contract.states)]
+    outputs = [*([LOGITS] if contract.logits else []), LABELS, *(s.output for s in contract.states)]
     with _quiet_exporter():
         program = torch.onnx.export(
             wrapper,

@@ -37,41 +37,58 @@ def ort_session(graph: onnx.ModelProto | str, threads: int = 0) -> ort.Inference
 
 @torch.no_grad()
 def streaming_parity(
-    model: FCResNet, session: ort.InferenceSession, contract: Contract, frames: Iterable[np.ndarray]
-) -> dict:
-    """Per-frame max |logit error| and label agreement of `session` against `model` (FP32 torch)."""
+    model: FCResNet, sessions: dict[str, tuple[ort.InferenceSession, Contract]], frames: Iterable[np.ndarray]
+) -> dict[str, dict]:
+    """Each session against `model` (FP32 torch), frame by frame, every one carrying its own state.
+
+    Per frame: label agreement, and the max |logit error| for graphs that output logits. One torch
+    pass serves every session (the deployed graphs and their in-memory twins with logits).
+    """
     model.eval()
-    batch = contract.batch
     torch_states: list[torch.Tensor] | None = None
-    ort_states = {s.input: np.zeros(s.shape, np.dtype(s.dtype)) for s in contract.states}
-    outputs = ["logits", "labels", *(s.output for s in contract.states)]
-    per_frame = []
+    ort_states = {name: _zero_states(contract) for name, (_, contract) in sessions.items()}
+    per_frame: dict[str, list[dict]] = {name: [] for name in sessions}
     for frame in frames:
+        batch = next(iter(sessions.values()))[1].batch
         image = np.repeat(normalize_bgr(frame), batch, axis=0)
         tensor = torch.from_numpy(image)
         torch_states = model.initial_states(tensor) if torch_states is None else torch_states
         ref_logits, *torch_states = model(tensor, *torch_states)
-        logits, labels, *next_states = session.run(outputs, {"image": image, **ort_states})
-        ort_states = {s.input: v for s, v in zip(contract.states, next_states, strict=True)}
         ref = ref_logits.numpy()
-        per_frame.append(
-            {
-                "max_abs_logit_error": float(np.abs(logits.astype(np.float64) - ref).max()),
-                "label_agreement": float((labels == ref.argmax(1)).mean()),
-            }
-        )
-    return summarize(per_frame)
+        ref_labels = ref.argmax(1)
+        for name, (session, contract) in sessions.items():
+            outputs = session.run(None, {"image": image, **ort_states[name]})
+            named = dict(zip([o.name for o in session.get_outputs()], outputs, strict=True))
+            ort_states[name] = {s.input: named[s.output] for s in contract.states}
+            record = {"label_agreement": float((named["labels"] == ref_labels).mean())}
+            if "logits" in named:
+                record["max_abs_logit_error"] = float(np.abs(named["logits"].astype(np.float64) - ref).max())
+            per_frame[name].append(record)
+    return {name: summarize(records) for name, records in per_frame.items()}
+
+
+def _zero_states(contract: Contract) -> dict[str, np.ndarray]:
+    return {s.input: np.zeros(s.shape, np.dtype(s.dtype)) for s in contract.states}
 
 
 def summarize(per_frame: list[dict]) -> dict:
-    errors = [f["max_abs_logit_error"] for f in per_frame]
+    errors = [f["max_abs_logit_error"] for f in per_frame if "max_abs_logit_error" in f]
     agreement = [f["label_agreement"] for f in per_frame]
     return {
         "frames": len(per_frame),
-        "max_abs_logit_error": max(errors),
+        "max_abs_logit_error": max(errors) if errors else None,
         "mean_label_agreement": float(np.mean(agreement)),
         "min_label_agreement": min(agreement),
         "per_frame": [{k: round(v, 8) for k, v in f.items()} for f in per_frame],
+    }
+
+
+def merge(labels: dict, logits: dict) -> dict:
+    """The parity of a deployed graph: its own label agreement, the logit error of its twin with logits."""
+    return {
+        **labels,
+        "max_abs_logit_error": logits["max_abs_logit_error"],
+        "logit_error_from": "twin graph with logits",
     }
 
 

@@ -124,6 +124,11 @@ class FCResNet(nn.Module):
         return [image.new_zeros(shape) for shape in shapes]
 
     def forward(self, image: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
+        features, next_states = self.forward_features(image, *states)
+        return (self.upscore8(features), *next_states)
+
+    def forward_features(self, image: Tensor, *states: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """The feature at position 7 (stride 8, before the last upsampling) and the next states."""
         conn = self.config.temporal
         if len(states) != self.num_states:
             raise ValueError(f"{type(self).__name__} takes {self.num_states} state tensor(s), got {len(states)}")
@@ -137,7 +142,7 @@ class FCResNet(nn.Module):
             if conn is not None and pos == conn.in_:
                 x = self.merge(x, states[0])
             features[pos] = x
-        return (self.upscore8(x), *next_states)
+        return x, next_states
 
     def next_states(self, image: Tensor) -> list[Tensor]:
         """Only the states that `image` hands to the next frame (runs up to the `out` position)."""
