@@ -1,10 +1,14 @@
 """Compare scaled variants: memory, latency and accuracy side by side, with a Pareto plot.
 
 `make compare MODELS="fcresnet18 fcresnet18_t66 ..." PRECISIONS="fp32 fp16 int8" [BACKEND=]`:
-builds what is missing through make (checkpoint, graphs, INT8, engines for TensorRT), runs every
-model x precision through the runtime on the same frames, and writes runs/compare/compare.json,
+builds what is missing through make (checkpoint, graphs, INT8, engines), runs every model x
+precision through the runtime on the same frames, and writes runs/compare/compare.json,
 compare.csv, compare.md and compare.png. A run whose report already exists for the same frames
 is reused unless --force.
+
+Engines are built whenever a TensorRT builder imports, also where the runtime backend cannot run
+them: TensorRT-RTX compiles on a CPU-only machine, so the engine and activation sizes in the
+table are those of real engines even where latency comes from ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -29,16 +33,43 @@ MB = 2**20
 
 
 def build_artefacts(
-    model: str, precisions: list[str], backend: str, *, preset: str, height: int, width: int, runs: Path, frames: int
+    model: str, precisions: list[str], *, engines: bool, preset: str, height: int, width: int, runs: Path, frames: int
 ) -> None:
     """`make` the graphs (and engines) that are missing; make skips what is up to date."""
     targets = ["export"] + (["calibrate"] if "int8" in precisions else [])
     common = [f"MODEL={model}", f"PRESET={preset}", f"HEIGHT={height}", f"WIDTH={width}", f"RUNS={runs}"]
     common.append(f"CALIB_FRAMES={frames}")
     _make([*targets, *common])
-    if backend in ("tensorrt", "tensorrt_rtx"):
+    if engines:
         for precision in precisions:
             _make(["engine", *common, f"PRECISION={precision}"])
+
+
+def engine_builder() -> str | None:
+    """The TensorRT flavour `make engine` would build with here, or None when none imports."""
+    from engine.trt import load_tensorrt
+
+    try:
+        return load_tensorrt("auto").flavour
+    except UserError:
+        return None
+
+
+def engine_figures(run_dir: Path, precision: str) -> dict | None:
+    """File size and activation memory of runs/MODEL/<precision>.engine from its build record."""
+    record_path = run_dir / f"{precision}.engine.json"
+    if not record_path.is_file():
+        return None
+    record = json.loads(record_path.read_text())
+    memory = record["device_memory"]
+    activation = memory["bytes"] if memory["bytes"] is not None else memory["build_log"].get("activation_bytes")
+    return {
+        "engine_file_bytes": record["engine"]["bytes"],
+        "activation_bytes": activation,
+        "activation_source": memory.get("source") or "build log",
+        "tensorrt": f"{record['tensorrt']['flavour']} {record['tensorrt']['version']}",
+        "compute_capabilities": record.get("compute_capabilities") or [],
+    }
 
 
 def _make(args: list[str]) -> None:
@@ -74,28 +105,44 @@ def base_model(name: str) -> str:
     return name.split("_t", 1)[0]
 
 
-def memory_bytes(report: dict) -> int:
+def deployed_memory(report: dict, engine: dict | None) -> dict:
+    """The report's memory figures, with the engine's file size and activation memory.
+
+    A TensorRT backend measured them itself. Elsewhere they come from the engine's build record:
+    ONNX Runtime's CPU arena has no activation figure that compares across runs in one process.
+    """
+    memory = dict(report["memory"])
+    if report["backend"] not in ("tensorrt", "tensorrt_rtx"):
+        memory["activation_bytes"] = None if engine is None else engine["activation_bytes"]
+        memory["engine_file_bytes"] = None if engine is None else engine["engine_file_bytes"]
+    return memory
+
+
+def memory_bytes(memory: dict) -> int:
     """What the model occupies while running: weights + activations + state + I/O buffers."""
-    m = report["memory"]
-    return sum(m.get(k) or 0 for k in ("weights_bytes", "activation_bytes", "state_bytes", "io_bytes"))
+    return sum(memory.get(k) or 0 for k in ("weights_bytes", "activation_bytes", "state_bytes", "io_bytes"))
 
 
-def table_rows(reports: list[dict]) -> list[dict]:
+def table_rows(reports: list[dict], engines: dict[tuple[str, str], dict | None]) -> list[dict]:
+    """One row per report; `engines` maps (model, precision) to engine_figures() (None: no engine)."""
     by_key = {(r["model"], r["precision"]): r for r in reports}
+    memory = {key: deployed_memory(r, engines.get(key)) for key, r in by_key.items()}
     rows = []
     for r in reports:
-        m, acc = r["memory"], r.get("accuracy") or {}
-        base = by_key.get((base_model(r["model"]), r["precision"]))
+        key = (r["model"], r["precision"])
+        m, acc = memory[key], r.get("accuracy") or {}
+        base_key = (base_model(r["model"]), r["precision"])
+        base = by_key.get(base_key)
         row = {
             "model": r["model"],
             "precision": r["precision"],
             "backend": r["backend"],
             "params_m": round((m.get("params") or 0) / 1e6, 3),
             "weights_mb": _mb(m.get("weights_bytes")),
-            "engine_mb": _mb(m.get("engine_file_bytes") or r.get("artefact_bytes")),
+            "engine_mb": _mb(m.get("engine_file_bytes")),
             "activation_mb": _mb(m.get("activation_bytes")),
             "state_kb": None if m.get("state_bytes") is None else round(m["state_bytes"] / 1024, 1),
-            "memory_mb": _mb(memory_bytes(r)),
+            "memory_mb": _mb(memory_bytes(m)),
             "p50_ms": r["latency_ms"]["p50"],
             "p99_ms": r["latency_ms"]["p99"],
             "fps": r["fps"],
@@ -111,7 +158,7 @@ def table_rows(reports: list[dict]) -> list[dict]:
             if row["miou"] is not None and base_acc.get("miou") is not None:
                 row["d_miou"] = round(100 * (row["miou"] - base_acc["miou"]), 2)
             row["d_latency"] = round(100 * (r["latency_ms"]["p50"] / base["latency_ms"]["p50"] - 1), 1)
-            row["d_memory"] = round(100 * (memory_bytes(r) / memory_bytes(base) - 1), 1)
+            row["d_memory"] = round(100 * (memory_bytes(m) / memory_bytes(memory[base_key]) - 1), 1)
         rows.append(row)
     return rows
 
@@ -128,6 +175,7 @@ COLUMNS = [
     ("engine_mb", "engine MB"),
     ("activation_mb", "activation MB"),
     ("state_kb", "state KB"),
+    ("memory_mb", "memory MB"),
     ("p50_ms", "p50 ms"),
     ("p99_ms", "p99 ms"),
     ("fps", "fps"),
@@ -220,6 +268,23 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def table_header(reports: list[dict], figures: dict[tuple[str, str], dict | None], what: str) -> str:
+    """Where latency and the memory figures come from."""
+    header = f"Latency and accuracy: {reports[0]['backend']} on {reports[0]['device']}, {what}."
+    built = [f for f in figures.values() if f is not None]
+    if built and reports[0]["backend"] not in ("tensorrt", "tensorrt_rtx"):
+        capabilities = ", ".join(built[0]["compute_capabilities"]) or "this GPU"
+        header += (
+            f" Engine and activation MB: {built[0]['tensorrt']} engines built here for compute capability "
+            f"{capabilities} ({built[0]['activation_source']}), not run."
+        )
+    return header
+
+
+def _listed(figures: dict[tuple[str, str], dict | None]) -> list[dict]:
+    return [{"model": m, "precision": p, **f} for (m, p), f in figures.items() if f is not None]
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
     p.add_argument("--models", nargs="+", required=True)
@@ -230,7 +295,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=90, help="synthetic val frames every run sees (default 90)")
     p.add_argument("--preset", default="compare", help="training preset for models without a checkpoint")
     p.add_argument("--force", action="store_true", help="re-run measurements that already have a report")
-    p.add_argument("--calib-frames", type=int, default=64, help="INT8 calibration frames (default 64)")
+    p.add_argument("--calib-frames", type=int, default=32, help="INT8 calibration frames (default 32)")
+    p.add_argument("--no-engines", action="store_true", help="skip engines unless the backend runs them")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="run directories live here (default runs/)")
     p.add_argument("--out", type=Path, help="where the table goes (default RUNS/compare)")
     return p.parse_args(argv)
@@ -240,11 +306,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     out = args.out or args.runs / "compare"
+    engines = args.backend in ("tensorrt", "tensorrt_rtx") or (not args.no_engines and engine_builder() is not None)
     for model in args.models:
         build_artefacts(
             model,
             args.precisions,
-            args.backend,
+            engines=engines,
             preset=args.preset,
             height=args.height,
             width=args.width,
@@ -265,10 +332,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"measured {model} {precision} on {r['backend']}: "
                 f"p50 {r['latency_ms']['p50']:.1f} ms, mIoU {r['accuracy']['miou']}"
             )
-    rows = table_rows(reports)
-    device = reports[0]["device"]
-    header = f"Compared on {device} ({reports[0]['backend']}), {args.height}x{args.width}, {source_tag}."
-    write_json(out / "compare.json", {"header": header, "rows": rows, "reports": reports})
+    figures = {(r["model"], r["precision"]): engine_figures(args.runs / r["model"], r["precision"]) for r in reports}
+    rows = table_rows(reports, figures)
+    header = table_header(reports, figures, f"{args.height}x{args.width}, {source_tag}")
+    write_json(out / "compare.json", {"header": header, "rows": rows, "reports": reports, "engines": _listed(figures)})
     write_csv(rows, out / "compare.csv")
     text = markdown(rows, header)
     with atomic_write(out / "compare.md", "w") as handle:

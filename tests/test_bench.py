@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 
-from bench.compare import base_model, markdown, pareto_front, plot, table_rows
+from bench.compare import base_model, deployed_memory, markdown, pareto_front, plot, table_rows
 from bench.paper import CONNECTIONS, Budget, report, table_models
 from bench.runtime_ratios import interleaved
 from bench.soak import verdict, windows
@@ -33,7 +34,8 @@ def test_deltas_are_against_the_non_temporal_model_of_the_same_width_and_precisi
         _report("fcresnet18_t66", "fp32", 42.0, 0.52, 1100),
         _report("fcresnet18_t66", "fp16", 30.0, 0.51, 550),  # no fp16 base: no deltas
     ]
-    rows = {(r["model"], r["precision"]): r for r in table_rows(reports)}
+    engines = {(r["model"], r["precision"]): _engine(200, 100) for r in reports}
+    rows = {(r["model"], r["precision"]): r for r in table_rows(reports, engines)}
     t66 = rows[("fcresnet18_t66", "fp32")]
     assert t66["d_miou"] == pytest.approx(2.0)  # points
     assert t66["d_latency"] == pytest.approx(5.0)  # percent
@@ -45,6 +47,23 @@ def test_deltas_are_against_the_non_temporal_model_of_the_same_width_and_precisi
     assert "+2.0" in text
 
 
+def _engine(file_bytes: int, activation_bytes: int) -> dict:
+    return {"engine_file_bytes": file_bytes, "activation_bytes": activation_bytes}
+
+
+def test_memory_columns_come_from_the_engine_unless_a_tensorrt_backend_measured_them():
+    ort = _report("fcresnet18", "fp32", 40.0, 0.5, 1000)
+    ort["memory"]["activation_bytes"] = 5_000_000  # ONNX Runtime's RSS growth: not comparable across runs
+    assert deployed_memory(ort, None)["activation_bytes"] is None
+    assert deployed_memory(ort, None)["engine_file_bytes"] is None
+    assert deployed_memory(ort, _engine(1200, 300))["activation_bytes"] == 300
+    measured = {**ort["memory"], "activation_bytes": 400, "engine_file_bytes": 1300}
+    trt = {**ort, "backend": "tensorrt", "memory": measured}
+    assert deployed_memory(trt, _engine(1200, 300))["activation_bytes"] == 400  # measured by the runner
+    row = table_rows([ort], {("fcresnet18", "fp32"): _engine(2 * 2**20, 2**20)})[0]
+    assert (row["engine_mb"], row["activation_mb"]) == (2.0, 1.0)
+
+
 def test_pareto_front_keeps_only_undominated_points():
     points = [(10, 0.5), (20, 0.6), (15, 0.4), (30, 0.55), (25, 0.7)]
     assert pareto_front(points) == [(10, 0.5), (20, 0.6), (25, 0.7)]
@@ -53,7 +72,7 @@ def test_pareto_front_keeps_only_undominated_points():
 def test_plot_writes_a_png(tmp_path):
     reports = [_report("fcresnet18", "fp32", 40.0, 0.5, 1000), _report("fcresnet18_t66", "int8", 20.0, 0.49, 300)]
     out = tmp_path / "compare.png"
-    plot(table_rows(reports), out, "title")
+    plot(table_rows(reports, {}), out, "title")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -119,6 +138,9 @@ def test_compare_builds_what_is_missing_and_writes_the_table(tmp_path):
     assert t66["d_miou"] is not None  # measured against the non-temporal model of the same width
     for name in ("compare.csv", "compare.md", "compare.png"):
         assert (runs / "compare" / name).stat().st_size > 0
+    if importlib.util.find_spec("tensorrt_rtx") is not None:  # engines build on the CPU: real engine figures
+        assert all(r["engine_mb"] > 0 and r["activation_mb"] is not None for r in table["rows"])
+        assert "engines built here" in table["header"]
     # a second call reuses every artefact and measurement
     again = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode == 0
