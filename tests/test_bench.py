@@ -10,7 +10,7 @@ import pytest
 from bench.compare import base_model, deployed_memory, markdown, pareto_front, plot, table_rows
 from bench.paper import CONNECTIONS, Budget, report, table_models
 from bench.runtime_ratios import interleaved
-from bench.soak import verdict, windows
+from bench.soak import replayed, verdict, windows
 
 
 def _report(model: str, precision: str, p50: float, miou: float, weights: int) -> dict:
@@ -97,6 +97,13 @@ def test_soak_verdict_catches_growth_and_p99_drift():
     assert verdict(flat, steady)["pass"]
     assert not verdict(growing, steady)["pass"]  # 9 MB of growth
     assert not verdict(flat, windows([10.0] * 2000 + [12.0] * 2000, 1000))["pass"]  # p99 +20 %
+
+
+def test_soak_replay_cycles_the_same_frames_without_copying():
+    frames = [object(), object(), object()]
+    out = list(replayed(frames, 7))
+    assert len(out) == 7
+    assert all(a is b for a, b in zip(out, frames * 3, strict=False))
 
 
 def test_interleaved_measures_each_side_every_round():
