@@ -58,10 +58,12 @@ def engine_builder() -> str | None:
 
 def engine_figures(run_dir: Path, precision: str) -> dict | None:
     """File size and activation memory of runs/MODEL/<precision>.engine from its build record."""
-    record_path = run_dir / f"{precision}.engine.json"
-    if not record_path.is_file():
+    from engine.sidecar import read_sidecar, sidecar_path
+
+    engine_path = run_dir / f"{precision}.engine"
+    if not sidecar_path(engine_path).is_file():
         return None
-    record = json.loads(record_path.read_text())
+    record = read_sidecar(engine_path)  # UserError naming the record if it is corrupt or outdated
     memory = record["device_memory"]
     activation = memory["bytes"] if memory["bytes"] is not None else memory["build_log"].get("activation_bytes")
     return {

@@ -150,6 +150,11 @@ def run_all(budget: Budget, out: Path, *, connections: Sequence[str] = CONNECTIO
 MISSING = {"pixel_acc": None, "miou": None, "params_m": "-"}  # a row this run did not train
 
 
+def _ours_and_paper(ours: dict, acc: float, miou: float, params: float) -> str:
+    """The accuracy, mIoU and #params cells of a row: ours, then the paper's."""
+    return f"{_fmt(ours['pixel_acc'])} | {_fmt(ours['miou'])} | {ours['params_m']}M | {acc} | {miou} | {params}M"
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -164,9 +169,7 @@ def table2(results: dict[str, dict]) -> list[str]:
     for model, (acc, miou, params) in PAPER_TABLE2.items():
         r = results.get(model, MISSING)
         name = "Our Model (FCResNet18-T 6-6)" if model == "fcresnet18_t66" else model.replace("fcresnet", "FCResNet")
-        lines.append(
-            f"| {name} | {_fmt(r['pixel_acc'])} | {_fmt(r['miou'])} | {r['params_m']}M | {acc} | {miou} | {params}M |"
-        )
+        lines.append(f"| {name} | {_ours_and_paper(r, acc, miou, params)} |")
     return lines
 
 
@@ -181,10 +184,7 @@ def table3(results: dict[str, dict]) -> list[str]:
     for model, (acc, miou, params) in PAPER_TABLE3.items():
         r = results.get(model, MISSING)
         connection = "No" if model == "fcresnet18" else f"{model[-2]}-{model[-1]}"
-        lines.append(
-            f"| FCResNet18 | {connection} | {_fmt(r['pixel_acc'])} | {_fmt(r['miou'])} | {r['params_m']}M "
-            f"| {acc} | {miou} | {params}M |"
-        )
+        lines.append(f"| FCResNet18 | {connection} | {_ours_and_paper(r, acc, miou, params)} |")
     return lines
 
 
