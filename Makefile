@@ -36,14 +36,20 @@ PY         := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 # Extras of pyproject.toml to install; `make run EXTRAS=` on a Jetson installs no torch.
 EXTRAS     ?= train,dev
-# JetPack installs TensorRT into the system Python: let the venv see it there.
-SYSTEM_SITE := $(shell $(PYTHON) -c "import tensorrt" >/dev/null 2>&1 && echo --system-site-packages)
-# TensorRT-RTX builds engines without a GPU; its wheels exist for x86-64 only.
-RTX_EXTRA  := $(shell [ "$$(uname -sm)" = "Linux x86_64" ] && ! $(PYTHON) -c "import tensorrt" >/dev/null 2>&1 && echo ,rtx)
+# What the venv needs, asked of the system Python (.venv does not exist yet) by common/platform.py, and only when
+# the venv is made (recursive `=`): --system-site-packages where it imports TensorRT (JetPack installs it there),
+# and the pip target: EXTRAS, plus rtx on x86-64 Linux without TensorRT (TensorRT-RTX builds engines without a
+# GPU; its wheels exist for x86-64 only). `.[train,dev,rtx]`, `.[rtx]` or `.`: never `.[]` nor `.[,rtx]`.
+VENV_OPTIONS = $(shell $(PYTHON) -m common.platform venv-options)
+PIP_TARGET   = $(shell $(PYTHON) -m common.platform pip-requirement --extras "$(EXTRAS)")
 STAMP      := $(VENV)/.installed
 
 RUN_DIR    := $(RUNS)/$(MODEL)
 CKPT       := $(RUN_DIR)/checkpoint.pt
+# Every model is fine-tuned from the frame-by-frame base of its backbone: fcresnet18x0.5_t66 -> fcresnet18x0.5.
+BASE       := $(firstword $(subst _, ,$(MODEL)))
+BASE_DIR   := $(RUNS)/$(BASE)/base
+BASE_CKPT  := $(BASE_DIR)/checkpoint.pt
 ONNX_FP32  := $(RUN_DIR)/model.onnx
 ONNX_FP16  := $(RUN_DIR)/model.fp16.onnx
 ONNX_INT8  := $(RUN_DIR)/model.int8.onnx
@@ -51,8 +57,12 @@ GRAPH_fp32 := $(ONNX_FP32)
 GRAPH_fp16 := $(ONNX_FP16)
 GRAPH_int8 := $(ONNX_INT8)
 ENGINE     := $(RUN_DIR)/$(PRECISION).engine
+# A run directory copied over for deployment has its graphs but no checkpoint.pt: its graphs are taken as they
+# are (they exist: no prerequisites), not trained and exported again, which needs torch. Evaluated once, when
+# make starts; with a checkpoint, or with no graph yet, the graphs are made from the checkpoint as usual.
+DEPLOYED   := $(if $(wildcard $(CKPT)),,$(wildcard $(ONNX_FP32) $(ONNX_FP16) $(ONNX_INT8)))
 
-.PHONY: help setup train export calibrate engine run compare paper bench soak test lint format clean FORCE
+.PHONY: help setup base train export calibrate engine run compare paper bench soak test lint format clean FORCE
 
 help:
 	@echo "make engine MODEL=fcresnet18_t66 [PRECISION=fp16|int8|fp32] [HEIGHT=256 WIDTH=512]"
@@ -61,47 +71,72 @@ help:
 
 # ---- environment ------------------------------------------------------------------------
 $(STAMP): pyproject.toml
-	@test -x "$(PY)" || $(PYTHON) -m venv $(SYSTEM_SITE) "$(VENV)"
+	@test -x "$(PY)" || $(PYTHON) -m venv $(VENV_OPTIONS) "$(VENV)"
 	@if [ -n "$(TORCH_SPEC)" ] && [[ ",$(EXTRAS)," == *,train,* ]]; then "$(PY)" -m pip install -q "$(TORCH_SPEC)"; fi
-	"$(PY)" -m pip install -q -e ".[$(EXTRAS)$(RTX_EXTRA)]"
+	"$(PY)" -m pip install -q -e "$(PIP_TARGET)"
 	@touch "$@"
 
 setup: $(STAMP)
 
 # ---- stages -------------------------------------------------------------------------------
-$(CKPT): | $(STAMP)
-	@"$(PY)" -m train --model "$(MODEL)" --preset "$(PRESET)" --out-dir "$(RUN_DIR)"
+$(BASE_CKPT): | $(STAMP)
+	@"$(PY)" -m train --model "$(BASE)" --preset "$(PRESET)" --stage base --out-dir "$(BASE_DIR)"
 
-# Rewritten only when the size changes, so a new HEIGHT/WIDTH re-exports and nothing else does.
+# The base is made in the recipe, only when the checkpoint must be: a run directory copied over with its
+# checkpoint (and no base) is never retrained.
+$(CKPT): | $(STAMP)
+	@$(MAKE) --no-print-directory base
+	@"$(PY)" -m train --model "$(MODEL)" --preset "$(PRESET)" --stage finetune --init-from "$(BASE_CKPT)" --out-dir "$(RUN_DIR)"
+
+# $(call check_size,NAME,VALUE): stop make (one line, exit 2) unless VALUE is a positive multiple of 32, the
+# network's stride (models/fcresnet.py check_input_size). Make checks for digits first: only digits reach expr.
+digitless  = $(subst 0,,$(subst 1,,$(subst 2,,$(subst 3,,$(subst 4,,$(subst 5,,$(subst 6,,$(subst 7,,$(subst 8,,$(subst 9,,$(1)))))))))))
+size_ok    = $(and $(filter 1,$(words $(1))),$(if $(call digitless,$(1)),,yes),$(filter 1,$(shell expr $(1) % 32 = 0 \& $(1) \> 0)))
+check_size = $(if $(call size_ok,$(2)),,$(error $(1)=$(2) is not an input size the network takes: a positive multiple of 32 (the stride), such as 256 or 512))
+
+# Rewritten only when the size changes, so a new HEIGHT/WIDTH re-exports and nothing else does. The size is
+# checked before anything is written: a size the export would refuse must not mark good graphs stale.
 $(RUN_DIR)/export.args: FORCE
-	@mkdir -p "$(RUN_DIR)"
+	@$(call check_size,HEIGHT,$(HEIGHT))$(call check_size,WIDTH,$(WIDTH))mkdir -p "$(RUN_DIR)"
 	@echo "$(HEIGHT)x$(WIDTH) batch $(BATCH)" | cmp -s - "$@" || echo "$(HEIGHT)x$(WIDTH) batch $(BATCH)" > "$@"
 
-$(ONNX_FP32) $(ONNX_FP16) &: $(CKPT) $(RUN_DIR)/export.args | $(STAMP)
+# export.args first: make takes prerequisites in order, so a bad size stops make before any training.
+$(ONNX_FP32) $(ONNX_FP16) &: $(if $(DEPLOYED),,$(RUN_DIR)/export.args $(CKPT)) | $(STAMP)
 	@"$(PY)" -m export --model "$(MODEL)" --checkpoint "$(CKPT)" --height "$(HEIGHT)" --width "$(WIDTH)" --batch "$(BATCH)" --out-dir "$(RUN_DIR)"
 
-$(ONNX_INT8): $(ONNX_FP32) | $(STAMP)
+# Deployed: the FP32 graph need only exist (order-only), so a copy that left it newer does not recalibrate.
+$(ONNX_INT8): $(if $(DEPLOYED),,$(ONNX_FP32)) | $(if $(DEPLOYED),$(ONNX_FP32)) $(STAMP)
 	@"$(PY)" -m calibration --onnx "$(ONNX_FP32)" --frames "$(CALIB_FRAMES)" --method "$(CALIB_METHOD)" $(CALIB_ARGS)
 
 .SECONDEXPANSION:
 $(RUN_DIR)/%.engine: $$(GRAPH_$$*) | $(STAMP)
 	@"$(PY)" -m engine --onnx "$<" --out "$@" $(ENGINE_ARGS)
 
+base: $(BASE_CKPT)
 train: $(CKPT)
 export: $(ONNX_FP32) $(ONNX_FP16)
 calibrate: $(ONNX_INT8)
 engine: $(ENGINE)
 
-# `make run` runs the engine when asked for, or when BACKEND=auto finds TensorRT and a GPU
-# (a desktop /dev/nvidia0 or a Jetson); ONNX Runtime on the graph otherwise.
-HAVE_TRT_GPU := $(shell $(PYTHON) -c "import tensorrt" >/dev/null 2>&1 && { [ -e /dev/nvidia0 ] || [ -e /etc/nv_tegra_release ]; } && echo yes)
-RUN_ENGINE := $(if $(or $(filter tensorrt tensorrt_rtx,$(BACKEND)),$(and $(filter auto,$(BACKEND)),$(HAVE_TRT_GPU))),$(ENGINE))
+# `make run` runs the engine when asked for (BACKEND=tensorrt|tensorrt_rtx), or when BACKEND=auto and
+# common/platform.py says auto runs one here (a TensorRT flavour that imports and runs on this GPU, and a CUDA
+# binding): the runtime's `auto` asks the same function. Asked in the recipe, once .venv exists; a sub-make
+# then builds the engine. ONNX Runtime on the graph otherwise.
+RUN_ENGINE := $(if $(filter tensorrt tensorrt_rtx,$(BACKEND)),$(ENGINE))
 
 run: $(GRAPH_$(PRECISION)) $(RUN_ENGINE) | $(STAMP)
+ifeq ($(BACKEND),auto)
+	@backend=$$("$(PY)" -m common.platform auto-backend) && if [ "$$backend" != onnxruntime ]; then \
+	  echo "backend auto -> $$backend: make engine"; $(MAKE) --no-print-directory engine; fi
+endif
 	@"$(PY)" -m runtime --model-dir "$(RUN_DIR)" --precision "$(PRECISION)" --backend "$(BACKEND)" --source "$(SOURCE)" --frames "$(FRAMES)" $(RUN_ARGS)
 
+# compare trains its own rows (runs/compare-PRESET) with one recipe, PRESET=compare unless given.
+COMPARE_PRESET := $(if $(filter command line,$(origin PRESET)),$(PRESET),compare)
+COMPARE_RUNS   := $(if $(filter command line,$(origin RUNS)),--runs "$(RUNS)")
+
 compare: | $(STAMP)
-	@"$(PY)" -m bench.compare --models $(MODELS) --precisions $(PRECISIONS) --backend "$(BACKEND)" --height "$(HEIGHT)" --width "$(WIDTH)" --runs "$(RUNS)" $(if $(filter 1,$(FORCE)),--force)
+	@"$(PY)" -m bench.compare --models $(MODELS) --precisions $(PRECISIONS) --backend "$(BACKEND)" --height "$(HEIGHT)" --width "$(WIDTH)" --preset "$(COMPARE_PRESET)" $(COMPARE_RUNS) $(if $(filter 1,$(FORCE)),--force)
 
 paper: | $(STAMP)
 	@"$(PY)" -m bench.paper
@@ -112,10 +147,17 @@ bench: | $(STAMP)
 soak: | $(STAMP)
 	@"$(PY)" -m bench.soak
 
+# On an NVIDIA machine, what CI cannot run (bench/gpu_check.py; a few minutes, nothing downloaded): the venv's
+# Python where there is one, else the system Python (a GPU machine given the repository alone, with torch there).
+.PHONY: gpu-check
+gpu-check:
+	@"$(if $(wildcard $(PY)),$(PY),$(PYTHON))" -m bench.gpu_check
+
 # ---- quality -------------------------------------------------------------------------------
 lint: | $(STAMP)
 	"$(PY)" -m ruff check .
 	"$(PY)" -m ruff format --check .
+	"$(VENV)/bin/vermin" -q --no-tips --violations -t=3.10- common engine runtime metrics data
 
 format: | $(STAMP)
 	"$(PY)" -m ruff format .

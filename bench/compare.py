@@ -1,10 +1,17 @@
-"""Compare scaled variants: memory, latency and accuracy side by side, with a Pareto plot.
+"""Compare scaled variants: memory, latency and paired accuracy side by side, with a Pareto plot.
 
-`make compare MODELS="fcresnet18 fcresnet18_t66 ..." PRECISIONS="fp32 fp16 int8" [BACKEND=]`:
-builds what is missing through make (checkpoint, graphs, INT8, engines), runs every model x
-precision through the runtime on the same frames, and writes runs/compare/compare.json,
-compare.csv, compare.md and compare.png. A run whose report already exists for the same frames
-is reused unless --force.
+`make compare MODELS="fcresnet18 fcresnet18_t66 ..." PRECISIONS="fp32 fp16 int8" [BACKEND=] [PRESET=]`:
+builds what is missing through make (base, fine-tune, graphs, INT8, engines) under RUNS (default
+runs/compare-<preset>, apart from `make engine`'s runs/, so nothing trained with another recipe is
+reused or overwritten), runs every model x precision through the runtime on the same frames, and
+writes RUNS/compare.json, compare.csv, compare.md and compare.png. A run whose report already exists
+for the same frames is reused unless --force.
+
+Accuracy is paired: every row was fine-tuned from the same trained base with the same recipe (its
+train.json says so, and compare refuses rows that differ), so the frame-by-frame row of a backbone
+is the control of its temporal rows. Deltas are measured on the same frames of the same sequences,
+clean and degraded frames apart, with 95 % bootstrap intervals over sequences. For temporal models
+the same frames are scored again with the state zeroed before every frame: what the state buys.
 
 Engines are built whenever a TensorRT builder imports, also where the runtime backend cannot run
 them: TensorRT-RTX compiles on a CPU-only machine, so the engine and activation sizes in the
@@ -18,16 +25,23 @@ import csv
 import io
 import json
 import subprocess
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from common.errors import UserError, run_cli
 from common.io import atomic_path, atomic_write, write_json
 from data import Frame, open_source
+from metrics import StreamScores, paired_delta
+from metrics.paired import miou_interval
 from runtime.loop import LoopOptions, run_loop
+from runtime.policy import StatePolicy
 from runtime.report import build_report
 from runtime.session import make_runner, select
+from train.config import preset_config, recipe
 
 MB = 2**20
 
@@ -81,31 +95,111 @@ def _make(args: list[str]) -> None:
         raise UserError(f"`make {' '.join(args)}` failed with exit code {result.returncode}")
 
 
+# ---- recipes ----------------------------------------------------------------------------------
+
+
+def trained_recipe(run_dir: Path) -> dict:
+    """The recipe a run directory's checkpoint was trained with (from its train.json)."""
+    path = run_dir / "train.json"
+    try:
+        return json.loads(path.read_text())["recipe"]
+    except (OSError, ValueError, KeyError):
+        raise UserError("no readable training recipe (train.json without 'recipe'): retrain this run", path) from None
+
+
+def check_recipes(models: list[str], runs: Path, preset: str) -> dict:
+    """The common recipe of every row; UserError naming the first run trained otherwise.
+
+    Each fine-tune must match the preset's fine-tune stage, its base the preset's base stage, all
+    with one autocast, and a temporal model must start from the same base checkpoint as its control.
+    """
+    expected = {"finetune": recipe(preset_config(preset, "finetune")), "base": recipe(preset_config(preset, "base"))}
+    recipes = {m: trained_recipe(runs / m) for m in models}
+    for model, got in recipes.items():
+        for stage, have in (("finetune", got), ("base", (got.get("init") or {}).get("recipe") or {})):
+            differ = [k for k, v in expected[stage].items() if k != "amp" and have.get(k) != v]
+            if differ:
+                raise UserError(
+                    f"{stage} stage was trained with another recipe than preset {preset!r} "
+                    f"({', '.join(differ)}); compare does not mix recipes: remove the run or choose another --runs",
+                    runs / model / "train.json",
+                )
+    amps = {m: (r["amp"], r["init"]["recipe"].get("amp")) for m, r in recipes.items()}
+    if len(set(amps.values())) > 1:
+        raise UserError(f"rows were trained with different autocast settings: {amps}")
+    for model, got in recipes.items():
+        control = recipes.get(base_model(model))
+        if control is not None and control["init"]["sha256"] != got["init"]["sha256"]:
+            raise UserError(
+                f"{model} and its control {base_model(model)} start from different bases; retrain both",
+                runs / model / "train.json",
+            )
+    return recipes[models[0]]
+
+
+def recipe_text(rec: dict, preset: str) -> str:
+    """One paragraph: how every row was trained."""
+    base = rec["init"]["recipe"]
+
+    def stage(r: dict) -> str:
+        crop = "x".join(map(str, r["crop"])) if r["crop"] else f"{r['height']}x{r['width']}"
+        return (
+            f"{r['steps']} steps x {r['batch_size']} clips of {r['clip_length']} frame(s) at {crop}, "
+            f"Adam {r['lr']:g} {r['schedule']}, {r['amp']}, class weights {r['class_weights']}, seed {r['seed']}"
+        )
+
+    return (
+        f"Recipe (preset `{preset}`, the same for every row): base from scratch: {stage(base)}; "
+        f"then every row fine-tuned from its backbone's base: {stage(rec)}. The frame-by-frame row of a "
+        "backbone is the control of its temporal rows (same base, steps and clips)."
+    )
+
+
+# ---- measurement ------------------------------------------------------------------------------
+
+
 def measure(
-    model: str, precision: str, backend: str, frames: list[Frame], source_tag: str, *, runs: Path, force: bool
-) -> dict:
-    """The run report of one model x precision on `frames` (reused when already measured on them)."""
+    model: str,
+    precision: str,
+    backend: str,
+    frames: list[Frame],
+    source_tag: str,
+    *,
+    runs: Path,
+    force: bool,
+    zero_state: bool = False,
+) -> tuple[dict, StreamScores]:
+    """The run report and scores of one model x precision on `frames` (reused when already measured).
+
+    `zero_state` zeroes the state before every frame (the runtime's --reset-every 1).
+    """
     run_dir = runs / model
     selection = select(run_dir, precision, backend)
-    path = run_dir / f"run-{precision}-{selection.backend}.json"
-    if path.is_file() and not force:
+    path = run_dir / f"run-{precision}-{selection.backend}{'-zeroed' if zero_state else ''}.json"
+    scores_path = path.with_suffix(".scores.npz")
+    if path.is_file() and scores_path.is_file() and not force:
         report = json.loads(path.read_text())
         if report.get("source") == source_tag and report.get("frames") == len(frames):
-            return report
+            with np.load(scores_path) as arrays:
+                return report, StreamScores.from_arrays(dict(arrays))
     runner = make_runner(selection)
-    options = LoopOptions(warmup=min(10, len(frames) // 4), progress=False)
+    policy = StatePolicy(reset_every=1 if zero_state else None)
+    options = LoopOptions(warmup=min(10, len(frames) // 4), progress=False, policy=policy, consistency=not zero_state)
     with runner:
         result = run_loop(runner, frames, options, source_fps=17.0, total=len(frames))
         memory, device = runner.memory(), runner.device_name
     report = build_report(selection.contract, selection.backend, device, result, memory, source=source_tag)
     report["artefact_bytes"] = selection.artefact.stat().st_size
+    scores = result.accuracy.scores
+    with atomic_path(scores_path) as tmp:
+        np.savez(tmp, **scores.to_arrays())
     write_json(path, report)
-    return report
+    return report, scores
 
 
 def base_model(name: str) -> str:
     """The non-temporal model of the same depth and width: fcresnet18x0.5_t66 -> fcresnet18x0.5."""
-    return name.split("_t", 1)[0]
+    return name.split("_", 1)[0]
 
 
 def deployed_memory(report: dict, engine: dict | None) -> dict:
@@ -126,8 +220,17 @@ def memory_bytes(memory: dict) -> int:
     return sum(memory.get(k) or 0 for k in ("weights_bytes", "activation_bytes", "state_bytes", "io_bytes"))
 
 
-def table_rows(reports: list[dict], engines: dict[tuple[str, str], dict | None]) -> list[dict]:
-    """One row per report; `engines` maps (model, precision) to engine_figures() (None: no engine)."""
+# ---- the table ---------------------------------------------------------------------------------
+
+
+def table_rows(
+    reports: list[dict],
+    engines: dict[tuple[str, str], dict | None],
+    scores: dict[tuple[str, str], StreamScores] | None = None,
+) -> list[dict]:
+    """One row per report; `engines` maps (model, precision) to engine_figures() (None: no engine);
+    `scores` (same keys) gives the paired deltas and intervals where present."""
+    scores = scores or {}
     by_key = {(r["model"], r["precision"]): r for r in reports}
     memory = {key: deployed_memory(r, engines.get(key)) for key, r in by_key.items()}
     rows = []
@@ -150,20 +253,34 @@ def table_rows(reports: list[dict], engines: dict[tuple[str, str], dict | None])
             "p99_ms": r["latency_ms"]["p99"],
             "fps": r["fps"],
             "miou": acc.get("miou"),
+            "miou_clean": acc.get("miou_clean"),
+            "miou_degraded": acc.get("miou_degraded"),
             "flame": acc.get("flame_miou"),
             "tc": acc.get("tc"),
-            "d_miou": None,
+            **_interval(scores.get(key)),
+            **_deltas(scores.get(key), scores.get(base_key) if base is not None and base is not r else None),
             "d_latency": None,
             "d_memory": None,
         }
         if base is not None and base is not r:
-            base_acc = base.get("accuracy") or {}
-            if row["miou"] is not None and base_acc.get("miou") is not None:
-                row["d_miou"] = round(100 * (row["miou"] - base_acc["miou"]), 2)
             row["d_latency"] = round(100 * (r["latency_ms"]["p50"] / base["latency_ms"]["p50"] - 1), 1)
             row["d_memory"] = round(100 * (memory_bytes(m) / memory_bytes(memory[base_key]) - 1), 1)
         rows.append(row)
     return rows
+
+
+def _interval(scores: StreamScores | None) -> dict:
+    low, high = miou_interval(scores, "clean") if scores is not None else (None, None)
+    return {"miou_clean_low": low, "miou_clean_high": high}
+
+
+def _deltas(scores: StreamScores | None, control: StreamScores | None) -> dict:
+    out: dict = {}
+    for subset in ("clean", "degraded"):
+        delta = paired_delta(scores, control, subset) if scores is not None and control is not None else None
+        out[f"d_miou_{subset}"] = None if delta is None else delta.delta
+        out[f"d_miou_{subset}_ci"] = None if delta is None else [delta.low, delta.high]
+    return out
 
 
 def _mb(value: int | None) -> float | None:
@@ -182,10 +299,12 @@ COLUMNS = [
     ("p50_ms", "p50 ms"),
     ("p99_ms", "p99 ms"),
     ("fps", "fps"),
-    ("miou", "mIoU"),
+    ("miou_clean", "mIoU clean"),
+    ("miou_degraded", "mIoU degraded"),
     ("flame", "FLAME"),
     ("tc", "TC"),
-    ("d_miou", "ΔmIoU (pts)"),
+    ("d_miou_clean", "ΔmIoU clean (pts, 95 % CI)"),
+    ("d_miou_degraded", "ΔmIoU degraded (pts, 95 % CI)"),
     ("d_latency", "Δlatency %"),
     ("d_memory", "Δmemory %"),
 ]
@@ -194,13 +313,21 @@ COLUMNS = [
 def markdown(rows: list[dict], header: str) -> str:
     lines = [header, "", "| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
-        lines.append("| " + " | ".join(_cell(row[key], signed=key.startswith("d_")) for key, _ in COLUMNS) + " |")
+        lines.append("| " + " | ".join(_row_cell(row, key) for key, _ in COLUMNS) + " |")
     lines += [
         "",
-        "Δ columns: against the non-temporal model of the same depth and width at the same precision "
-        "(the format of LMANet's Tables IV/V).",
+        "Δ columns: against the frame-by-frame model of the same depth and width at the same precision, its "
+        "control (the format of LMANet's Tables IV/V); ΔmIoU on the same frames, with the 95 % bootstrap "
+        "interval over sequences in brackets.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _row_cell(row: dict, key: str) -> str:
+    if key.startswith("d_miou") and row.get(key) is not None:
+        low, high = row[f"{key}_ci"]
+        return f"{row[key]:+.1f} [{low:+.1f}, {high:+.1f}]"
+    return _cell(row.get(key), signed=key.startswith("d_"))
 
 
 def _cell(value: object, *, signed: bool = False) -> str:
@@ -211,6 +338,36 @@ def _cell(value: object, *, signed: bool = False) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 1 else f"{value:.2f}"
     return str(value)
+
+
+def state_gain_table(gains: dict[str, dict]) -> str:
+    """What the state buys: the same frames with the state carried and zeroed, per temporal model."""
+    if not gains:
+        return ""
+    lines = [
+        "What the state buys (FP32 graphs): the same frames scored with the state carried and with the state "
+        "zeroed before every frame; points, 95 % interval.",
+        "",
+        "| model | clean | degraded |",
+        "|---|---|---|",
+    ]
+    for model, gain in gains.items():
+        lines.append(f"| {model} | {gain['clean'].text()} | {gain['degraded'].text()} |")
+    return "\n".join(lines) + "\n"
+
+
+def per_class_table(reports: list[dict]) -> str:
+    """Per-class IoU on clean frames of the FP32 rows."""
+    rows = [r for r in reports if r["precision"] == "fp32" and (r.get("accuracy") or {}).get("per_class_iou_clean")]
+    if not rows:
+        return ""
+    names = list(rows[0]["accuracy"]["per_class_iou_clean"])
+    lines = ["Per-class IoU, clean frames, FP32:", "", "| model | " + " | ".join(names) + " |"]
+    lines.append("|" + "---|" * (len(names) + 1))
+    for r in rows:
+        ious = r["accuracy"]["per_class_iou_clean"]
+        lines.append(f"| {r['model']} | " + " | ".join(_cell(ious[n]) for n in names) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -233,13 +390,14 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
+    """Clean-frame mIoU against latency and memory, 95 % intervals as error bars, Pareto fronts."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scored = [r for r in rows if r["miou"] is not None]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    scored = [r for r in rows if r.get("miou_clean") is not None]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
     markers = dict(zip(sorted({r["model"] for r in scored}), "osD^vP*Xh<>p", strict=False))
     colours = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green"}
     for ax, cost_key, label in (
@@ -247,25 +405,31 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         (axes[1], "memory_mb", "memory while running (MB)"),
     ):
         for r in scored:
-            ax.scatter(
+            low, high = r.get("miou_clean_low"), r.get("miou_clean_high")
+            # the point is the summed-count mIoU, the bars a bootstrap percentile interval: clamp rounding
+            errors = None if low is None else [[max(0.0, r["miou_clean"] - low)], [max(0.0, high - r["miou_clean"])]]
+            ax.errorbar(
                 r[cost_key],
-                r["miou"],
+                r["miou_clean"],
+                yerr=errors,
                 marker=markers[r["model"]],
                 color=colours.get(r["precision"], "grey"),
-                s=70,
+                markersize=8,
+                capsize=3,
+                linestyle="none",
                 zorder=3,
             )
-        front = pareto_front([(r[cost_key], r["miou"]) for r in scored])
+        front = pareto_front([(r[cost_key], r["miou_clean"]) for r in scored])
         ax.plot(*zip(*front, strict=True), "--", color="black", lw=1, zorder=2, label="Pareto front")
         ax.set_xlabel(label)
-        ax.set_ylabel("mIoU (synthetic val)")
+        ax.set_ylabel("mIoU, clean frames (synthetic val), 95 % interval")
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], ls="", marker=mk, color="black", label=m) for m, mk in markers.items()]
     handles += [plt.Line2D([], [], ls="", marker="s", color=c, label=p) for p, c in colours.items()]
     handles += [plt.Line2D([], [], ls="--", color="black", label="Pareto front")]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
-    fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
+    fig.suptitle(textwrap.fill(title, width=140), fontsize=9)
+    fig.tight_layout(rect=(0, 0.1, 1, 0.9))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
@@ -295,20 +459,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt", "tensorrt_rtx", "torch"))
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--width", type=int, default=512)
-    p.add_argument("--frames", type=int, default=60, help="synthetic val frames every run sees (default 60)")
-    p.add_argument("--preset", default="compare", help="training preset for models without a checkpoint")
+    p.add_argument("--sequences", type=int, default=12, help="synthetic val sequences every run sees (default 12)")
+    p.add_argument("--frames", type=int, default=20, help="frames per sequence (default 20)")
+    p.add_argument("--preset", default="compare", help="training preset of every row (default compare)")
     p.add_argument("--force", action="store_true", help="re-run measurements that already have a report")
     p.add_argument("--calib-frames", type=int, default=32, help="INT8 calibration frames (default 32)")
     p.add_argument("--no-engines", action="store_true", help="skip engines unless the backend runs them")
-    p.add_argument("--runs", type=Path, default=Path("runs"), help="run directories live here (default runs/)")
-    p.add_argument("--out", type=Path, help="where the table goes (default RUNS/compare)")
+    p.add_argument("--runs", type=Path, help="run directories live here (default runs/compare-PRESET)")
+    p.add_argument("--out", type=Path, help="where the table goes (default: the runs directory)")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    out = args.out or args.runs / "compare"
+    runs = args.runs or Path("runs") / f"compare-{args.preset}"
+    out = args.out or runs
     engines = args.backend in ("tensorrt", "tensorrt_rtx") or (not args.no_engines and engine_builder() is not None)
     for model in args.models:
         build_artefacts(
@@ -318,35 +484,77 @@ def main(argv: Sequence[str] | None = None) -> int:
             preset=args.preset,
             height=args.height,
             width=args.width,
-            runs=args.runs,
+            runs=runs,
             frames=args.calib_frames,
         )
-    source_tag = f"synthetic val, {args.frames} frames"
-    with open_source("synthetic", height=args.height, width=args.width, frames=args.frames) as source:
+    rec = check_recipes(args.models, runs, args.preset)
+    source_tag = f"synthetic val, {args.sequences} sequences x {args.frames} frames"
+    source = open_source(
+        "synthetic",
+        height=args.height,
+        width=args.width,
+        frames=args.sequences * args.frames,
+        sequence_length=args.frames,
+    )
+    with source:
         frames = list(source)
-    reports = []
+    reports, scores = [], {}
     for model in args.models:
         for precision in args.precisions:
-            reports.append(
-                measure(model, precision, args.backend, frames, source_tag, runs=args.runs, force=args.force)
+            report, scores[(model, precision)] = measure(
+                model, precision, args.backend, frames, source_tag, runs=runs, force=args.force
             )
-            r = reports[-1]
+            reports.append(report)
+            acc = report["accuracy"]
             print(
-                f"measured {model} {precision} on {r['backend']}: "
-                f"p50 {r['latency_ms']['p50']:.1f} ms, mIoU {r['accuracy']['miou']}"
+                f"measured {model} {precision} on {report['backend']}: p50 {report['latency_ms']['p50']:.1f} ms, "
+                f"mIoU clean {acc['miou_clean']}, degraded {acc['miou_degraded']}"
             )
-    figures = {(r["model"], r["precision"]): engine_figures(args.runs / r["model"], r["precision"]) for r in reports}
-    rows = table_rows(reports, figures)
+    gains = state_gains(args, frames, source_tag, runs, scores)
+    figures = {(r["model"], r["precision"]): engine_figures(runs / r["model"], r["precision"]) for r in reports}
+    rows = table_rows(reports, figures, scores)
     header = table_header(reports, figures, f"{args.height}x{args.width}, {source_tag}")
-    write_json(out / "compare.json", {"header": header, "rows": rows, "reports": reports, "engines": _listed(figures)})
+    recipe_line = recipe_text(rec, args.preset)
+    write_json(
+        out / "compare.json",
+        {
+            "header": header,
+            "recipe": rec,
+            "recipe_text": recipe_line,
+            "rows": rows,
+            "state_gain": {m: {s: d.to_dict() for s, d in g.items()} for m, g in gains.items()},
+            "reports": reports,
+            "engines": _listed(figures),
+        },
+    )
     write_csv(rows, out / "compare.csv")
-    text = markdown(rows, header)
+    text = "\n".join([recipe_line, "", markdown(rows, header), state_gain_table(gains), per_class_table(reports)])
     with atomic_write(out / "compare.md", "w") as handle:
         handle.write(text)
-    plot(rows, out / "compare.png", header)
+    plot(rows, out / "compare.png", f"{header} {recipe_line}")
     print(text)
     print(f"stage compare: {time.perf_counter() - started:.1f} s -> {out}/compare.{{json,csv,md,png}}")
     return 0
+
+
+def state_gains(
+    args: argparse.Namespace,
+    frames: list[Frame],
+    source_tag: str,
+    runs: Path,
+    scores: dict[tuple[str, str], StreamScores],
+) -> dict[str, dict]:
+    """Carried minus zeroed state on the same frames, for every temporal model with an FP32 row."""
+    gains = {}
+    for model in args.models:
+        if model == base_model(model) or ("fp32" not in args.precisions):
+            continue
+        _, zeroed = measure(
+            model, "fp32", args.backend, frames, source_tag, runs=runs, force=args.force, zero_state=True
+        )
+        carried = scores[(model, "fp32")]
+        gains[model] = {s: paired_delta(carried, zeroed, s) for s in ("clean", "degraded")}
+    return gains
 
 
 if __name__ == "__main__":

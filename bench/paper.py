@@ -4,12 +4,13 @@ shared/papers/efficient-temporal-nets.txt pre-trains FCResNet18/34 (ImageNet wei
 epochs on Cityscapes) and trains every temporal variant from that pre-trained model (50 epochs for
 the ablations). The same scheme here, scaled down:
 
-1. pre-train fcresnet18 and fcresnet34 for `--pretrain-steps` steps;
-2. train every model of the tables for `--steps` more steps from its pre-trained backbone (the
-   frame-by-frame models too, so every row has the same total budget). Everything that fits is
+1. train the fcresnet18 and fcresnet34 bases from scratch for `--pretrain-steps` steps;
+2. fine-tune every model of the tables for `--steps` more steps from its base (the frame-by-frame
+   models too: fine-tuned fcresnet18 is the control of every temporal row). Everything that fits is
    loaded; a concat merge starts with zero weights on the temporal channels, so each temporal
-   model starts exactly as the pre-trained one (the paper's Table V found loading all best);
-3. evaluate on synthetic val sequences streamed with the state carried.
+   model starts exactly as its base (the paper's Table V found loading all best);
+3. score every model on the same val frames streamed with the state carried, and give each row's
+   delta against the control with its 95 % bootstrap interval, clean and degraded frames apart.
 
 `make paper` (or `python -m bench.paper`) writes runs/paper/paper.md and paper.json; runs that
 already have a checkpoint are reused (`--force` retrains). `--data cityscapes:PATH` runs the same
@@ -23,19 +24,26 @@ compare orderings and deltas, not absolute values.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from common.errors import run_cli
 from common.io import atomic_write, write_json
+from data import CLASS_NAMES
+from metrics import StreamScores, paired_delta
 from models import build_model
+from models.checkpoint import load_model
 from models.summary import count_parameters
-from train.config import PRESETS, TrainConfig
+from train.config import TrainConfig, preset_config
+from train.evaluate import stream_scores
 from train.trainer import train
+
+DEVICE = torch.device("cpu")
 
 OUT = Path("runs/paper")
 CONNECTIONS = ("3-3", "3-4", "4-4", "4-7", "5-5", "5-6", "5-7", "6-6", "6-7", "7-7")
@@ -63,8 +71,8 @@ PAPER_TABLE3 = {
 
 @dataclass(frozen=True)
 class Budget:
-    """pretrain_steps/steps: optimizer steps of stage 1 and 2; height/width: frame size (trained on
-    whole frames, no crop, as the paper trains on quarter-size Cityscapes frames)."""
+    """pretrain_steps/steps: optimizer steps of the base and fine-tune stages; height/width: frame size
+    (trained on whole frames, no crop, as the paper trains on quarter-size Cityscapes frames)."""
 
     pretrain_steps: int
     steps: int
@@ -82,89 +90,106 @@ def table_models(connections: Sequence[str] = CONNECTIONS) -> list[str]:
     return ["fcresnet18", "fcresnet34", *temporal]
 
 
-def config_for(model: str, budget: Budget, *, steps: int, init_from: Path | None) -> TrainConfig:
-    """The default recipe at the harness's frame size and budget (whole frames: no crop, no scale)."""
-    return replace(PRESETS["default"], **_fields(model, budget, steps, init_from))
+def config_for(model: str, budget: Budget, *, stage: str, init_from: Path | None) -> TrainConfig:
+    """The default preset's stage at the harness's frame size and budget (whole frames: no crop)."""
+    steps = budget.pretrain_steps if stage == "base" else budget.steps
+    return preset_config(
+        "default",
+        stage,
+        model=model,
+        preset="paper-harness",
+        data=budget.data,
+        height=budget.height,
+        width=budget.width,
+        crop=None,
+        min_scale=1.0,
+        steps=steps,
+        eval_every=steps,
+        lr=budget.lr if stage == "base" else None,
+        schedule=budget.schedule,
+        val_sequences=budget.val_sequences,
+        val_frames=budget.val_frames,
+        checkpoint_every=max(25, steps // 4),
+        init_from=None if init_from is None else str(init_from),
+        time_note=f"paper harness: {stage} {steps} steps",
+    )
 
 
-def _fields(model: str, budget: Budget, steps: int, init_from: Path | None) -> dict:
-    return {
-        "model": model,
-        "data": budget.data,
-        "height": budget.height,
-        "width": budget.width,
-        "crop": None,
-        "min_scale": 1.0,
-        "steps": steps,
-        "eval_every": steps,
-        "lr": budget.lr,
-        "schedule": budget.schedule,
-        "val_sequences": budget.val_sequences,
-        "val_frames": budget.val_frames,
-        "checkpoint_every": max(25, steps // 4),
-        "init_from": None if init_from is None else str(init_from),
-        "time_note": f"paper harness: {steps} steps",
-    }
-
-
-def run(model: str, budget: Budget, out: Path, *, steps: int, init_from: Path | None, force: bool) -> dict:
-    """Train (or reuse) one model; returns its last validation record and time."""
-    record_path = out / "train.json"
-    if record_path.is_file() and (out / "checkpoint.pt").is_file() and not force:
-        record = json.loads(record_path.read_text())
-    else:
-        record = train(config_for(model, budget, steps=steps, init_from=init_from), out, resume=not force)
-    last = record["epochs"][-1]
-    return {
-        "model": model,
-        "pixel_acc": last["val_pixel_acc"],
-        "miou": last["val_miou"],
-        "miou_degraded_frames": last.get("val_miou_degraded_frames"),
-        "params_m": round(count_parameters(build_model(model)) / 1e6, 2),
-        "train_seconds": record["train_seconds"],
-    }
+def run(model: str, budget: Budget, out: Path, *, stage: str, init_from: Path | None, force: bool) -> Path:
+    """Train (or reuse) one model; returns its checkpoint."""
+    if not ((out / "train.json").is_file() and (out / "checkpoint.pt").is_file()) or force:
+        train(config_for(model, budget, stage=stage, init_from=init_from), out, resume=not force)
+    return out / "checkpoint.pt"
 
 
 def base_of(model: str) -> str:
-    return model.split("_t", 1)[0]
+    return model.split("_", 1)[0]
 
 
 def run_all(budget: Budget, out: Path, *, connections: Sequence[str] = CONNECTIONS, force: bool) -> dict[str, dict]:
-    pretrained = {}
-    for base in ("fcresnet18", "fcresnet34"):
-        run(base, budget, out / "pretrain" / base, steps=budget.pretrain_steps, init_from=None, force=force)
-        pretrained[base] = out / "pretrain" / base / "checkpoint.pt"
+    """Bases, then every table model fine-tuned from its base, scored on the same val frames."""
+    bases = {
+        base: run(base, budget, out / "base" / base, stage="base", init_from=None, force=force)
+        for base in ("fcresnet18", "fcresnet34")
+    }
+    scores: dict[str, StreamScores] = {}
     results = {}
     for model in table_models(connections):
         started = time.perf_counter()
-        results[model] = run(
-            model, budget, out / model, steps=budget.steps, init_from=pretrained[base_of(model)], force=force
-        )
+        checkpoint = run(model, budget, out / model, stage="finetune", init_from=bases[base_of(model)], force=force)
+        trained, _ = load_model(checkpoint)
+        scores[model] = stream_scores(trained, config_for(model, budget, stage="finetune", init_from=None), DEVICE)
+        results[model] = _result(model, scores[model])
         print(
-            f"{model}: mIoU {results[model]['miou']}, pixel acc {results[model]['pixel_acc']} "
+            f"{model}: mIoU clean {results[model]['miou_clean']}, degraded {results[model]['miou_degraded']} "
             f"({time.perf_counter() - started:.0f} s)"
         )
+    for model, result in results.items():
+        if model != "fcresnet18":
+            result["delta"] = {s: paired_delta(scores[model], scores["fcresnet18"], s) for s in ("clean", "degraded")}
     return results
 
 
-MISSING = {"pixel_acc": None, "miou": None, "params_m": "-"}  # a row this run did not train
+def _result(model: str, scores: StreamScores) -> dict:
+    summary = scores.summary(list(CLASS_NAMES))
+    return {
+        "model": model,
+        "pixel_acc": summary["pixel_acc"],
+        "miou": summary["miou"],
+        "miou_clean": summary["miou_clean"],
+        "miou_degraded": summary["miou_degraded"],
+        "params_m": round(count_parameters(build_model(model)) / 1e6, 2),
+    }
+
+
+MISSING = {"pixel_acc": None, "miou": None, "miou_clean": None, "params_m": "-"}  # a row this run did not train
 
 
 def _ours_and_paper(ours: dict, acc: float, miou: float, params: float) -> str:
-    """The accuracy, mIoU and #params cells of a row: ours, then the paper's."""
-    return f"{_fmt(ours['pixel_acc'])} | {_fmt(ours['miou'])} | {ours['params_m']}M | {acc} | {miou} | {params}M"
+    """Accuracy, mIoU (clean frames), paired deltas and #params: ours, then the paper's."""
+    delta = ours.get("delta")
+    clean = delta["clean"].text() if delta else "-"
+    degraded = delta["degraded"].text() if delta else "-"
+    return (
+        f"{_fmt(ours['pixel_acc'])} | {_fmt(ours['miou_clean'])} | {clean} | {degraded} | {ours['params_m']}M "
+        f"| {acc} | {miou} | {params}M"
+    )
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+OURS = "Accuracy (ours) | mIoU clean (ours) | Δ clean vs FCResNet18 | Δ degraded vs FCResNet18 | #Params (ours)"
+PAPER = "Accuracy (paper) | mIoU (paper) | #Params (paper)"
+
+
 def table2(results: dict[str, dict]) -> list[str]:
     lines = [
         "### Table II: our model vs the frame-by-frame baselines",
         "",
-        "| Name | Accuracy (ours) | mIoU (ours) | #Params (ours) | Accuracy (paper) | mIoU (paper) | #Params (paper) |",
-        "|---|---|---|---|---|---|---|",
+        f"| Name | {OURS} | {PAPER} |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for model, (acc, miou, params) in PAPER_TABLE2.items():
         r = results.get(model, MISSING)
@@ -177,9 +202,8 @@ def table3(results: dict[str, dict]) -> list[str]:
     lines = [
         "### Table III: connection positions of FCResNet18 (concatenation)",
         "",
-        "| Backbone | Connection | Accuracy (ours) | mIoU (ours) | #Params (ours) "
-        "| Accuracy (paper) | mIoU (paper) | #Params (paper) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| Backbone | Connection | {OURS} | {PAPER} |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for model, (acc, miou, params) in PAPER_TABLE3.items():
         r = results.get(model, MISSING)
@@ -192,24 +216,27 @@ def merge_table(results: dict[str, dict]) -> list[str]:
     lines = [
         "### Merging methods: concatenation vs addition (paper Fig. 10 and section IV-C)",
         "",
-        "| Connection | mIoU concat | mIoU add | better |",
-        "|---|---|---|---|",
+        "| Connection | mIoU clean, concat | mIoU clean, add | Δ degraded concat | Δ degraded add |",
+        "|---|---|---|---|---|",
     ]
     pairs = []
     for c in CONNECTIONS:
         tag = c.replace("-", "")
-        if f"fcresnet18_t{tag}" in results and f"fcresnet18_t{tag}_add" in results:
-            pairs.append((c, results[f"fcresnet18_t{tag}"]["miou"], results[f"fcresnet18_t{tag}_add"]["miou"]))
+        cat, add = results.get(f"fcresnet18_t{tag}"), results.get(f"fcresnet18_t{tag}_add")
+        if cat and add:
+            pairs.append((c, cat, add))
     for c, cat, add in pairs:
-        lines.append(f"| {c} | {_fmt(cat)} | {_fmt(add)} | {'concat' if cat > add else 'add'} |")
+        lines.append(
+            f"| {c} | {_fmt(cat['miou_clean'])} | {_fmt(add['miou_clean'])} | {cat['delta']['degraded'].text()} "
+            f"| {add['delta']['degraded'].text()} |"
+        )
     if pairs:
-        wins = sum(cat > add for _, cat, add in pairs)
         lines += [
             "",
-            f"Median mIoU: concat {statistics.median(p[1] for p in pairs):.3f}, add "
-            f"{statistics.median(p[2] for p in pairs):.3f}; concat is better on {wins} of {len(pairs)} connections. "
-            "The paper: addition has the higher median over its 20 runs, concatenation wins on the late "
-            "connections and loses badly on the early ones (3-3, 4-4).",
+            f"Median clean mIoU: concat {statistics.median(p[1]['miou_clean'] for p in pairs):.3f}, add "
+            f"{statistics.median(p[2]['miou_clean'] for p in pairs):.3f}. The paper: addition has the higher "
+            "median over its 20 runs, concatenation wins on the late connections and loses badly on the early "
+            "ones (3-3, 4-4).",
         ]
     return lines
 
@@ -219,10 +246,12 @@ def report(results: dict[str, dict], budget: Budget) -> str:
     header = [
         "## The paper's tables, re-run here",
         "",
-        f"Ours: {source}, {budget.height}x{budget.width} frames, {budget.pretrain_steps} pre-training steps "
-        f"+ {budget.steps} steps per model (batch 8, Adam {budget.lr:g}, {budget.schedule} schedule), "
-        f"validated on {budget.val_sequences} val sequences x {budget.val_frames} frames streamed with the "
-        "state carried. The paper: Cityscapes, ImageNet pre-training, 150 (Table II) or 50 (Table III) epochs. "
+        f"Ours: {source}, {budget.height}x{budget.width} frames; FCResNet18 and FCResNet34 bases trained from "
+        f"scratch for {budget.pretrain_steps} steps, then every row fine-tuned from its base for {budget.steps} "
+        "steps on clips of 2 frames (the frame-by-frame rows too: FCResNet18 is the control of every temporal "
+        f"row), validated on {budget.val_sequences} val sequences x {budget.val_frames} frames streamed with the "
+        "state carried. Δ: paired against FCResNet18 on the same frames, points, 95 % bootstrap interval over "
+        "sequences. The paper: Cityscapes, ImageNet pre-training, 150 (Table II) or 50 (Table III) epochs. "
         "**Our numbers are on synthetic video, not Cityscapes**: compare orderings and deltas, not values.",
         "",
     ]
@@ -235,13 +264,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m bench.paper", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--data", default="synthetic", help="synthetic (default) or cityscapes:PATH")
-    p.add_argument("--pretrain-steps", type=int, default=200, help="steps of stage 1 for fcresnet18/34 (default 200)")
-    p.add_argument("--steps", type=int, default=100, help="steps of stage 2 for every model (default 100)")
+    p.add_argument("--pretrain-steps", type=int, default=1200, help="base steps of fcresnet18/34 (default 1200)")
+    p.add_argument("--steps", type=int, default=150, help="fine-tune steps of every model (default 150)")
     p.add_argument("--height", type=int, default=128)
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--schedule", default="poly", choices=("poly", "exp"))
-    p.add_argument("--val-sequences", type=int, default=6)
+    p.add_argument("--val-sequences", type=int, default=16)
     p.add_argument("--val-frames", type=int, default=20)
     p.add_argument(
         "--connections", nargs="+", default=list(CONNECTIONS), choices=CONNECTIONS, help="Table III rows to run"
@@ -267,12 +296,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     results = run_all(budget, args.out, connections=args.connections, force=args.force)
     text = report(results, budget)
-    write_json(args.out / "paper.json", {"budget": budget.__dict__, "results": results})
+    write_json(args.out / "paper.json", {"budget": budget.__dict__, "results": _jsonable(results)})
     with atomic_write(args.out / "paper.md", "w") as handle:
         handle.write(text)
     print(text)
     print(f"stage paper: {time.perf_counter() - started:.0f} s -> {args.out}/paper.md")
     return 0
+
+
+def _jsonable(results: dict[str, dict]) -> dict[str, dict]:
+    return {
+        m: {**r, "delta": {s: d.to_dict() for s, d in r["delta"].items()}} if "delta" in r else r
+        for m, r in results.items()
+    }
 
 
 if __name__ == "__main__":

@@ -1,10 +1,22 @@
-"""Soak: 10,000+ frames through the real loop, host RSS / device memory / p99 sampled every 1,000.
+"""Soak: 10,000+ frames through the real loop, host RSS / device memory / latency sampled every 1,000.
 
-Pass criteria (issue 7): no host RSS (or device memory) growth beyond 5 MB after the first
-sample, latency p99 of every window within 10 % of the first window's. Runs on ONNX Runtime by
-default; `--backend tensorrt` where TensorRT and a GPU are present.
+Pass criteria: after the warm-up (`--warmup`, 200 frames, left out of every figure), no host RSS (or
+device memory) growth beyond 5 MB after the first sample, and the latency p99 of every window of
+`--every` frames within 10 % of the median of the windows' p99s. The first frames are slow for
+reasons that are not the loop's (ONNX Runtime's arena and thread pool, caches, clock ramp-up: a
+first window of 76 ms p99 against 25-31 ms for the rest on a quiet machine), so they are no
+reference; the median is one that a single slow window cannot move.
 
-`python -m bench.soak [--model fcresnet18_t66] [--frames 10000] [--every 1000] [--replay 300]`
+The machine's own noise is measured beside the loop's: each window also gives the p99 of the
+backend call alone (the runner's compute phase of the same frames: ONNX Runtime's
+run_with_iobinding with nothing around it; on GPUs the CUDA-event time of the execution) and its
+deviation from its own median. A loop whose p99 drifts no more than its backend call's drifts with
+the machine (a neighbour's load, clock changes), not with anything it does itself; the `loop-only`
+column (per-frame total minus the backend call: preprocessing, copies, checks, sinks) shows the
+loop's own share directly. Runs on ONNX Runtime by default; `--backend tensorrt` where TensorRT and
+a GPU are present.
+
+`python -m bench.soak [--model fcresnet18_t66] [--frames 10000] [--every 1000] [--warmup 200] [--replay 300]`
 
 By default the loop replays 300 pre-rendered synthetic frames, so the RSS figure is the
 runtime's own: rendering live (`--replay 0`) grew the process by about 1 MB per 1,000 frames at
@@ -18,7 +30,7 @@ import argparse
 import datetime
 import itertools
 import platform
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,57 +38,99 @@ import numpy as np
 from bench.graphs import benchmark_graph
 from common.io import write_json
 from data import Frame, open_source
-from runtime.loop import LoopOptions, run_loop
+from runtime.loop import PHASES, LoopOptions, run_loop
 from runtime.memory import current_rss_bytes
 from runtime.session import make_runner, select
 
 RESULTS = Path("bench/results")
 MB = 1e6
+GROWTH_LIMIT_MB = 5.0  # host RSS / device memory growth allowed after the first sample
+P99_BAND = 0.10  # every window's p99 within this fraction of the median window's
 
 
 class MemorySampler:
-    """A loop sink that records host RSS (and device memory when the runner can tell) every N frames."""
+    """A loop sink that records host RSS (and device memory when the runner can tell) every N frames after `skip`."""
 
-    def __init__(self, every: int, device_used) -> None:
-        self.every, self.count, self.samples = every, 0, []
+    def __init__(self, every: int, device_used: Callable[[], int | None], skip: int = 0) -> None:
+        self.every, self.skip, self.count, self.samples = every, skip, 0, []
         self._device_used = device_used
 
     def __call__(self, frame: Frame, labels: np.ndarray) -> None:
         self.count += 1
-        if self.count % self.every == 0:
+        if self.count > self.skip and (self.count - self.skip) % self.every == 0:
             self.samples.append(
                 {"frame": self.count, "rss_bytes": current_rss_bytes(), "device_used_bytes": self._device_used()}
             )
 
 
-def windows(latencies: np.ndarray, every: int) -> list[dict]:
+def windows(
+    total_ms: Sequence[float], every: int, bare_ms: Sequence[float] | None = None, first_frame: int = 1
+) -> list[dict]:
+    """Latency figures per window of `every` frames (a last partial window is left out).
+
+    total_ms: the loop's per-frame total; bare_ms: the backend call of the same frames (the runner's
+    compute phase), which adds the call's p50/p99 and the p99 of the loop's own part (total - call).
+    first_frame: the number of the first frame given (frames after the warm-up start at warm-up + 1).
+    """
+    total = np.asarray(total_ms, np.float64)
+    bare = None if bare_ms is None else np.asarray(bare_ms, np.float64)
     out = []
-    for start in range(0, len(latencies) - every + 1, every):
-        chunk = latencies[start : start + every]
-        out.append(
-            {
-                "frames": [start + 1, start + every],
-                "p50_ms": float(np.percentile(chunk, 50)),
-                "p99_ms": float(np.percentile(chunk, 99)),
-            }
-        )
+    for start in range(0, len(total) - every + 1, every):
+        chunk = total[start : start + every]
+        window = {
+            "frames": [first_frame + start, first_frame + start + every - 1],
+            "p50_ms": float(np.percentile(chunk, 50)),
+            "p99_ms": float(np.percentile(chunk, 99)),
+        }
+        if bare is not None:
+            call = bare[start : start + every]
+            window["bare_p50_ms"] = float(np.percentile(call, 50))
+            window["bare_p99_ms"] = float(np.percentile(call, 99))
+            window["loop_only_p99_ms"] = float(np.percentile(chunk - call, 99))
+        out.append(window)
     return out
 
 
-def verdict(samples: list[dict], lat_windows: list[dict], growth_limit_mb: float = 5.0, p99_band: float = 0.10) -> dict:
+def loop_windows(rows: np.ndarray, every: int, warmup: int) -> list[dict]:
+    """`windows` of the loop's timing rows (runtime.loop.PHASES columns, from frame 1), the first `warmup` left out."""
+    kept = rows[warmup:]
+    total, call = kept[:, PHASES.index("total")], kept[:, PHASES.index("compute")]
+    return windows(total, every, call, first_frame=warmup + 1)
+
+
+def max_deviation(values: Sequence[float]) -> float:
+    """The largest |value / median - 1| (0 for no values): how far the worst window is from a typical one."""
+    if not len(values):
+        return 0.0
+    median = float(np.median(values))
+    return max(abs(v / median - 1.0) for v in values)
+
+
+def verdict(
+    samples: list[dict], lat_windows: list[dict], growth_limit_mb: float = GROWTH_LIMIT_MB, p99_band: float = P99_BAND
+) -> dict:
+    """Pass/fail of the memory and p99 criteria, with the backend call's p99 spread beside the loop's.
+
+    The call's spread (`bare_p99_max_deviation`) is the machine's noise over the same windows; it is
+    reported, not judged: the criterion is on the loop, and a reader compares the two.
+    """
     rss = [s["rss_bytes"] for s in samples]
     device = [s["device_used_bytes"] for s in samples if s["device_used_bytes"] is not None]
     p99 = [w["p99_ms"] for w in lat_windows]
+    bare = [w["bare_p99_ms"] for w in lat_windows if w.get("bare_p99_ms") is not None]
     rss_growth = (max(rss) - rss[0]) / MB if rss else 0.0
     device_growth = (max(device) - device[0]) / MB if device else None
-    p99_spread = max(abs(v / p99[0] - 1.0) for v in p99) if p99 else 0.0
+    p99_deviation = max_deviation(p99)
     return {
         "rss_growth_mb": round(rss_growth, 3),
         "device_growth_mb": None if device_growth is None else round(device_growth, 3),
-        "p99_max_deviation": round(p99_spread, 4),
+        "p99_median_ms": round(float(np.median(p99)), 3) if p99 else None,
+        "p99_max_deviation": round(p99_deviation, 4),
+        "bare_p99_median_ms": round(float(np.median(bare)), 3) if bare else None,
+        "bare_p99_max_deviation": round(max_deviation(bare), 4) if bare else None,
         "pass": rss_growth <= growth_limit_mb
         and (device_growth is None or device_growth <= growth_limit_mb)
-        and p99_spread <= p99_band,
+        and p99_deviation <= p99_band,
     }
 
 
@@ -92,26 +146,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model", default="fcresnet18_t66")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
     p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt", "tensorrt_rtx", "torch"))
-    p.add_argument("--frames", type=int, default=10_000)
-    p.add_argument("--every", type=int, default=1_000)
+    p.add_argument("--frames", type=int, default=10_000, help="frames measured, after the warm-up")
+    p.add_argument("--every", type=int, default=1_000, help="frames per window (memory sample, p50/p99)")
+    p.add_argument("--warmup", type=int, default=200, help="frames run first and left out of every figure")
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--replay", type=int, default=300, help="cycle this many pre-rendered frames (0: render live)")
     args = p.parse_args(argv)
+    total = args.warmup + args.frames
     graph = benchmark_graph(args.model, args.precision, args.height, args.width)
     selection = select(graph.parent, args.precision, args.backend, onnx=graph)
     runner = make_runner(selection, threads=args.threads)
-    source = open_source("synthetic", height=args.height, width=args.width, frames=args.frames)
-    options = LoopOptions(warmup=0, max_frames=args.frames, accuracy=False, consistency=False)
+    source = open_source("synthetic", height=args.height, width=args.width, frames=total)
+    options = LoopOptions(warmup=args.warmup, max_frames=total, accuracy=False, consistency=False)
     with source, runner:
-        frames = replayed(list(itertools.islice(source, args.replay)), args.frames) if args.replay else source
-        sampler = MemorySampler(
-            args.every, lambda: runner.memory().device_used_bytes if args.backend.startswith("tensorrt") else None
-        )
-        result = run_loop(runner, frames, options, source_fps=source.fps, sinks=(sampler,), total=args.frames)
+        frames = replayed(list(itertools.islice(source, args.replay)), total) if args.replay else source
+
+        def device_used() -> int | None:  # memory() is cheap on TensorRT; ONNX Runtime's re-reads the graph
+            return runner.memory().device_used_bytes if args.backend.startswith("tensorrt") else None
+
+        sampler = MemorySampler(args.every, device_used, skip=args.warmup)
+        result = run_loop(runner, frames, options, source_fps=source.fps, sinks=(sampler,), total=total)
         device = runner.device_name
-    lat_windows = windows(result.timings.rows()[:, -1], args.every)
+    lat_windows = loop_windows(result.timings.rows(), args.every, args.warmup)
     report = {
         "date": datetime.date.today().isoformat(),
         "host": f"{platform.node()} {platform.machine()}",
@@ -121,7 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "precision": args.precision,
         "backend": selection.backend,
         "frames": result.frames,
+        "warmup_frames": args.warmup,
         "source": f"{args.replay} synthetic frames replayed" if args.replay else "synthetic, rendered live",
+        "criteria": f"after {args.warmup} warm-up frames: RSS/device growth <= {GROWTH_LIMIT_MB:g} MB after the "
+        f"first sample; every window's p99 within {100 * P99_BAND:g} % of the median window p99. bare_*: the "
+        "backend call alone (runner compute phase) over the same frames, the machine's noise, not judged",
         "resets": result.resets,
         "memory_samples": sampler.samples,
         "latency_windows": lat_windows,
@@ -129,20 +191,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     out = RESULTS / f"soak-{args.model}-{selection.backend}-{report['date']}.json"
     write_json(out, report)
-    print(f"{'frames':>12} {'RSS MB':>10} {'device MB':>10} {'p50 ms':>8} {'p99 ms':>8}")
-    for sample, window in zip(sampler.samples, lat_windows, strict=False):
-        dev = "-" if sample["device_used_bytes"] is None else f"{sample['device_used_bytes'] / MB:.1f}"
-        print(
-            f"{sample['frame']:>12} {sample['rss_bytes'] / MB:>10.1f} {dev:>10} "
-            f"{window['p50_ms']:>8.2f} {window['p99_ms']:>8.2f}"
-        )
+    print_table(sampler.samples, lat_windows)
     v = report["verdict"]
+    bare = "-" if v["bare_p99_max_deviation"] is None else f"{100 * v['bare_p99_max_deviation']:.1f} %"
     print(
-        f"RSS growth {v['rss_growth_mb']:.2f} MB (limit 5), "
-        f"p99 max deviation {100 * v['p99_max_deviation']:.1f} % (limit 10) "
-        f"-> {'PASS' if v['pass'] else 'FAIL'}; wrote {out}"
+        f"RSS growth {v['rss_growth_mb']:.2f} MB (limit {GROWTH_LIMIT_MB:g}); p99 max deviation from the median "
+        f"window {100 * v['p99_max_deviation']:.1f} % (limit {100 * P99_BAND:g}), the backend call's alone {bare} "
+        f"(the machine's noise) -> {'PASS' if v['pass'] else 'FAIL'}; wrote {out}"
     )
     return 0 if v["pass"] else 1
+
+
+def print_table(samples: list[dict], lat_windows: list[dict]) -> None:
+    """One line per window: memory, the loop's p50/p99, the backend call's p99 and the loop's own p99."""
+    columns = ("frames", "RSS MB", "device MB", "p50 ms", "p99 ms", "call p99", "loop-only")
+    widths = (12, 10, 10, 8, 8, 9, 10)
+    print(" ".join(f"{name:>{width}}" for name, width in zip(columns, widths, strict=True)))
+    for sample, window in zip(samples, lat_windows, strict=False):
+        device = sample["device_used_bytes"]
+        cells = (
+            str(sample["frame"]),
+            f"{sample['rss_bytes'] / MB:.1f}",
+            "-" if device is None else f"{device / MB:.1f}",
+            *(_ms(window.get(key)) for key in ("p50_ms", "p99_ms", "bare_p99_ms", "loop_only_p99_ms")),
+        )
+        print(" ".join(f"{cell:>{width}}" for cell, width in zip(cells, widths, strict=True)))
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 if __name__ == "__main__":

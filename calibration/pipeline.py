@@ -7,6 +7,7 @@ insert Q/DQ, check and write the INT8 graph, measure it against FP32, write cali
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import tempfile
@@ -33,7 +34,7 @@ from common.contract import Contract, read_onnx_contract
 from common.errors import UserError
 from common.io import atomic_write, sha256_file, write_json
 from data import Frame
-from export.parity import ort_session
+from runtime.backends.ort_runner import OnnxRuntimeRunner
 
 log = logging.getLogger("calibration")
 CACHE_DIR = "calib_cache"
@@ -43,6 +44,32 @@ TENSORS_NOTE = (
     "(symmetric, zero point 0: max |range| / 127, where a Relu's input takes the Relu's output range); "
     "null: the tensor is not quantized"
 )
+
+
+def _quantize(
+    onnx_path: Path,
+    contract: Contract,
+    config: CalibConfig,
+    cache_path: Path,
+    reader: StreamingCalibrationReader | None,
+    timing: dict[str, float],
+) -> tuple[onnx.ModelProto, list[str]]:
+    """Pre-process, collect ranges while streaming (or read them from the cache), insert Q/DQ."""
+    with tempfile.TemporaryDirectory(prefix="tempseg-calib-") as tmp:
+        pre_path, int8_tmp = Path(tmp) / "model.pre.onnx", Path(tmp) / "model.int8.onnx"
+        t0 = time.perf_counter()
+        preprocess(onnx_path, pre_path)
+        excluded = keep_float_nodes(onnx.load(str(pre_path)), contract, config.keep_float)
+        timing["preprocess"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        quantize_qdq(pre_path, int8_tmp, config, cache_path=cache_path, reader=reader, nodes_to_exclude=excluded)
+        done = time.perf_counter()
+        # The reader notes when it handed out its last frame: before that, ranges were being
+        # collected (FP32 state stream + calibration inference); after it, thresholds and Q/DQ.
+        collected = reader.exhausted_at if reader is not None and reader.exhausted_at else t0
+        timing["collect_ranges"] = collected - t0
+        timing["quantize"] = done - collected
+        return onnx.load(str(int8_tmp)), excluded
 
 
 def cache_file(out_path: Path, key: str) -> Path:
@@ -76,28 +103,16 @@ def calibrate(
     cache_path = cache_file(out_path, key)
     hit = _cache_usable(cache_path, config)
 
-    reader = None
-    if not hit:
-        t0 = time.perf_counter()
-        stream = given if given is not None else _load_frames(config, contract)
-        timing["load_frames"] = time.perf_counter() - t0
-        reader = StreamingCalibrationReader(ort_session(str(onnx_path)), contract, stream)
-
-    with tempfile.TemporaryDirectory(prefix="tempseg-calib-") as tmp:
-        pre_path, int8_tmp = Path(tmp) / "model.pre.onnx", Path(tmp) / "model.int8.onnx"
-        t0 = time.perf_counter()
-        preprocess(onnx_path, pre_path)
-        excluded = keep_float_nodes(onnx.load(str(pre_path)), contract, config.keep_float)
-        timing["preprocess"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        quantize_qdq(pre_path, int8_tmp, config, cache_path=cache_path, reader=reader, nodes_to_exclude=excluded)
-        done = time.perf_counter()
-        # The reader notes when it handed out its last frame: before that, ranges were being
-        # collected (FP32 state stream + calibration inference); after it, thresholds and Q/DQ.
-        collected = reader.exhausted_at if reader is not None and reader.exhausted_at else t0
-        timing["collect_ranges"] = collected - t0
-        timing["quantize"] = done - collected
-        int8 = onnx.load(str(int8_tmp))
+    with contextlib.ExitStack() as active:
+        reader = None
+        if not hit:
+            t0 = time.perf_counter()
+            stream = given if given is not None else _load_frames(config, contract)
+            timing["load_frames"] = time.perf_counter() - t0
+            # the FP32 graph carries the state; its idle workers must not spin on the calibrator's cores
+            runner = active.enter_context(OnnxRuntimeRunner(contract, onnx_path, spinning=False))
+            reader = StreamingCalibrationReader(runner, stream)
+        int8, excluded = _quantize(onnx_path, contract, config, cache_path, reader, timing)
 
     fp32 = onnx.load(str(onnx_path))
     int8_contract = _int8_contract(contract, onnx_sha, key, config, excluded)
@@ -109,7 +124,11 @@ def calibrate(
         sequences = eval_sequences(
             config.eval_sequences, config.eval_frames, height=contract.height, width=contract.width
         )
-        accuracy = accuracy_report(ort_session(fp32), ort_session(int8), contract, sequences)
+        with (
+            OnnxRuntimeRunner(contract, fp32, spinning=False) as fp32_runner,
+            OnnxRuntimeRunner(int8_contract, int8, spinning=False) as int8_runner,
+        ):
+            accuracy = accuracy_report(fp32_runner, int8_runner, sequences)
         timing["evaluate"] = time.perf_counter() - t0
     timing["total"] = time.perf_counter() - started
 

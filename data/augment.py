@@ -1,9 +1,9 @@
 """Clip augmentation: one random draw applied identically to every frame of a clip and to its label.
 
-The paper's augmentations (random brightness, contrast, saturation, hue, horizontal flip) plus a random
-crop at full scale, so objects keep their size. Colour changes are 256-entry tables (cv2.LUT), the same
-tables for every frame, so a temporal model sees a consistent clip. Labels are only cropped and flipped,
-never interpolated.
+The augmentations of "Towards Efficient Temporal Neural Nets for Video Semantic Segmentation" (random
+brightness, contrast, saturation, hue, horizontal flip) plus a random crop at full scale, so objects keep
+their size. Colour changes are 256-entry tables (cv2.LUT), the same tables for every frame, so a temporal
+model sees a consistent clip. Labels are only cropped and flipped, never interpolated.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 FALLBACK_FPS = 30.0  # videos that do not report a rate, cameras, image folders
 SYNTHETIC_LENGTH = 300  # frames per synthetic sequence in a stream (17.6 s at 17 fps)
 SPLITS = ("train", "val", "test")
+ASPECT_TOLERANCE = 0.01  # aspect ratios closer than 1 % are one picture resized, not a stretched one
 
 
 def open_source(
@@ -36,10 +38,12 @@ def open_source(
     frames: int | None = None,
     seed: int = 0,
     split: str = "val",
+    sequence_length: int = SYNTHETIC_LENGTH,
 ) -> FrameSource:
     """Open `spec` as a stream of at most `frames` frames, conformed to height x width when both are given.
 
-    spec: "synthetic" (sequences `seed`, `seed`+1, ... of `split`), "synthetic:N" (starting at sequence N),
+    spec: "synthetic" (sequences `seed`, `seed`+1, ... of `split`, `sequence_length` frames each),
+    "synthetic:N" (starting at sequence N),
     a video file, an image folder (sorted *.png/*.jpg/*.jpeg/*.bmp, at 30 fps), "cityscapes:PATH" or
     "cityscapes:PATH:SPLIT", or "camera:N".
     """
@@ -51,7 +55,9 @@ def open_source(
         raise UserError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     if spec == "synthetic" or spec.startswith("synthetic:"):
         index = _integer(spec.partition(":")[2], spec) if ":" in spec else seed
-        return SyntheticStream(index, split, frames=frames, height=height or 256, width=width or 512)
+        return SyntheticStream(
+            index, split, frames=frames, height=height or 256, width=width or 512, sequence_length=sequence_length
+        )
     if spec.startswith("cityscapes:"):
         from data.cityscapes import cityscapes_source  # lazy: only this spec needs cityscapesscripts
 
@@ -96,6 +102,9 @@ class Conformed(FrameSource):
             if self.size is not None and frame.image.shape[:2] != self.size:
                 h, w = frame.image.shape[:2]
                 self._announce("resize", f"resizing frames {w}x{h} -> {self.size[1]}x{self.size[0]}")
+                if stretched(w, h, self.size[1], self.size[0]):
+                    what = f"frames {w}x{h} ({aspect(w, h)}) are stretched to {self.size[1]}x{self.size[0]}"
+                    self._announce("aspect", f"{what} ({aspect(self.size[1], self.size[0])}), not cropped")
                 frame.image = resize_image(frame.image, *self.size)
                 if frame.label is not None:
                     frame.label = resize_label(frame.label, *self.size)
@@ -125,13 +134,37 @@ class Conformed(FrameSource):
         self.inner.close()
 
 
-class SyntheticStream(FrameSource):
-    """Labelled synthetic sequences of a split back to back, SYNTHETIC_LENGTH frames each, from `index` on."""
+def stretched(width: int, height: int, to_width: int, to_height: int) -> bool:
+    """Whether resizing width x height to to_width x to_height changes the aspect ratio by more than 1 %."""
+    return abs((width * to_height) / (height * to_width) - 1) > ASPECT_TOLERANCE
 
-    def __init__(self, index: int, split: str, *, frames: int | None, height: int, width: int) -> None:
+
+def aspect(width: int, height: int) -> str:
+    """The aspect ratio as text: 16:9 for 1280x720, 1.78:1 where the terms would be unreadable (1366x768)."""
+    divisor = math.gcd(width, height)
+    w, h = width // divisor, height // divisor
+    return f"{w}:{h}" if max(w, h) <= 32 else f"{width / height:.2f}:1"
+
+
+class SyntheticStream(FrameSource):
+    """Labelled synthetic sequences of a split back to back, `sequence_length` frames each, from `index` on."""
+
+    def __init__(
+        self,
+        index: int,
+        split: str,
+        *,
+        frames: int | None,
+        height: int,
+        width: int,
+        sequence_length: int = SYNTHETIC_LENGTH,
+    ) -> None:
+        if sequence_length < 1:
+            raise ValueError(f"sequence_length {sequence_length} must be at least 1")
         self.index, self.split = index, split
         self.height, self.width = height, width
-        self.length = frames or SYNTHETIC_LENGTH
+        self.sequence_length = sequence_length
+        self.length = frames or sequence_length
         self.fps = 17.0
         self.name = f"synthetic:{split}/{index}"
 
@@ -140,7 +173,7 @@ class SyntheticStream(FrameSource):
 
         left = self.length
         for index in itertools.count(self.index):
-            n = min(left, SYNTHETIC_LENGTH)
+            n = min(left, self.sequence_length)
             name = f"synthetic/{self.split}/{index}"
             yield from SyntheticVideo(split_seed(self.split, index), self.height, self.width, length=n, sequence=name)
             left -= n

@@ -6,7 +6,7 @@ walls, fences, parked and moving cars, trucks, buses, trams, pedestrians, cyclis
 Every frame is rendered on its own from closed-form motion (`render(t)`), so training samples any frame
 of any sequence directly. Polygons are filled, far to near, into one uint8 *material* map; two 256-entry
 tables turn it into the label (train ids, never anti-aliased) and into the BGR image, which then gets
-optics blur, sensor noise and, on ~22% of frames, a transient degradation lasting 1-3 frames.
+optics blur, sensor noise and, on ~25% of frames, a transient degradation lasting 1-3 frames (data/degrade.py).
 
 Resolution only scales the projection: the scene and every random draw depend on the seed alone, so
 the same seed at 128x256 and at 256x512 is the same video, scaled (only the per-pixel sensor grain,
@@ -62,7 +62,7 @@ class SyntheticVideo(FrameSource):
         width: int = 512,
         *,
         length: int = 300,
-        degrade_rate: float = 0.22,
+        degrade_rate: float = degrade.DEFAULT_RATE,
         fps: float = 17.0,
         sequence: str | None = None,
     ) -> None:
@@ -103,7 +103,9 @@ class SyntheticVideo(FrameSource):
         label = cv2.LUT(materials, self.classes)
         image = self._expose(materials, t)
         event = self.schedule.at(t)
-        if event is not None:
+        if event is not None and event.kind == "frozen":  # the sensor repeats the last clean frame
+            image = self._expose(render_materials(self.scene, event.start - 1, height, width), event.start - 1)
+        elif event is not None:
             image = degrade.apply(image, event, t, self.seed)
         return Frame(image=image, label=label, index=t, sequence=self.name, degraded=event.kind if event else None)
 
@@ -120,7 +122,13 @@ class SyntheticVideo(FrameSource):
 
 
 def synthetic_split(
-    split: str, sequences: int, length: int = 300, height: int = 256, width: int = 512, *, degrade_rate: float = 0.22
+    split: str,
+    sequences: int,
+    length: int = 300,
+    height: int = 256,
+    width: int = 512,
+    *,
+    degrade_rate: float = degrade.DEFAULT_RATE,
 ) -> list[SyntheticVideo]:
     """The first `sequences` sequences of a split, named "synthetic/{split}/{index}"."""
     return [

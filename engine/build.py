@@ -1,12 +1,15 @@
 """ONNX -> TensorRT engine in small steps, each one job: network from ONNX -> config -> engine -> save.
 
-Precision lives in the graph (design.md): the network is strongly typed where the flag exists
-(TensorRT 10/11; TensorRT-RTX always is), so FP16 tensors and Q/DQ nodes decide the kernels. Only on
+Precision lives in the graph, not in builder flags: export/ writes an FP16 graph and calibration/ a Q/DQ
+(explicitly quantized) INT8 graph, because TensorRT 11 and TensorRT-RTX have no FP16/INT8 builder flags.
+The network is strongly typed where the flag exists (TensorRT 10/11; TensorRT-RTX always is), so FP16
+tensors and Q/DQ nodes decide the kernels. Only on
 TensorRT 8.6, which has no strongly typed mode, are BuilderFlag.FP16 / INT8 set from the contract's
 precision. Everything that differs between versions is feature-detected (hasattr).
 
-Untested here (no GPU): the standard `tensorrt` path as a whole (its builder needs a GPU), and
-deserializing any engine (EngineInspector layer info, device memory). TensorRT-RTX builds on the CPU.
+What the CPU tests cannot run: the standard `tensorrt` path as a whole (its builder needs a GPU), and
+deserializing any engine (EngineInspector layer info, device memory); they run on an NVIDIA GPU only (tests
+marked `gpu`, `make gpu-check`). TensorRT-RTX builds on the CPU, so its builds are tested everywhere.
 """
 
 from __future__ import annotations
@@ -397,7 +400,7 @@ def save_engine(data: bytes, path: str | os.PathLike[str]) -> Path:
 
 
 def inspect_engine(trt: TensorRT, data: bytes) -> dict[str, Any]:
-    """Layer information (EngineInspector, JSON) and device memory of a plan. Untested here: needs a GPU."""
+    """Layer information (EngineInspector, JSON) and device memory of a plan; needs a GPU (not run by the CPU tests)."""
     if cuda_gpu() is None:
         return {"ok": False, "reason": "no CUDA GPU on the build machine: the engine cannot be deserialized here"}
     runtime = trt.module.Runtime(trt.logger)  # kept referenced until the engine is done with

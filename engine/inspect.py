@@ -1,7 +1,7 @@
 """`python -m engine.inspect runs/M/fp16.engine [--layers] [--deserialize]`: what an engine is, from its build record.
 
 Verifies the engine against its record first (size, sha256). `--deserialize` also loads it with the
-recorded TensorRT flavour and prints the EngineInspector's layers: GPU only, untested here.
+recorded TensorRT flavour and prints the EngineInspector's layers: GPU only, not run by the CPU tests.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def layer_lines(layers: list[Any]) -> list[str]:
 
 
 def deserialized_layers(engine_path: Path, payload: dict[str, Any]) -> list[str]:
-    """EngineInspector layers of the engine itself (GPU + the recorded TensorRT flavour). Untested here."""
+    """EngineInspector layers of the engine itself (GPU + the recorded TensorRT flavour); not run by the CPU tests."""
     from engine.build import inspect_engine
     from engine.trt import load_tensorrt
 

@@ -2,24 +2,23 @@
 
 Both are imported lazily (engine/ imports on a machine with neither) and their differences are
 feature-detected with hasattr, never by comparing version strings. Also here: a logger that routes
-TensorRT's messages into Python logging, and a driver-level GPU probe (ctypes on libcuda, so it
-needs no CUDA binding and never raises on a machine without a GPU).
+TensorRT's messages into Python logging. Which flavours there are, in which order `auto` takes them, and
+the GPU (a driver-level probe that needs no CUDA binding) come from common/platform.py, the one place
+that decides about the machine; `GpuInfo` and `cuda_gpu` are re-exported from there.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import importlib
 import logging
-import sys
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from common.errors import UserError
+from common.platform import FLAVOURS, GpuInfo, try_import
+from common.platform import cuda_gpu as cuda_gpu  # re-exported: the one GPU probe
+from common.platform import gpu_support as _gpu_support
 
-FLAVOURS = ("tensorrt", "tensorrt_rtx")
 PREFERENCES = ("auto", *FLAVOURS)
 INSTALL_HINTS = {
     "tensorrt": "`pip install tensorrt` (desktop NVIDIA GPU); on a Jetson it comes with JetPack "
@@ -48,26 +47,16 @@ class TensorRT:
         return self.flavour == "tensorrt_rtx"
 
 
-@dataclass(frozen=True)
-class GpuInfo:
-    """CUDA device 0 as the driver reports it."""
-
-    name: str
-    compute_capability: str  # "8.9"
-    total_memory_bytes: int | None
-
-
 def load_tensorrt(prefer: str = "auto", *, verbose: bool = False) -> TensorRT:
     """Import TensorRT: `auto` tries `tensorrt` then `tensorrt_rtx`; UserError with install commands if none imports."""
     if prefer not in PREFERENCES:
         raise ValueError(f"prefer must be one of {PREFERENCES}, not {prefer!r}")
     names = FLAVOURS if prefer == "auto" else (prefer,)
     failures = []
-    for name in names:
-        try:
-            module = importlib.import_module(name)
-        except (ImportError, OSError) as err:  # OSError: bindings present but a shared library is missing
-            failures.append(f"{name}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+    for name in names:  # common.platform's order, the one the runtime's and the Makefile's `auto` use
+        module, why = try_import(name)
+        if module is None:
+            failures.append(f"{name}: {why}")
             continue
         version = str(getattr(module, "__version__", "unknown"))
         log.debug("using %s %s", name, version)
@@ -104,51 +93,6 @@ def make_logger(module: Any, *, verbose: bool = False) -> Any:
     return Logger()
 
 
-@functools.lru_cache(maxsize=1)
-def cuda_gpu() -> GpuInfo | None:
-    """CUDA device 0 from the driver API (libcuda via ctypes), or None where there is no driver or GPU."""
-    lib = _load_libcuda()
-    if lib is None or lib.cuInit(0) != 0:
-        return None
-    count, device = ctypes.c_int(0), ctypes.c_int(0)
-    if (
-        lib.cuDeviceGetCount(ctypes.byref(count)) != 0
-        or count.value < 1
-        or lib.cuDeviceGet(ctypes.byref(device), 0) != 0
-    ):
-        return None
-    major, minor = ctypes.c_int(0), ctypes.c_int(0)
-    # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75, _MINOR = 76 (cuda.h, stable since CUDA 5)
-    lib.cuDeviceGetAttribute(ctypes.byref(major), 75, device)
-    lib.cuDeviceGetAttribute(ctypes.byref(minor), 76, device)
-    name = ctypes.create_string_buffer(256)
-    lib.cuDeviceGetName(name, 256, device)
-    total = ctypes.c_size_t(0)
-    has_total = hasattr(lib, "cuDeviceTotalMem_v2") and lib.cuDeviceTotalMem_v2(ctypes.byref(total), device) == 0
-    return GpuInfo(
-        name.value.decode(errors="replace"), f"{major.value}.{minor.value}", total.value if has_total else None
-    )
-
-
-def _load_libcuda() -> Any:
-    """The CUDA driver library, or None (no NVIDIA driver: a CPU-only machine)."""
-    names = ("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so.1", "libcuda.so")
-    for name in names:
-        try:
-            return ctypes.CDLL(name)
-        except OSError:
-            continue
-    return None
-
-
 def gpu_support(trt: TensorRT, gpu: GpuInfo | None) -> str | None:
-    """Why engines of `trt` cannot run on `gpu`; None when they can.
-
-    TensorRT-RTX runs only on the compute capabilities its ComputeCapability enum lists (1.7: 7.5,
-    8.0, 8.6, 8.9, 12.x; no Hopper). Standard TensorRT runs on the GPU it was built on.
-    """
-    if gpu is None:
-        return "no NVIDIA GPU is visible"
-    if trt.is_rtx and not hasattr(trt.module.ComputeCapability, "SM" + gpu.compute_capability.replace(".", "")):
-        return f"TensorRT-RTX {trt.version} does not run on compute capability {gpu.compute_capability} ({gpu.name})"
-    return None
+    """Why engines of `trt` cannot run on `gpu`; None when they can (common.platform.gpu_support decides)."""
+    return _gpu_support(trt.flavour, trt.module, gpu)

@@ -24,7 +24,7 @@ from common.io import sha256_file, write_json
 from data import SyntheticVideo, split_seed
 from export.fp16 import convert_fp16
 from export.onnx_graph import build_contract, export_fp32, save_onnx
-from export.parity import FP16_TARGET_AGREEMENT, ParityError, check_fp32, merge, ort_session, streaming_parity
+from export.parity import FP16_TARGET_AGREEMENT, ParityError, check_fp32, merge, streaming_parity
 from models import FCResNet, UnknownModelError, check_input_size, resolve_name
 from models.checkpoint import load_model
 
@@ -98,7 +98,7 @@ def export_graphs(model: FCResNet, contract: Contract) -> dict[str, tuple[onnx.M
 
 def check_parity(model: FCResNet, graphs: dict, frames: list) -> dict[str, dict]:
     """Streaming parity of the deployed graphs; logit errors from their twins where they have no logits."""
-    reports = streaming_parity(model, {name: (ort_session(g), c) for name, (g, c) in graphs.items()}, frames)
+    reports = streaming_parity(model, graphs, frames)
     if "fp32_logits" not in reports:
         return reports
     return {p: merge(reports[p], reports[f"{p}_logits"]) for p in ("fp32", "fp16")}

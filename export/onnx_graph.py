@@ -22,15 +22,15 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from common.contract import LABELS, LOGITS, Contract, StateSpec, TensorSpec, contract_of_model, set_metadata
+from common.contract import LABELS, LOGITS, Contract, contract_of_model, set_metadata
 from common.io import atomic_path
-from common.preprocess import COLOR_ORDER, MEAN_RGB, STD_RGB
-from data.classes import CLASS_NAMES, PALETTE
 from export.reparam import deploy_model
 from models import FCResNet
+from models.contract import OPSET, build_contract
+
+__all__ = ["build_contract", "export_fp32", "save_onnx", "simplify"]
 
 log = logging.getLogger(__name__)
-OPSET = 17
 
 
 class ContractWrapper(nn.Module):
@@ -51,45 +51,6 @@ class ContractWrapper(nn.Module):
             return (head.labels(features), *next_states)
         logits = head(features)
         return (logits, logits.argmax(1).to(torch.int32), *next_states)
-
-
-def build_contract(
-    model: FCResNet,
-    name: str,
-    *,
-    height: int,
-    width: int,
-    batch: int,
-    checkpoint_sha256: str | None,
-    logits: bool = False,
-) -> Contract:
-    """The FP32 contract of `model` at one input size; `logits` adds the C x H x W logits output."""
-    c = model.config.num_classes
-    states = tuple(
-        StateSpec(f"state_in.{i}", f"state_out.{i}", tuple(shape), "float32")
-        for i, shape in enumerate(model.state_shapes(height, width, batch=batch))
-    )
-    is_cityscapes = c == len(CLASS_NAMES)
-    return Contract(
-        model=name,
-        num_classes=c,
-        image=TensorSpec("image", (batch, 3, height, width), "float32"),
-        states=states,
-        logits=TensorSpec(LOGITS, (batch, c, height, width), "float32") if logits else None,
-        labels=TensorSpec(LABELS, (batch, height, width), "int32"),
-        precision="fp32",
-        classes=tuple(CLASS_NAMES) if is_cityscapes else (),
-        palette=tuple(tuple(p) for p in PALETTE) if is_cityscapes else (),
-        mean=MEAN_RGB,
-        std=STD_RGB,
-        color_order=COLOR_ORDER,
-        checkpoint_sha256=checkpoint_sha256,
-        extra={
-            "temporal": model.config.to_dict()["temporal"],
-            "params": sum(p.numel() for p in model.parameters()),
-            "opset": OPSET,
-        },
-    )
 
 
 def export_fp32(model: FCResNet, contract: Contract) -> onnx.ModelProto:

@@ -5,16 +5,22 @@ Errors that accumulate through the state show up here, which a single-frame chec
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
 
-from common.contract import Contract
-from common.preprocess import normalize_bgr
+from common.contract import LOGITS, Contract, TensorSpec
+from data import Frame
 from models import FCResNet
+from runtime.backends.base import Runner
+from runtime.backends.ort_runner import OnnxRuntimeRunner
+from runtime.backends.torch_runner import TorchRunner
+from runtime.stream import StreamStep, compare_runners
+
+REFERENCE = "torch"
 
 FP32_MAX_ABS = 1e-4
 FP32_MIN_AGREEMENT = 0.9999
@@ -26,49 +32,49 @@ class ParityError(RuntimeError):
 
 
 def ort_session(graph: onnx.ModelProto | str, threads: int = 0) -> ort.InferenceSession:
+    """A plain ONNX Runtime session (tests and tools that look at a graph's raw outputs)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    # ORT's workers spin after each run; alternating with torch on the same cores, they starve it (30x slower here).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = graph.SerializeToString() if isinstance(graph, onnx.ModelProto) else graph
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-@torch.no_grad()
 def streaming_parity(
-    model: FCResNet, sessions: dict[str, tuple[ort.InferenceSession, Contract]], frames: Iterable[np.ndarray]
+    model: FCResNet, graphs: dict[str, tuple[onnx.ModelProto, Contract]], images: Iterable[np.ndarray]
 ) -> dict[str, dict]:
-    """Each session against `model` (FP32 torch), frame by frame, every one carrying its own state.
+    """Each graph on ONNX Runtime against `model` (FP32 torch), frame by frame, every one carrying its own
+    state: the same runners and stream as the runtime (runtime/stream.py compare_runners).
 
-    Per frame: label agreement, and the max |logit error| for graphs that output logits. One torch
-    pass serves every session (the deployed graphs and their in-memory twins with logits).
+    Per frame: label agreement, and the max |logit error| for graphs that output logits.
     """
-    model.eval()
-    torch_states: list[torch.Tensor] | None = None
-    ort_states = {name: _zero_states(contract) for name, (_, contract) in sessions.items()}
-    per_frame: dict[str, list[dict]] = {name: [] for name in sessions}
-    for frame in frames:
-        batch = next(iter(sessions.values()))[1].batch
-        image = np.repeat(normalize_bgr(frame), batch, axis=0)
-        tensor = torch.from_numpy(image)
-        torch_states = model.initial_states(tensor) if torch_states is None else torch_states
-        ref_logits, *torch_states = model(tensor, *torch_states)
-        ref = ref_logits.numpy()
-        ref_labels = ref.argmax(1)
-        for name, (session, contract) in sessions.items():
-            outputs = session.run(None, {"image": image, **ort_states[name]})
-            named = dict(zip([o.name for o in session.get_outputs()], outputs, strict=True))
-            ort_states[name] = {s.input: named[s.output] for s in contract.states}
-            record = {"label_agreement": float((named["labels"] == ref_labels).mean())}
-            if "logits" in named:
-                record["max_abs_logit_error"] = float(np.abs(named["logits"].astype(np.float64) - ref).max())
-            per_frame[name].append(record)
+    contract = next(iter(graphs.values()))[1]
+    c = contract.num_classes
+    reference = contract.with_changes(
+        logits=TensorSpec(LOGITS, (contract.batch, c, contract.height, contract.width), "float32")
+    )
+    runners: dict[str, Runner] = {REFERENCE: TorchRunner(reference, model=model.eval(), device="cpu")}
+    # ONNX Runtime's idle workers would spin on the cores torch needs next (30x slower on 2 cores)
+    runners.update({name: OnnxRuntimeRunner(g, graph, spinning=False) for name, (graph, g) in graphs.items()})
+    frames = [Frame(image=image, label=None, index=i, sequence="parity") for i, image in enumerate(images)]
+    per_frame: dict[str, list[dict]] = {name: [] for name in graphs}
+    with contextlib.ExitStack() as active:
+        for runner in runners.values():
+            active.enter_context(runner)
+        for steps in compare_runners(runners, frames):
+            ref = steps[REFERENCE]
+            for name in graphs:
+                per_frame[name].append(_frame_record(steps[name], ref))
     return {name: summarize(records) for name, records in per_frame.items()}
 
 
-def _zero_states(contract: Contract) -> dict[str, np.ndarray]:
-    return {s.input: np.zeros(s.shape, np.dtype(s.dtype)) for s in contract.states}
+def _frame_record(step: StreamStep, ref: StreamStep) -> dict:
+    record = {"label_agreement": float((step.labels == ref.labels).mean())}
+    if step.logits is not None:
+        error = np.abs(step.logits.astype(np.float64) - ref.logits).max()
+        record["max_abs_logit_error"] = float(error)
+    return record
 
 
 def summarize(per_frame: list[dict]) -> dict:

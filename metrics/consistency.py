@@ -1,4 +1,5 @@
-"""Temporal consistency TC (shared/papers/per-frame-inference-etc.txt, appendix B.1, eq. 7-8).
+"""Temporal consistency TC, as defined by Liu, Shen, Yu and Wang, "Efficient Semantic Video Segmentation
+with Per-frame Inference" (ECCV 2020), appendix B.1, eq. 7-8.
 
 For each frame t the previous prediction Q_{t-1} is warped to frame t with optical flow
 (OpenCV DIS) and compared with Q_t by IoU; intersections and unions are summed over the

@@ -1,4 +1,5 @@
-"""FLAME, the latency-aware mIoU (shared/papers/flame-latency-aware-metric.txt, eq. 4-5).
+"""FLAME, the latency-aware mIoU of Courdier and Fleuret, "Fair Latency-Aware Metric for real-time video
+segmentation networks" (eq. 4-5).
 
 The prediction for frame t is compared with the label of the frame that is current when the
 network finishes: t + k with k = ceil(latency / frame interval). The latency is known only at

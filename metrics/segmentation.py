@@ -1,9 +1,10 @@
 """mIoU, per-class IoU and pixel accuracy from one accumulated confusion matrix.
 
-mIoU follows eq. 2 of the FLAME paper (shared/papers/flame-latency-aware-metric.txt): for each
-class the intersections and unions are summed over all images first, then the per-class IoUs
-are averaged. Classes whose union is empty over the whole set (absent from both the labels and
-the predictions) have no IoU and are left out of the mean, as in the Cityscapes benchmark.
+mIoU follows eq. 2 of the FLAME paper (Courdier and Fleuret, "Fair Latency-Aware Metric for
+real-time video segmentation networks"): for each class the intersections and unions are summed
+over all images first, then the per-class IoUs are averaged. Classes whose union is empty over the
+whole set (absent from both the labels and the predictions) have no IoU and are left out of the
+mean, as in the Cityscapes benchmark.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""FCResNet{18,34,50} with temporal connections, and the registry of named variants."""
+"""FCResNet{18,34,50} with temporal connections; model names are one grammar (models/registry.py)."""
 
 from models.fcresnet import NETWORK_STRIDE, FCResNet, FCResNetConfig, check_input_size
 from models.registry import (
@@ -6,7 +6,6 @@ from models.registry import (
     build_model,
     list_models,
     model_config,
-    register_model,
     resolve_name,
     variant_name,
 )
@@ -23,7 +22,6 @@ __all__ = [
     "check_input_size",
     "list_models",
     "model_config",
-    "register_model",
     "resolve_name",
     "variant_name",
 ]

@@ -1,6 +1,6 @@
 """`python -m models NAME [--height H --width W]`: parameters, state shapes and bytes, GFLOPs.
 
-`python -m models --list [PATTERN]` lists the registered names.
+`python -m models --list [PATTERN]` lists the standard zoo (names are a grammar: see models/registry.py).
 """
 
 from __future__ import annotations

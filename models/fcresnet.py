@@ -1,5 +1,8 @@
 """FCResNet: an FCN8s decoder on a ResNet encoder, with an optional temporal connection.
 
+The models of Yawei Liu, "Towards Efficient Temporal Neural Nets for Video Semantic Segmentation" (Eindhoven
+University of Technology): "the paper" in this package.
+
 Forward contract shared by every variant: `model(image, *states) -> (logits, *next_states)`.
 The state is the processed feature of the previous frame (already at the shape of the `in`
 position); a non-temporal model has no state. Because out <= in, the next state is taken

@@ -1,7 +1,10 @@
-"""Registry of named model variants: one decorator, typed builders, `list_models()`.
+"""Model names as one grammar: a name parses into the architecture it means.
 
-Names: `fcresnet{18,34,50}[x{width}][_t{out}{in}[_add]]`, e.g. `fcresnet18_t66`,
-`fcresnet18_t55_add`, `fcresnet18x0.5_t66`.
+    fcresnet{18|34|50}[x{0.75|0.5|0.25}][_t{out}{in}[k{kernel}][_add]]
+
+e.g. `fcresnet18`, `fcresnet18_t66` (connection 6-6, concat, 1x1 temporal conv), `fcresnet18_t55_add`,
+`fcresnet18_t66k3` (3x3 temporal conv), `fcresnet18x0.5_t66`. `list_models()` enumerates the standard
+zoo (every depth, width, connection and merge with the 1x1 conv) for listings and tests.
 """
 
 from __future__ import annotations
@@ -9,93 +12,92 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from collections.abc import Callable
-from functools import partial
 
 from models.fcresnet import FCResNet, FCResNetConfig
 from models.temporal import POSITIONS, FeedbackConnectionError, TemporalConnection
 
-Builder = Callable[..., FCResNet]
-_REGISTRY: dict[str, Builder] = {}
 WIDTHS = (1.0, 0.75, 0.5, 0.25)
 DEPTHS = (18, 34, 50)
-NAME_PATTERN = re.compile(r"^fcresnet(?P<depth>\d+)(?:x(?P<width>[0-9.]+))?(?:_t(?P<out>\d)(?P<in>\d)(?P<add>_add)?)?$")
+NAME_PATTERN = re.compile(
+    r"^fcresnet(?P<depth>\d+)(?:x(?P<width>[0-9.]+))?"
+    r"(?:_t(?P<out>\d)(?P<in>\d)(?:k(?P<kernel>\d+))?(?P<add>_add)?)?$"
+)
 
 
 class UnknownModelError(KeyError):
-    """A model name that is not registered; the message lists the closest names."""
+    """A name outside the grammar; the message says why and lists the closest names."""
 
     def __str__(self) -> str:
         return str(self.args[0])
 
 
-def register_model(name: str) -> Callable[[Builder], Builder]:
-    """Register `builder` under `name`; registering a name twice is an error."""
-
-    def decorator(builder: Builder) -> Builder:
-        if name in _REGISTRY:
-            raise ValueError(f"model name {name!r} is already registered")
-        _REGISTRY[name] = builder
-        return builder
-
-    return decorator
-
-
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered names matching a shell-style `pattern`, sorted."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+def model_config(name: str, *, num_classes: int = 19) -> FCResNetConfig:
+    """The architecture `name` means; UnknownModelError when it means none."""
+    match = NAME_PATTERN.match(name)
+    if match is None:
+        raise _unknown(name, "not of the form fcresnet{18|34|50}[x{width}][_t{out}{in}[k{kernel}][_add]]")
+    depth, width = int(match["depth"]), float(match["width"] or 1.0)
+    if depth not in DEPTHS:
+        raise _unknown(name, f"depth {depth} is not one of {', '.join(map(str, DEPTHS))}")
+    if width not in WIDTHS:
+        raise _unknown(name, f"width x{match['width']} is not one of {', '.join(f'x{w:g}' for w in WIDTHS[1:])}")
+    temporal = None
+    if match["out"]:
+        try:
+            temporal = TemporalConnection(
+                int(match["out"]),
+                int(match["in"]),
+                "add" if match["add"] else "concat",
+                int(match["kernel"] or 1),
+            )
+        except ValueError as err:  # FeedbackConnectionError, positions outside 1..7, an even kernel
+            raise _unknown(name, str(err)) from None
+    config = FCResNetConfig(depth=depth, width=width, num_classes=num_classes, temporal=temporal)
+    if variant_name(depth, width, temporal) != name:  # one spelling per model: x0.50, _t66k1 are refused
+        raise _unknown(name, f"write it {variant_name(depth, width, temporal)}")
+    return config
 
 
 def build_model(name: str, *, num_classes: int = 19) -> FCResNet:
-    """Build the registered variant `name` with fresh weights."""
-    return _REGISTRY[resolve_name(name)](num_classes=num_classes)
-
-
-def model_config(name: str, *, num_classes: int = 19) -> FCResNetConfig:
-    """The architecture of `name` without building its weights."""
-    return _REGISTRY[resolve_name(name)].keywords["config_factory"](num_classes)
+    """A fresh model of the architecture `name` means."""
+    return FCResNet(model_config(name, num_classes=num_classes))
 
 
 def resolve_name(name: str) -> str:
-    """Return `name` if registered; otherwise raise with the reason and the closest names."""
-    if name in _REGISTRY:
-        return name
-    match = NAME_PATTERN.match(name)
-    if match and match["out"] and int(match["out"]) > int(match["in"]):
-        try:
-            TemporalConnection(int(match["out"]), int(match["in"]))
-        except FeedbackConnectionError as err:
-            raise UnknownModelError(f"unknown model {name!r}: {err}") from None
-    close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise UnknownModelError(f"unknown model {name!r}{hint} (`python -m models --list` lists all)")
+    """`name` if it is a model name; otherwise UnknownModelError with the reason and the closest names."""
+    model_config(name)
+    return name
 
 
 def variant_name(depth: int, width: float = 1.0, temporal: TemporalConnection | None = None) -> str:
-    """The registry name of a variant: `fcresnet18x0.5_t66`."""
+    """The name of an architecture: `fcresnet18x0.5_t66`."""
     name = f"fcresnet{depth}" + ("" if width == 1.0 else f"x{width:g}")
     return name if temporal is None else f"{name}_{temporal.tag}"
 
 
-def _build(config_factory: Callable[[int], FCResNetConfig], *, num_classes: int = 19) -> FCResNet:
-    return FCResNet(config_factory(num_classes))
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of the standard zoo matching a shell-style `pattern`, sorted."""
+    return sorted(n for n in _zoo() if fnmatch.fnmatchcase(n, pattern))
 
 
-def _config(depth: int, width: float, temporal: TemporalConnection | None, num_classes: int) -> FCResNetConfig:
-    return FCResNetConfig(depth=depth, width=width, num_classes=num_classes, temporal=temporal)
-
-
-def _connections() -> list[TemporalConnection | None]:
+def _zoo() -> list[str]:
     pairs = [(o, i) for o in POSITIONS for i in POSITIONS if o <= i]
-    return [None] + [TemporalConnection(o, i, merge) for o, i in pairs for merge in ("concat", "add")]
+    connections = [None] + [TemporalConnection(o, i, merge) for o, i in pairs for merge in ("concat", "add")]
+    return [variant_name(d, w, c) for d in DEPTHS for w in WIDTHS for c in connections]
 
 
-def _register_zoo() -> None:
-    for depth in DEPTHS:
-        for width in WIDTHS:
-            for temporal in _connections():
-                factory = partial(_config, depth, width, temporal)
-                register_model(variant_name(depth, width, temporal))(partial(_build, config_factory=factory))
+def _unknown(name: str, reason: str) -> UnknownModelError:
+    close = difflib.get_close_matches(name, _zoo(), n=5, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return UnknownModelError(f"unknown model {name!r}: {reason}{hint} (`python -m models --list` lists the zoo)")
 
 
-_register_zoo()
+__all__ = [
+    "FeedbackConnectionError",
+    "UnknownModelError",
+    "build_model",
+    "list_models",
+    "model_config",
+    "resolve_name",
+    "variant_name",
+]

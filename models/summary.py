@@ -7,7 +7,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from models.registry import build_model, resolve_name
 
-# Paper figures (shared/papers/efficient-temporal-nets.txt, Tables II-IV), millions of parameters.
+# Parameter counts, in millions, that Yawei Liu's "Towards Efficient Temporal Neural Nets for Video Semantic
+# Segmentation" gives for its models (Tables II-IV), to check ours against.
 PAPER_PARAMS_M = {
     "fcresnet18": 11.4,
     "fcresnet34": 21.6,

@@ -1,4 +1,5 @@
-"""Temporal connections (paper section III-B..D): where a feature of frame t-1 enters frame t.
+"""Temporal connections ("Towards Efficient Temporal Neural Nets for Video Semantic Segmentation", section
+III-B..D): where a feature of frame t-1 enters frame t.
 
 Positions 1-5 are the outputs of the five ResBlocks (stride 2, 4, 8, 16, 32); 6 and 7 the
 outputs of the first and second FCN upsampling stages (stride 16 and 8).
@@ -53,8 +54,9 @@ class TemporalConnection:
 
     @property
     def tag(self) -> str:
-        """Name suffix: `t66`, `t55_add`."""
-        return f"t{self.out}{self.in_}" + ("_add" if self.merge == "add" else "")
+        """Name suffix: `t66`, `t55_add`, `t66k3` (3x3 temporal conv)."""
+        kernel = "" if self.kernel == 1 else f"k{self.kernel}"
+        return f"t{self.out}{self.in_}{kernel}" + ("_add" if self.merge == "add" else "")
 
 
 class TemporalProcessor(nn.Module):

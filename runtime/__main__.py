@@ -49,14 +49,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--frames", type=int, help="stop after N frames (default: the whole source; synthetic: 300)")
     p.add_argument("--warmup", type=int, default=10, help="frames left out of the latency statistics (default 10)")
-    p.add_argument("--reset-every", type=int, help="zero the state every N frames")
+    p.add_argument(
+        "--reset-every", type=int, help="zero the state every N frames (1: every frame runs on a zero state)"
+    )
     p.add_argument(
         "--scene-cut",
         type=float,
-        default=0.25,
-        help="frame-difference threshold (0..1) for a scene-cut reset (default 0.25)",
+        help="reset the state where the frame difference (0..1) exceeds this, e.g. 0.25 for edited video "
+        "(default: off; a dropped or glared frame would look like a cut)",
     )
-    p.add_argument("--no-scene-cut", action="store_true", help="never reset on a scene cut")
     p.add_argument("--overlay", type=Path, help="write the colourised overlay as a video (.mp4/.avi)")
     p.add_argument("--overlay-dir", type=Path, help="write overlay PNG frames here")
     p.add_argument("--labels-dir", type=Path, help="write label maps (uint8 class ids, PNG) here")
@@ -66,7 +67,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="CPU threads for ONNX Runtime / torch (0: their default)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch backend device")
     p.add_argument(
-        "--cuda-graphs", action="store_true", help="TensorRT: replay each frame as a CUDA graph (untested here: no GPU)"
+        "--cuda-graphs", action="store_true", help="TensorRT: replay each frame as a CUDA graph (untested in CI)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = LoopOptions(
         warmup=args.warmup,
         max_frames=frames,
-        policy=StatePolicy(reset_every=args.reset_every, scene_cut=None if args.no_scene_cut else args.scene_cut),
+        policy=StatePolicy(reset_every=args.reset_every, scene_cut=args.scene_cut),
         accuracy=not args.no_accuracy,
         consistency=not args.no_tc,
         progress=not args.quiet,

@@ -1,6 +1,7 @@
 """A small CUDA interface for the TensorRT runner: device buffers, pinned host arrays, streams, events, graphs.
 
-One ABC (`CudaApi`) with two implementations, chosen by what is installed (`default_cuda_api`):
+One ABC (`CudaApi`) with two implementations, chosen by what is installed (`default_cuda_api`, which takes the
+binding common.platform.cuda_binding names: the same answer backend auto-selection uses):
 - `CudaPythonApi`: cuda-python's runtime bindings (`cuda.bindings.runtime`; `cuda.cudart` before
   cuda-python 12.6). Installs from PyPI anywhere, so it comes first. Every call returns a tuple
   (cudaError_t, *values); a failure raises `CudaError` with the call and CUDA's error name.
@@ -10,15 +11,18 @@ One ABC (`CudaApi`) with two implementations, chosen by what is installed (`defa
   pycuda has no stream capture, so no CUDA graphs.
 
 Both bindings are imported lazily: this module imports on a machine with neither (CI, no GPU), and
-`cuda_device_count()` answers 0 there without raising (backend auto-selection calls it).
+`cuda_device_count()` (what the binding sees, for diagnostics) answers 0 there without raising. Whether there
+is a GPU at all is common.platform's question (the driver's view, no binding needed), not this module's.
 
-Objects own their memory (style note 14): `DeviceBuffer` frees in `free()` or on leaving a `with`;
-pinned arrays from `host_array` are freed with `free_host`. Nothing frees itself on garbage collection.
+Objects own their memory, allocated once and freed explicitly: `DeviceBuffer` frees in `free()` or on
+leaving a `with`; pinned arrays from `host_array` are freed with `free_host`. Nothing frees itself on
+garbage collection, so nothing is freed (or synchronized) at an unpredictable moment inside the frame loop.
 
-Untested here (no GPU on the CI machines): both implementations against a real device (allocation,
-copies, events, graph capture), and pycuda as a whole (not installable without a CUDA toolkit). The
-GPU tests in tests/test_trt_runner.py (marker `gpu`) cover them where a GPU is. On this machine only the
-no-driver paths run: `cuda_device_count() == 0` and cudaSetDevice's error becoming a `CudaError`.
+What the CPU tests cannot run: both implementations against a real device (allocation, copies, events,
+graph capture), and pycuda as a whole (it installs only where a CUDA toolkit is). The GPU tests in
+tests/test_trt_runner.py (marker `gpu`) and `make gpu-check` (bench/gpu_check.py) run them on an NVIDIA
+GPU. Without one, only the no-driver paths run: `cuda_device_count() == 0` and cudaSetDevice's error
+becoming a `CudaError`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import UserError
+from common.platform import cuda_binding
 
 INSTALL_HINT = (
     "`pip install cuda-python` (any platform), or pycuda (`pip install pycuda`, which compiles against the "
@@ -453,32 +458,27 @@ class _PyCudaEvent(Event):
 
 
 def default_cuda_api(device: int = 0) -> CudaApi:
-    """cuda-python if it imports, else pycuda; UserError naming what to install when neither does."""
-    failures = []
-    for name, make in (("cuda-python", CudaPythonApi), ("pycuda", PyCudaApi)):
-        try:
-            return make(device)
-        except ImportError as err:  # not installed (or a broken install): try the next binding
-            failures.append(f"{name}: {err}")
-    raise UserError(f"the TensorRT backend needs a CUDA binding ({'; '.join(failures)}). Install {INSTALL_HINT}")
+    """An api over the binding common.platform picks (cuda-python, else pycuda); UserError when neither imports."""
+    binding = cuda_binding()
+    if binding is None:
+        why = "neither cuda-python nor pycuda imports"
+        raise UserError(f"the TensorRT backend needs a CUDA binding ({why}). Install {INSTALL_HINT}")
+    return {"cuda-python": CudaPythonApi, "pycuda": PyCudaApi}[binding](device)
 
 
 def cuda_device_count() -> int:
-    """CUDA devices visible through an installed binding; 0 with no binding, no driver or no GPU. Never raises."""
+    """CUDA devices the binding common.platform picks can see; 0 with no binding, no driver or no GPU. Never raises."""
     try:
-        runtime = _import_cudart()
-    except Exception:  # not installed, or its libraries fail to load: ask pycuda
-        runtime = None
-    if runtime is not None:
-        try:
+        binding = cuda_binding()
+        if binding == "cuda-python":
+            runtime = _import_cudart()
             err, count = runtime.cudaGetDeviceCount()
             return int(count) if err == runtime.cudaError_t.cudaSuccess else 0
-        except Exception:  # auto-selection must never fail because of a probe
-            return 0
-    try:
-        import pycuda.driver as driver
+        if binding == "pycuda":
+            import pycuda.driver as driver
 
-        driver.init()
-        return int(driver.Device.count())
-    except Exception:
+            driver.init()
+            return int(driver.Device.count())
+    except Exception:  # a diagnostic: a broken binding or driver counts as no device
         return 0
+    return 0

@@ -1,8 +1,8 @@
-"""The stateful frame loop, written once above the runner interface.
+"""The runtime's frame loop: the one stateful stream (runtime/stream.py) with timing, outputs and accuracy.
 
-Per frame: reset decision -> preprocess into the runner's input buffer -> runner.infer()
-(copy in, execute, copy labels out, swap state buffers) -> NaN/Inf check of the new state ->
-postprocess (outputs) -> accuracy (untimed). Every buffer belongs to the runner and was
+Per frame (runtime/stream.py): reset decision -> preprocess into the runner's input buffer ->
+runner.infer() (copy in, execute, copy labels out, swap state buffers) -> NaN/Inf check of the new
+state; then here: postprocess (outputs, sinks) -> accuracy (untimed). Every buffer belongs to the runner and was
 allocated before the first frame. Ctrl-C stops after the current frame; the frames done are
 reported.
 """
@@ -22,7 +22,7 @@ from data import Frame
 from runtime.accuracy import AccuracyTracker
 from runtime.backends.base import Runner
 from runtime.policy import ResetTracker, StatePolicy
-from runtime.preprocess import Preprocessor
+from runtime.stream import stream
 
 log = logging.getLogger(__name__)
 PHASES = ("preprocess", "h2d", "compute", "d2h", "postprocess", "total")
@@ -49,7 +49,7 @@ class TimingLog:
 class LoopOptions:
     """warmup: frames left out of the latency statistics (their accuracy still counts).
     max_frames: stop after this many frames (None: until the source ends).
-    accuracy: score frames that carry labels (mIoU, FLAME, per-frame-since-reset).
+    accuracy: score frames that carry labels (mIoU of all, clean and degraded frames, FLAME).
     consistency: temporal consistency TC (DIS optical flow per frame; costs a few ms, untimed).
     """
 
@@ -112,11 +112,9 @@ def run_loop(
 ) -> LoopResult:
     """Stream `frames` through an active `runner`; returns timings, resets and accuracy."""
     contract = runner.contract
-    preprocess = Preprocessor(contract)
     resets = ResetTracker(options.policy)
     accuracy = AccuracyTracker(contract.num_classes, consistency=options.consistency) if options.accuracy else None
     timings = TimingLog(max(16, (options.max_frames or total or 1024) + 1))
-    labels = runner.labels
     count, started = 0, time.perf_counter()
     bar = tqdm(
         total=options.max_frames or total,
@@ -125,25 +123,16 @@ def run_loop(
         disable=not options.progress,
     )
     with StopFlag() as stop:
-        for frame in frames:
-            t0 = time.perf_counter()
-            if resets.before_frame(frame.image, frame.sequence):
-                runner.reset_state()
-            for slot in range(contract.batch):  # batch > 1: the same frame in every slot (throughput runs)
-                preprocess(frame.image, runner.image, slot)
-            t1 = time.perf_counter()
-            phases = runner.infer()
-            t2 = time.perf_counter()
-            if not runner.state_is_finite():
-                runner.reset_state()
-                resets.non_finite(count)
+        for step in stream(runner, frames, resets):
             for sink in sinks:
-                sink(frame, labels[0])
-            t3 = time.perf_counter()
-            resets.after_frame()
-            timings.add(((t1 - t0) * 1e3, phases.h2d, phases.compute, phases.d2h, (t3 - t2) * 1e3, (t3 - t0) * 1e3))
+                sink(step.frame, step.labels)
+            done = time.perf_counter()
+            phases = step.phases
+            postprocess_ms = (done - step.inferred) * 1e3
+            total_ms = (done - step.started) * 1e3
+            timings.add((step.preprocess_ms, phases.h2d, phases.compute, phases.d2h, postprocess_ms, total_ms))
             if accuracy is not None:
-                accuracy.update(frame, labels[0], resets.frames_since_reset)
+                accuracy.update(step.frame, step.labels)
             count += 1
             _progress(bar, timings, count)
             if stop.requested or (options.max_frames and count >= options.max_frames):

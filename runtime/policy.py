@@ -16,16 +16,23 @@ THUMB = (64, 32)  # width, height of the grayscale thumbnail compared for scene 
 class StatePolicy:
     """reset_every: zero the state every N frames (None: never).
     scene_cut: mean absolute grayscale difference (0..1) between consecutive frames, at 64x32,
-        above which a frame counts as a scene cut (None: no test). 0.25 leaves camera motion and
-        exposure flicker alone and catches cuts between unrelated shots.
+        above which a frame counts as a scene cut (None: no test, the default). 0.25 leaves camera
+        motion alone and catches cuts between unrelated shots in edited video; off by default because
+        a road camera has no cuts, and a dropped, black or glared frame looks like one: the test would
+        zero the state on exactly the frames where the previous frame is all a temporal model has.
     """
 
     reset_every: int | None = None
-    scene_cut: float | None = 0.25
+    scene_cut: float | None = None
 
 
 class ResetTracker:
-    """Decides per frame whether the state must be zeroed, and counts resets by reason."""
+    """Decides per frame whether the state must be zeroed, and counts resets by reason.
+
+    frames_since_reset: frames run on the current state since it was last zeroed; 0 while the next frame
+    is the first on a zero state, whichever reset zeroed it (before a frame, or after one for NaN/Inf).
+    Per frame: before_frame(), run it, after_frame(), then non_finite() if the new state is not finite.
+    """
 
     def __init__(self, policy: StatePolicy) -> None:
         self.policy = policy
@@ -50,7 +57,8 @@ class ResetTracker:
         self.frames_since_reset += 1
 
     def non_finite(self, frame_index: int) -> None:
-        """The state produced at `frame_index` holds NaN/Inf: count it, warn, and restart."""
+        """The state produced at `frame_index` holds NaN/Inf and was zeroed: count it, warn, and restart
+        the count (called after after_frame(): the next frame is the first on a zero state)."""
         self.counts["non_finite"] += 1
         self.frames_since_reset = 0
         log.warning("frame %d: the state holds NaN/Inf; resetting it to zeros", frame_index)

@@ -1,4 +1,4 @@
-"""The run report: one JSON schema for every backend and precision (design note), and its table."""
+"""The run report: one JSON schema for every backend and precision, so that any two runs compare, and its table."""
 
 from __future__ import annotations
 
@@ -106,8 +106,10 @@ def format_report(report: dict) -> str:
             f"FLAME {_num(acc['flame_miou'])} (k={flame['offset_frames']} at {report['source_fps']:g} fps)  "
             f"TC {_num(acc['tc'])}"
         )
-        by_reset = "  ".join(f"{k}: {_num(v)}" for k, v in acc["miou_by_frames_since_reset"].items() if v is not None)
-        lines.append(f"  since reset   {by_reset}")
+        lines.append(
+            f"  frames        clean mIoU {_num(acc['miou_clean'])}  degraded mIoU {_num(acc['miou_degraded'])}  "
+            f"({acc['frames']} labelled frames in {acc['sequences']} sequences)"
+        )
     elif acc:
         lines.append(f"  accuracy      no labels in the source; TC {_num(acc['tc'])}")
     lines.append("  resets        " + ", ".join(f"{k} {v}" for k, v in report["resets"].items()))

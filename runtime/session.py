@@ -6,13 +6,13 @@ ONNX Runtime, <precision>.engine (+ .engine.json sidecar) for TensorRT, checkpoi
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.contract import Contract, read_onnx_contract
 from common.errors import UserError
+from common.platform import auto_backend
 from runtime.backends.base import Runner
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,8 @@ def select(
         raise UserError(f"unknown backend {backend!r}: use {', '.join(BACKENDS)}")
     engine = engine or model_dir / f"{precision}.engine"
     if backend == "auto":
-        backend = _auto_backend(engine)
-        log.info("backend auto -> %s", backend)
+        backend, why = auto_backend(engine)  # common.platform decides, as it does for `make run`
+        log.info("backend auto -> %s (%s)", backend, why)
     if backend in ("tensorrt", "tensorrt_rtx"):
         return Selection(backend, engine, _engine_contract(engine, _expectations(model_dir, precision, backend)))
     if onnx is not None and not onnx.is_file():
@@ -68,20 +68,6 @@ def make_runner(selection: Selection, *, threads: int = 0, device: str = "auto",
     from runtime.backends.trt_runner import TensorRTRunner
 
     return TensorRTRunner(selection.contract, selection.artefact, flavour=selection.backend, cuda_graphs=cuda_graphs)
-
-
-def _auto_backend(engine: Path) -> str:
-    """TensorRT when it is installed, a GPU is visible and the engine exists; ONNX Runtime otherwise."""
-    for flavour in ("tensorrt", "tensorrt_rtx"):
-        if importlib.util.find_spec(flavour) and engine.is_file() and _gpu_visible():
-            return flavour
-    return "onnxruntime"
-
-
-def _gpu_visible() -> bool:
-    from runtime.cuda import cuda_device_count
-
-    return cuda_device_count() > 0
 
 
 def _expectations(model_dir: Path, precision: str, backend: str) -> dict:

@@ -12,7 +12,9 @@ TINY_HW = (64, 128)
 
 def make_tiny_model(name: str = TINY):
     """A random model whose BatchNorm statistics are not the identity, so that the exported convs
-    have non-zero biases (a fresh model's fold to none, and bias handling would go untested)."""
+    have non-zero biases (a fresh model's fold to none, and bias handling would go untested), and
+    whose upsamplings are not the bilinear start: a fresh concat merge has zero weights on the
+    state's channels, so the state would not reach the labels and no test could see it carried."""
     import torch
 
     from models import build_model
@@ -26,6 +28,8 @@ def make_tiny_model(name: str = TINY):
                 module.bias.uniform_(-0.2, 0.2)
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 1.5)
+            if isinstance(module, torch.nn.ConvTranspose2d):
+                module.weight.add_(0.1 * torch.randn_like(module.weight))
     return model
 
 
@@ -75,5 +79,5 @@ def trt_on_gpu():
         pytest.skip(str(err))
     reason = gpu_support(trt, cuda_gpu())
     if reason:
-        pytest.skip(f"needs a GPU that TensorRT runs on ({reason}); untested on the CPU-only machines")
+        pytest.skip(f"needs a GPU that TensorRT runs on ({reason}); CI has none")
     return trt

@@ -20,13 +20,14 @@ from onnx import numpy_helper
 from calibration import CalibConfig, StreamingCalibrationReader, calibrate, keep_float_nodes
 from calibration.__main__ import main
 from calibration.config import DEFAULT_PERCENTILE
-from calibration.evaluate import stream_labels
 from calibration.frames import take_frames
 from common.contract import graph_io, read_onnx_contract
 from common.errors import UserError, run_cli
 from common.io import sha256_file
 from data import Frame, SyntheticVideo, split_seed
 from export.parity import ort_session
+from runtime.backends.ort_runner import OnnxRuntimeRunner
+from runtime.stream import compare_runners
 
 MODEL = "fcresnet18x0.25_t66"
 HEIGHT, WIDTH = 64, 128
@@ -126,8 +127,15 @@ def test_int8_graph_agrees_with_fp32_in_onnx_runtime(fp32_path, run):
     run_dir, report = run
     contract = read_onnx_contract(fp32_path)
     frames = _sequence(0, SMALL.eval_frames)  # the report's held-out sequence
-    fp32 = list(stream_labels(ort_session(str(fp32_path)), contract, frames))
-    int8 = list(stream_labels(ort_session(str(run_dir / "model.int8.onnx")), contract, frames))
+    runners = {
+        "fp32": OnnxRuntimeRunner(contract, fp32_path),
+        "int8": OnnxRuntimeRunner(read_onnx_contract(run_dir / "model.int8.onnx"), run_dir / "model.int8.onnx"),
+    }
+    fp32, int8 = [], []
+    with runners["fp32"], runners["int8"]:
+        for steps in compare_runners(runners, frames):
+            fp32.append(steps["fp32"].labels.copy())
+            int8.append(steps["int8"].labels.copy())
     assert len(np.unique(np.stack(fp32))) > 3  # not one class everywhere, which would agree trivially
     agreement = float(np.mean([(a == b).mean() for a, b in zip(fp32, int8, strict=True)]))
     assert agreement > 0.8  # loose: a random-init model has small logit margins
@@ -171,10 +179,11 @@ def test_reader_feeds_each_frame_the_fp32_state_of_the_one_before(fp32_path):
     contract = read_onnx_contract(fp32_path)
     session = ort_session(str(fp32_path))
     frames = _sequence(7, 2) + _sequence(8, 1)  # a new sequence starts at the third frame
-    reader = StreamingCalibrationReader(session, contract, frames)
-    reader.keep_fed = True
-    while reader.get_next() is not None:
-        pass
+    with OnnxRuntimeRunner(contract, fp32_path) as runner:
+        reader = StreamingCalibrationReader(runner, frames)
+        reader.keep_fed = True
+        while reader.get_next() is not None:
+            pass
     fed = [f["state_in.0"] for f in reader.fed]
     assert len(fed) == 3
     assert not fed[0].any()
@@ -187,14 +196,15 @@ def test_reader_feeds_each_frame_the_fp32_state_of_the_one_before(fp32_path):
 
 def test_reader_ranges_move_on_in_order(fp32_path):
     contract = read_onnx_contract(fp32_path)
-    reader = StreamingCalibrationReader(ort_session(str(fp32_path)), contract, _sequence(9, 4))
-    reader.set_range(0, 2)
-    assert [reader.get_next() is not None for _ in range(3)] == [True, True, False]
-    reader.set_range(2, 4)
-    assert reader.get_next() is not None
-    assert reader.states["state_in.0"].any()
-    with pytest.raises(ValueError, match="in order"):
+    with OnnxRuntimeRunner(contract, fp32_path) as runner:
+        reader = StreamingCalibrationReader(runner, _sequence(9, 4))
         reader.set_range(0, 2)
+        assert [reader.get_next() is not None for _ in range(3)] == [True, True, False]
+        reader.set_range(2, 4)
+        assert reader.get_next() is not None
+        assert reader.states["state_in.0"].any()
+        with pytest.raises(ValueError, match="in order"):
+            reader.set_range(0, 2)
 
 
 # ---- the range cache ---------------------------------------------------------------------------------

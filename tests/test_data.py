@@ -10,13 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
-import data.streams
 from common.errors import UserError, run_cli
 from data import (
     CityscapesClips,
     SyntheticVideo,
     augment_clip,
     cityscapes_source,
+    degrade,
     open_source,
     split_seed,
     synthetic_split,
@@ -96,19 +96,46 @@ def test_classes_cover_cityscapes():
 
 
 def test_degradations_come_at_the_configured_rate_and_spare_the_labels():
-    video = SyntheticVideo(4, 48, 96, length=300)
+    video = SyntheticVideo(4, 48, 96, length=1200)
     frames = list(video)
     degraded = [f.degraded is not None for f in frames]
-    assert 0.15 <= np.mean(degraded) <= 0.29  # default rate 0.22
+    assert 0.2 <= np.mean(degraded) <= 0.3  # default rate 0.25
     assert {f.degraded for f in frames} == {None, *KINDS}
     runs = "".join("x" if d else "." for d in degraded).split(".")
     assert max(len(r) for r in runs) <= 3  # each event lasts 1-3 frames
-    clean = SyntheticVideo(4, 48, 96, length=300, degrade_rate=0.0)
-    for frame in [f for f in frames if f.degraded][:12]:
+    clean = SyntheticVideo(4, 48, 96, length=1200, degrade_rate=0.0)
+    for frame in [f for f in frames if f.degraded][:40]:
         reference = clean.render(frame.index)
         assert reference.degraded is None
         assert np.array_equal(frame.label, reference.label)  # the label is the true scene
         assert np.abs(frame.image.astype(int) - reference.image).mean() > 0.5, frame.degraded  # visibly changed
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "frozen"])
+def test_every_degradation_destroys_a_large_part_of_the_frame(kind):
+    """Severity: each kind moves at least 12 % of the pixels by more than 20 grey levels and the frame by 8
+    on average (fresh draws of its parameters on three seeds): the current frame alone loses what it shows."""
+    image = SyntheticVideo(11, 128, 256, length=4, degrade_rate=0.0).render(2).image
+    for seed in range(3):
+        event = degrade.Event(kind, 1, 3, degrade._draw_params(kind, np.random.default_rng(seed)))
+        damaged = degrade.apply(image, event, 2, seed=5)
+        assert damaged.shape == image.shape
+        assert damaged.dtype == np.uint8
+        difference = np.abs(damaged.astype(int) - image)
+        assert (difference.max(axis=2) > 20).mean() > 0.12, (kind, seed)
+        assert difference.mean() > 8, (kind, seed)
+
+
+def test_frozen_frames_repeat_the_last_clean_frame_and_keep_their_own_label():
+    video = SyntheticVideo(4, 48, 96, length=1200)
+    clean = SyntheticVideo(4, 48, 96, length=1200, degrade_rate=0.0)
+    frozen = [t for t in range(1200) if video.schedule.at(t) and video.schedule.at(t).kind == "frozen"]
+    assert frozen
+    for t in frozen[:4]:
+        start = video.schedule.at(t).start
+        assert np.array_equal(video.render(t).image, clean.render(start - 1).image)
+        assert np.array_equal(video.render(t).label, clean.render(t).label)
+        assert not np.array_equal(clean.render(t).label, clean.render(start - 1).label)  # the scene moved on
 
 
 def test_degradation_events_are_separated_by_clean_frames():
@@ -279,9 +306,8 @@ def test_damaged_video_ends_the_stream_cleanly(tmp_path):
     assert 0 < len(frames) < 30
 
 
-def test_synthetic_stream_continues_with_the_next_sequence(monkeypatch):
-    monkeypatch.setattr(data.streams, "SYNTHETIC_LENGTH", 10)
-    frames = list(open_source("synthetic:4", frames=25, height=16, width=32))
+def test_synthetic_stream_continues_with_the_next_sequence():
+    frames = list(open_source("synthetic:4", frames=25, height=16, width=32, sequence_length=10))
     assert [f.sequence for f in frames] == ["synthetic/val/4"] * 10 + ["synthetic/val/5"] * 10 + ["synthetic/val/6"] * 5
     assert [f.index for f in frames[8:12]] == [8, 9, 0, 1]  # each sequence counts its own frames
     assert all(f.label is not None for f in frames)
@@ -371,3 +397,25 @@ def test_palette_comes_from_cityscapesscripts():
     assert len(PALETTE) == 19
     assert PALETTE[0] == (128, 64, 128)
     assert tuple(colorize(np.array([[0, 255]], np.uint8))[0, 0]) == (128, 64, 128)[::-1]
+
+
+def test_cityscapes_label_ids_become_train_ids(tmp_path):
+    """A tree written by hand in the real layout (not by write_cityscapes_tree): one snippet of ulm, sequence 3,
+    annotated at absolute frame 119, whose *_gtFine_labelIds.png holds road (7), car (26), unlabeled (0) and
+    static (4); training and streaming both read train ids road 0, car 13, and ignore (255) for the others."""
+    label_ids = np.array([[7, 26], [0, 4]], np.uint8)
+    gt = tmp_path / "gtFine" / "val" / "ulm" / "ulm_000003_000119_gtFine_labelIds.png"
+    gt.parent.mkdir(parents=True)
+    assert cv2.imwrite(str(gt), label_ids)
+    images = tmp_path / "leftImg8bit_sequence" / "val" / "ulm"
+    images.mkdir(parents=True)
+    for frame in range(100, 130):  # the snippet: 19 frames before the annotated one, 10 after
+        assert cv2.imwrite(str(images / f"ulm_000003_{frame:06d}_leftImg8bit.png"), np.zeros((2, 2, 3), np.uint8))
+    assert np.array_equal(cv2.imread(str(gt), cv2.IMREAD_UNCHANGED), label_ids)  # the ids went to disk as written
+    train_ids = np.array([[0, 13], [255, 255]], np.uint8)
+    _, label = CityscapesClips(tmp_path, "val", clip_length=2)[0]
+    assert np.array_equal(label, train_ids)
+    with cityscapes_source(tmp_path, "val") as source:
+        streamed = [frame.label for frame in source]
+    assert len(streamed) == 30
+    assert np.array_equal(streamed[19], train_ids)

@@ -116,7 +116,7 @@ def test_export_report_holds_the_streaming_parity(exported):
     for folder in exported.values():
         report = json.loads((folder / "export.json").read_text())
         fp32, fp16 = report["parity"]["fp32"], report["parity"]["fp16"]
-        assert fp32["frames"] == len(fp32["per_frame"]) == 30  # the issue asks for at least 30 streamed frames
+        assert fp32["frames"] == len(fp32["per_frame"]) == 30  # parity over at least 30 frames streamed with the state
         assert fp32["max_abs_logit_error"] < 1e-4
         assert fp32["min_label_agreement"] >= 0.9999
         assert fp16["mean_label_agreement"] >= 0.995

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from metrics import ConfusionMatrix, LatencyAwareMIoU, TemporalConsistency, flame_offset
+from metrics import ConfusionMatrix, LatencyAwareMIoU, StreamScores, TemporalConsistency, flame_offset, paired_delta
+from metrics.paired import miou_interval
 
 
 def test_miou_hand_computed_two_images():
@@ -95,3 +96,83 @@ def test_temporal_consistency_rewards_following_the_motion():
         frozen.update(image, first_labels, sequence="s")  # a prediction stuck on frame 0
     assert follows.value() > 0.9
     assert frozen.value() < 0.75
+
+
+# ---- paired evidence -------------------------------------------------------------------------
+
+
+def _scores(predictions: dict[str, list[tuple[np.ndarray, np.ndarray, str | None]]]) -> StreamScores:
+    scores = StreamScores(3)
+    for sequence, frames in predictions.items():
+        for index, (prediction, label, degraded) in enumerate(frames):
+            scores.update(sequence, index, degraded, prediction, label)
+    return scores
+
+
+def _two_model_frames(sequences: int, wrong_pixels_b: int, seed: int = 0) -> tuple[dict, dict]:
+    """Model a is right everywhere; model b gets `wrong_pixels_b` pixels of every degraded frame wrong."""
+    rng = np.random.default_rng(seed)
+    a, b = {}, {}
+    for s in range(sequences):
+        frames_a, frames_b = [], []
+        for t in range(4):
+            label = rng.integers(0, 3, 64)
+            degraded = "noise" if t % 2 else None
+            wrong = label.copy()
+            if degraded:
+                wrong[:wrong_pixels_b] = (wrong[:wrong_pixels_b] + 1) % 3
+            frames_a.append((label, label, degraded))
+            frames_b.append((wrong, label, degraded))
+        a[f"s{s}"], b[f"s{s}"] = frames_a, frames_b
+    return a, b
+
+
+def _two_models(sequences: int, wrong_pixels_b: int) -> tuple[StreamScores, StreamScores]:
+    a, b = _two_model_frames(sequences, wrong_pixels_b)
+    return _scores(a), _scores(b)
+
+
+def test_paired_delta_of_a_model_with_itself_is_zero_with_a_zero_interval():
+    a, _ = _two_models(8, 10)
+    delta = paired_delta(a, a, "all")
+    assert (delta.delta, delta.low, delta.high) == (0.0, 0.0, 0.0)
+    assert not delta.separated()
+
+
+def test_paired_delta_finds_a_gain_only_where_the_frames_differ():
+    a, b = _two_models(10, 20)
+    degraded = paired_delta(a, b, "degraded")
+    assert degraded.delta > 0
+    assert degraded.low > 0  # b is worse on every sequence: the interval excludes 0
+    assert degraded.separated()
+    assert paired_delta(a, b, "clean").delta == 0.0  # identical on clean frames
+    # the point delta recomputes mIoU from summed intersections and unions
+    assert degraded.delta == pytest.approx(100 * (a.matrix("degraded").miou() - b.matrix("degraded").miou()), abs=0.01)
+
+
+def test_paired_delta_interval_widens_when_sequences_disagree():
+    frames_a, frames_b = _two_model_frames(10, 20)
+    # right on half of the sequences, wrong on the other half
+    half = {name: (frames_b if i % 2 else frames_a)[name] for i, name in enumerate(frames_a)}
+    a, b, mixed = _scores(frames_a), _scores(frames_b), _scores(half)
+    consistent, noisy = paired_delta(a, b, "degraded"), paired_delta(a, mixed, "degraded")
+    assert noisy.high - noisy.low > consistent.high - consistent.low
+
+
+def test_paired_delta_refuses_different_frames():
+    a, _ = _two_models(4, 10)
+    c, _ = _two_models(3, 10)
+    with pytest.raises(ValueError, match="same frames"):
+        paired_delta(a, c)
+
+
+def test_stream_scores_round_trip_and_split_by_kind():
+    _, b = _two_models(3, 10)
+    again = StreamScores.from_arrays(b.to_arrays())
+    assert paired_delta(b, again).delta == 0.0
+    summary = b.summary(["x", "y", "z"])
+    assert summary["miou_clean"] == 1.0
+    assert summary["miou_degraded"] < 1.0
+    assert set(summary["miou_by_degradation"]) == {"noise"}
+    low, high = miou_interval(b, "degraded")
+    assert low <= summary["miou_degraded"] <= high

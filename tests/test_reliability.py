@@ -1,4 +1,4 @@
-"""Issue 7: bad input fails clearly (one line naming the file, exit 2, nothing overwritten);
+"""Reliability: bad input fails clearly (one line naming the file, exit 2, nothing overwritten);
 faults (kills, NaN, corrupted frames, Ctrl-C) lose nothing."""
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,6 +17,7 @@ from common.contract import read_onnx_contract
 from common.errors import UserError
 from data import Frame, SyntheticVideo, split_seed
 from runtime.__main__ import main as runtime_main
+from runtime.backends.base import PhaseTimes
 from runtime.backends.ort_runner import OnnxRuntimeRunner
 from runtime.backends.torch_runner import TorchRunner
 from runtime.loop import LoopOptions, run_loop
@@ -112,8 +116,28 @@ def test_loop_reports_accuracy_and_resets_per_sequence(tiny_run):
     summary = result.accuracy.summary(contract.class_names(), 10.0, 17.0)
     assert summary["labelled_frames"] == 7
     assert 0.0 <= summary["miou"] <= 1.0
-    assert summary["miou_by_frames_since_reset"]["1"] is not None  # frames right after each reset
+    assert summary["sequences"] == 2
+    assert summary["frames"] == 7
+    assert summary["miou_clean"] is not None  # clean and degraded frames are scored apart
     assert result.timings.rows().shape == (7, 6)
+
+
+def test_reset_every_frame_runs_each_frame_on_a_zero_state(tiny_run):
+    """--reset-every 1 is how the state is zeroed to measure what it buys: each frame as a fresh stream's first."""
+    contract = read_onnx_contract(tiny_run / "model.onnx")
+    frames = _frames(4)
+    captured = []
+    with OnnxRuntimeRunner(contract, tiny_run / "model.onnx") as runner:
+        sink = lambda frame, labels: captured.append(labels.copy())  # noqa: E731
+        run_loop(runner, frames, _quiet(policy=StatePolicy(reset_every=1)), source_fps=17.0, sinks=(sink,))
+        carried = []
+        run_loop(runner, frames, _quiet(), source_fps=17.0, sinks=(lambda f, labels: carried.append(labels.copy()),))
+    for frame, labels in zip(frames, captured, strict=True):
+        with OnnxRuntimeRunner(contract, tiny_run / "model.onnx") as fresh:
+            Preprocessor(contract)(frame.image, fresh.image)
+            fresh.infer()
+            assert np.array_equal(fresh.labels[0], labels)
+    assert any(not np.array_equal(a, b) for a, b in zip(captured[1:], carried[1:], strict=True))  # the state counts
 
 
 def test_reset_every_n_and_scene_cut():
@@ -226,3 +250,102 @@ def test_ctrl_c_stops_after_the_current_frame_and_reports(tiny_run):
         result = run_loop(runner, frames(), _quiet(), source_fps=17.0)
     assert result.interrupted
     assert result.frames == 6  # frame 5 (already read) completes, nothing after it
+
+
+# ---- NaN/Inf state -------------------------------------------------------------------------------
+
+
+def _poison_state_after(runner: OnnxRuntimeRunner, frame: int) -> list[int]:
+    """Make the state that frame `frame` writes NaN (as a corrupted frame would) in an active runner.
+    Returns a log that gets, per reset_state() call, the number of frames run before it."""
+    infer, reset_state = runner.infer, runner.reset_state
+    resets: list[int] = []
+    done = [0]
+
+    def poisoned_infer() -> PhaseTimes:
+        times = infer()
+        if done[0] == frame:
+            runner.current_state().fill(np.nan)
+        done[0] += 1
+        return times
+
+    def logged_reset() -> None:
+        resets.append(done[0])
+        reset_state()
+
+    runner.infer, runner.reset_state = poisoned_infer, logged_reset
+    return resets
+
+
+def _stream_labels(runner: OnnxRuntimeRunner, frames: list[Frame], options: LoopOptions) -> list[np.ndarray]:
+    labels: list[np.ndarray] = []
+    run_loop(runner, frames, options, source_fps=17.0, sinks=(lambda frame, out: labels.append(out.copy()),))
+    return labels
+
+
+def test_after_a_nan_reset_the_stream_goes_on_as_a_fresh_one(tiny_run):
+    """The state written at frame 1 is NaN: frames 2 and 3 get exactly the labels of a stream that starts at 2."""
+    contract = read_onnx_contract(tiny_run / "model.onnx")
+    frames = _frames(4)
+    with OnnxRuntimeRunner(contract, tiny_run / "model.onnx") as runner:
+        _poison_state_after(runner, 1)
+        labels = _stream_labels(runner, frames, _quiet())
+    with OnnxRuntimeRunner(contract, tiny_run / "model.onnx") as fresh:
+        expected = _stream_labels(fresh, frames[2:], _quiet())
+    assert np.array_equal(labels[2], expected[0])
+    assert np.array_equal(labels[3], expected[1])
+
+
+def test_a_nan_reset_restarts_the_frames_since_reset_count(tiny_run):
+    """With --reset-every 2, a NaN reset after frame 1 is followed by 2 frames on the new state (2 and 3),
+    as after any reset: the every-N reset comes before frame 4, not before frame 3."""
+    contract = read_onnx_contract(tiny_run / "model.onnx")
+    with OnnxRuntimeRunner(contract, tiny_run / "model.onnx") as runner:
+        resets_at = _poison_state_after(runner, 1)
+        result = run_loop(runner, _frames(6), _quiet(policy=StatePolicy(reset_every=2)), source_fps=17.0)
+    assert resets_at == [0, 2, 4]  # start, NaN after frame 1 (2 frames run), every-N before frame 4
+    assert result.resets == {"start": 1, "sequence": 0, "every_n": 1, "scene_cut": 0, "non_finite": 1}
+
+
+# ---- no torch on the deployment side -------------------------------------------------------------
+
+NO_TORCH = '''
+"""Started by Python before anything else: `import torch` raises, as on a Jetson without PyTorch."""
+import importlib.abc
+import sys
+
+
+class RefuseTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(f"{name} is not installed here (test: deployment without torch)")
+        return None
+
+
+sys.meta_path.insert(0, RefuseTorch())
+'''
+
+
+def _without_torch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `python *args` in the repository with a sitecustomize.py that refuses torch."""
+    (tmp_path / "sitecustomize.py").write_text(NO_TORCH)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, *args], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_runtime_and_engine_run_without_torch(tmp_path):
+    refused = _without_torch(tmp_path, "-c", "import torch")
+    assert refused.returncode != 0  # the prelude does refuse torch
+    assert "not installed here" in refused.stderr
+    help_text = _without_torch(tmp_path, "-m", "runtime", "--help")
+    assert help_text.returncode == 0, help_text.stderr
+    assert "usage: python -m runtime" in help_text.stdout
+    imports = (
+        "import sys\n"
+        "import runtime.loop, runtime.session, runtime.report, runtime.backends.ort_runner, runtime.__main__\n"
+        "import engine, engine.build, engine.__main__\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    imported = _without_torch(tmp_path, "-c", imports)
+    assert imported.returncode == 0, imported.stderr

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,20 +17,20 @@ from models import build_model
 from models.checkpoint import save_checkpoint
 from tests.conftest import TINY
 from train.__main__ import main as train_main
-from train.config import PRESETS
+from train.config import preset_config, recipe
 from train.init import init_from_checkpoint, load_pretrained_backbone
-from train.trainer import lr_factor
+from train.trainer import ClipForward, TrainingRun, lr_factor, supervised_labels
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_poly_schedule_with_warmup_and_paper_exponential_decay():
-    poly = lr_factor(PRESETS["default"].with_overrides(model="m", steps=100, warmup_steps=10))
+    poly = lr_factor(preset_config("default", "base", model="m", steps=100, warmup_steps=10))
     assert poly(0) == pytest.approx(0.1 * 1.0)  # first warm-up step
     assert poly(9) == pytest.approx((1 - 0.09) ** 0.9)
     assert poly(50) == pytest.approx(0.5**0.9)
     assert poly(100) == 0.0
-    exp = lr_factor(PRESETS["paper"].with_overrides(model="m", steps=100))
+    exp = lr_factor(preset_config("paper", "base", model="m", steps=100))
     assert exp(0) == 1.0
     assert exp(100) == pytest.approx(0.01)  # paper Table I: decay rate 0.01
     assert exp(50) == pytest.approx(0.1)
@@ -102,3 +103,55 @@ def test_torchrun_trains_with_two_processes_on_cpu(tmp_path):
     assert record["world_size"] == 2  # gloo on CPU
     assert result.stdout.count("stage train") == 1  # rank 0 alone reports and writes
     assert (tmp_path / "checkpoint.pt").is_file()
+
+
+def _smoke_base(tmp_path: Path, model: str = "fcresnet18x0.25") -> Path:
+    out = tmp_path / "base"
+    assert train_main(["--model", model, "--preset", "smoke", "--out-dir", str(out)]) == 0
+    return out / "checkpoint.pt"
+
+
+def test_finetune_needs_a_base_and_records_its_recipe(tmp_path, capsys):
+    from common.errors import run_cli
+
+    argv = ["--model", TINY, "--preset", "smoke", "--stage", "finetune", "--out-dir", str(tmp_path / "t")]
+    assert run_cli(train_main, argv) == 2
+    assert "--init-from" in capsys.readouterr().err
+    base = _smoke_base(tmp_path)
+    assert train_main([*argv, "--init-from", str(base)]) == 0
+    record = json.loads((tmp_path / "t" / "train.json").read_text())
+    assert record["recipe"]["stage"] == "finetune"
+    assert record["recipe"]["clip_length"] == 2
+    assert record["recipe"]["amp"] in ("bf16", "fp32")  # autocast as resolved on this machine, not "auto"
+    base_record = json.loads((tmp_path / "base" / "train.json").read_text())
+    assert record["recipe"]["init"]["recipe"] == base_record["recipe"]  # the base's own recipe, carried along
+    from common.io import sha256_file
+
+    assert record["recipe"]["init"]["sha256"] == sha256_file(base)
+    expected = recipe(preset_config("smoke", "finetune"))
+    assert {k for k, v in expected.items() if record["recipe"][k] != v} <= {"amp"}
+
+
+def test_control_and_temporal_model_see_the_same_clips_and_score_the_same_frames(tmp_path):
+    """The paired protocol: same base, same batches, loss on frames 1..L-1 for both."""
+    base = _smoke_base(tmp_path)
+    configs = {m: preset_config("smoke", "finetune", model=m, init_from=str(base)) for m in ("fcresnet18x0.25", TINY)}
+    runs = {m: TrainingRun(c) for m, c in configs.items()}
+    assert {r.clip_length for r in runs.values()} == {2}
+    from train.clips import sample_batch
+
+    batches = [
+        sample_batch(r.sampler, seed=0, rank=0, step=3, batch_size=2, clip_length=r.clip_length, crop=None)
+        for r in runs.values()
+    ]
+    assert np.array_equal(batches[0].images, batches[1].images)
+    assert np.array_equal(batches[0].labels, batches[1].labels)
+    clip = torch.from_numpy(batches[0].images)
+    for run in runs.values():
+        run.initialise()
+        logits = ClipForward(run.model.eval())(clip)
+        assert logits.shape[1] == 1  # frame 1 only: frame 0 feeds the state
+        assert supervised_labels(torch.from_numpy(batches[0].labels)).shape[1] == 1
+    with torch.no_grad():  # the temporal model starts as the control (zero weights on the state channels)
+        control, temporal = (ClipForward(r.model.eval())(clip) for r in runs.values())
+    torch.testing.assert_close(control, temporal)

@@ -1,11 +1,11 @@
 """runtime/cuda.py and the TensorRT runner: what runs without a GPU, and the GPU checks (marker `gpu`).
 
-No GPU here, so the runner is driven through `FakeCuda` (a CudaApi whose "device memory" is numpy arrays and
+CI has no GPU, so the runner is driven through `FakeCuda` (a CudaApi whose "device memory" is numpy arrays and
 whose every call is logged) and a fake TensorRT whose execution context computes the test graph in numpy from
 the addresses bound to it. The graph is a one-conv contract graph made with onnx.helper (no torch): its state
 feeds back into the logits, so a wrong buffer swap changes the labels, which are compared with ONNX Runtime
 frame by frame. Refusing engines is checked on a real TensorRT-RTX engine (built on the CPU) before any
-deserialization. The `gpu` tests run the real thing and skip here with the reason.
+deserialization. The `gpu` tests run the real thing and skip, with the reason, where no GPU is.
 """
 
 from __future__ import annotations
@@ -694,7 +694,7 @@ def test_labels_match_onnxruntime_and_state_buffers_alternate(graph, tmp_path, f
         assert runner.labels is runner._labels_host  # the D2H copy lands in the array the loop reads
     pair = set(addresses[0] + addresses[1])
     touched = [e[0] for e in cuda.log if e[0] in ("htod", "dtoh", "memset") and e[1] in pair]
-    assert touched == ["memset"] + ["dtoh"] * len(images)  # zeroed at activation, mirrored per frame, never copied in
+    assert touched == ["memset"]  # zeroed at activation, never copied (6 frames: before the first NaN check, 10)
     bound = [(e[1], e[2]) for e in cuda.log if e[0] == "set_tensor_address" and e[1].startswith("state")]
     per_frame = bound[-2 * len(images) :]
     for t in range(len(images)):
@@ -704,19 +704,22 @@ def test_labels_match_onnxruntime_and_state_buffers_alternate(graph, tmp_path, f
 
 
 def test_each_frame_is_h2d_execute_d2h_with_one_sync_and_exact_phase_times(tmp_path, fake_gpu):
-    runner, cuda = make_fake_runner(tmp_path)
+    runner, cuda = make_fake_runner(tmp_path, nan_check_every=3)
     with runner:
         allocations = [sum(1 for e in cuda.log if e[0] == kind) for kind in ("malloc", "host_alloc")]
         cuda.log.clear()
         results = run_frames(runner, frames(3))
         image_ptr, labels_ptr = runner._device["image"].ptr, runner._device["labels"].ptr
         log = list(cuda.log)
-    for (_, _, times), ops in zip(results, frame_slices(log), strict=True):
+    timed = ["record", "htod", "record", "execute", "record", "dtoh", "record"]
+    for t, ((_, _, times), ops) in enumerate(zip(results, frame_slices(log), strict=True), start=1):
         assert (times.h2d, times.compute, times.d2h) == (COST_MS["htod"], COST_MS["execute"], COST_MS["dtoh"])
-        kinds = [e[0] for e in ops if e[0] != "set_tensor_address"]
-        assert kinds == ["record", "htod", "record", "execute", "record", "dtoh", "record", "dtoh", "sync"]
-        assert (ops[1][1], ops[-4][1]) == (image_ptr, labels_ptr)  # image in, labels out; logits stay on device
-        assert ops[-2][2] == tiny_contract().states[0].nbytes  # the small state mirror, after the timed copy
+        mirror = ["dtoh"] if t == 3 else []  # only the check frame copies the state back, after the timed copy
+        assert [e[0] for e in ops if e[0] != "set_tensor_address"] == [*timed, *mirror, "sync"]
+        copies = [e for e in ops if e[0] in ("htod", "dtoh")]
+        assert (copies[0][1], copies[1][1]) == (image_ptr, labels_ptr)  # image in, labels out; logits stay on device
+        if mirror:
+            assert copies[2][2] == tiny_contract().states[0].nbytes  # the small state mirror
     assert not [e for e in log if e[0] in ("malloc", "host_alloc", "event")]  # nothing allocated per frame
     assert allocations == [3 + 2, 3]  # image, logits, labels + two per state; pinned image, labels, state mirror
     assert [e for e in log if e[0] in ("sync", "event_sync")] == [("sync",)] * 3  # one sync per frame
@@ -725,13 +728,11 @@ def test_each_frame_is_h2d_execute_d2h_with_one_sync_and_exact_phase_times(tmp_p
 def test_reset_zeroes_the_current_state_and_a_nan_state_is_seen(graph, tmp_path, fake_gpu):
     images = frames(3, seed=1)
     expected = ort_labels(graph, images)
-    runner, cuda = make_fake_runner(tmp_path)
+    runner, cuda = make_fake_runner(tmp_path, nan_check_every=1)  # every frame
     with runner:
         assert runner.state_is_finite()
         run_frames(runner, images[:2])
-        poisoned = images[2].copy()
-        poisoned[0, :, 0, 0] = np.nan
-        runner.image[...] = poisoned
+        runner.image[...] = _poisoned(images[2])
         runner.infer()
         assert not runner.state_is_finite()  # the copied-back state holds the NaN
         cuda.log.clear()
@@ -741,6 +742,41 @@ def test_reset_zeroes_the_current_state_and_a_nan_state_is_seen(graph, tmp_path,
         assert runner.state_is_finite()
         (labels, _, _), *_ = run_frames(runner, images[:1])
         np.testing.assert_array_equal(labels, expected[0])  # after a reset the stream starts afresh
+
+
+def _poisoned(image: np.ndarray) -> np.ndarray:
+    out = image.copy()
+    out[0, :, 0, 0] = np.nan  # one pixel: its logits and so its state become NaN, and stay NaN frame after frame
+    return out
+
+
+def test_the_nan_check_copies_the_state_back_every_nth_frame_and_sees_a_nan_late(tmp_path, fake_gpu):
+    images = frames(8, seed=4)
+    images[3] = _poisoned(images[3])  # frame 4 writes a NaN state; the checks are on frames 3 and 6
+    runner, cuda = make_fake_runner(tmp_path, nan_check_every=3)
+    with runner:
+        pair = {b.ptr for b in runner._states[0].buffers}
+        seen, copied = [], []
+        for image in images[:7]:
+            cuda.log.clear()
+            runner.image[...] = image
+            runner.infer()
+            copied.append(sum(1 for e in cuda.log if e[0] == "dtoh" and e[1] in pair))
+            seen.append(runner.state_is_finite())
+        assert copied == [0, 0, 1, 0, 0, 1, 0]
+        assert seen == [True] * 5 + [False, False]  # seen at frame 6, two frames late; still known bad at 7
+        assert not np.isfinite(cuda.array(runner.state_addresses()[0], tiny_contract().states[0])).all()
+        runner.reset_state()
+        assert runner.state_is_finite()
+        runner.image[...] = images[7]
+        runner.infer()
+        assert runner.state_is_finite()
+
+
+def test_nan_check_every_must_be_at_least_one():
+    with pytest.raises(ValueError, match="nan_check_every must be at least 1"):
+        TensorRTRunner(tiny_contract(), "x.engine", nan_check_every=0)
+    assert TensorRTRunner(tiny_contract(), "x.engine").nan_check_every == trt_runner.NAN_CHECK_EVERY == 10
 
 
 def test_cuda_graphs_capture_one_graph_per_parity(graph, tmp_path, fake_gpu):
@@ -798,7 +834,7 @@ def test_memory_figures_and_everything_freed(tmp_path, fake_gpu):
 
 def _cuda_api(name: str) -> CudaApi:
     if cuda_gpu() is None:
-        pytest.skip("needs an NVIDIA GPU: CUDA buffers are untested on the CPU-only machines")
+        pytest.skip("needs an NVIDIA GPU: real CUDA buffers need a device (none visible)")
     if name == "pycuda":
         pytest.importorskip("pycuda.driver", reason="pycuda not installed (it compiles against a CUDA toolkit)")
         return rc.PyCudaApi()

@@ -1,6 +1,8 @@
-"""`python -m train --model NAME [--preset smoke|default|paper] [--out-dir runs/NAME] [--resume]`.
+"""`python -m train --model NAME [--preset smoke|default|compare|paper] [--stage base|finetune] ...`.
 
-Writes runs/NAME/checkpoint.pt and train.json. Multi-process: `torchrun --nproc_per_node N -m train ...`.
+Stage `base` trains a frame-by-frame model from scratch (runs/NAME/base/); stage `finetune` trains
+any model from a trained base (`--init-from`), the temporal variants and their controls alike.
+Writes OUT_DIR/checkpoint.pt and train.json. Multi-process: `torchrun --nproc_per_node N -m train ...`.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from pathlib import Path
 
 from common.errors import UserError, run_cli
 from models import UnknownModelError, resolve_name
-from train.config import PRESETS
-from train.trainer import train
+from train.config import PRESETS, STAGES, preset_config
+from train.trainer import train, val_line
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -23,7 +25,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--preset",
         default="default",
         choices=sorted(PRESETS),
-        help="budget preset (default: default, ~5 min on 2 cores)",
+        help="budget preset (default: default, a base in ~9 min on 2 cores)",
+    )
+    p.add_argument(
+        "--stage", default="base", choices=STAGES, help="base: from scratch; finetune: from --init-from (default base)"
     )
     p.add_argument("--out-dir", type=Path, help="run directory (default runs/MODEL)")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.last.pt if present")
@@ -34,6 +39,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--height", type=int, help="frame height in pixels")
     p.add_argument("--width", type=int, help="frame width in pixels")
     p.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="training crop")
+    p.add_argument("--min-scale", type=float, help="smallest random render scale before the crop (1: none)")
+    p.add_argument("--class-weights", choices=("erfnet", "none"), help="per-class loss weights")
     p.add_argument("--clip-length", type=int, help="frames per clip (temporal models; >2 unrolls)")
     p.add_argument("--target-offset", type=int, help="train for the label of frame t+k (latency-aware, FLAME)")
     p.add_argument("--eval-every", type=int, help="steps between validations")
@@ -42,6 +49,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--init-from", help="tempseg checkpoint to initialise from (e.g. the non-temporal model)")
     p.add_argument("--reinit-after-in", type=int, help="blocks after the in position left freshly initialised")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="training device")
+    p.add_argument("--amp", choices=("auto", "bf16", "fp32"), help="autocast dtype (auto: bf16 where native)")
     return p.parse_args(argv)
 
 
@@ -51,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = resolve_name(args.model)
     except UnknownModelError as err:
         raise UserError(str(err)) from None
-    config = PRESETS[args.preset].with_overrides(
+    config = preset_config(
+        args.preset,
+        args.stage,
         model=model,
         data=args.data,
         steps=args.steps,
@@ -60,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         height=args.height,
         width=args.width,
         crop=tuple(args.crop) if args.crop else None,
+        min_scale=args.min_scale,
+        class_weights=args.class_weights,
         clip_length=args.clip_length,
         target_offset=args.target_offset,
         eval_every=args.eval_every,
@@ -68,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         init_from=args.init_from,
         reinit_after_in=args.reinit_after_in,
         device=args.device,
+        amp=args.amp,
     )
     out_dir = args.out_dir or Path("runs") / model
     started = time.perf_counter()
@@ -75,10 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if record["rank"] != 0:
         return 0
     last = record["epochs"][-1] if record["epochs"] else {}
-    print(
-        f"stage train: {time.perf_counter() - started:.1f} s -> {out_dir / 'checkpoint.pt'} "
-        f"(val mIoU {last.get('val_miou', float('nan')):.4f})"
-    )
+    print(f"stage train: {time.perf_counter() - started:.1f} s -> {out_dir / 'checkpoint.pt'} ({val_line(last)})")
     return 0
 
 

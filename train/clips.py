@@ -17,6 +17,7 @@ import numpy as np
 from common.errors import UserError
 from common.preprocess import normalize_bgr
 from data import CityscapesClips, SyntheticVideo, augment_clip, split_seed
+from data.frames import resize_image, resize_label
 from metrics import IGNORE_INDEX
 
 
@@ -41,7 +42,8 @@ class SyntheticClipSampler:
         target_offset: int,
         min_size: tuple[int, int] = (0, 0),
         min_scale: float = 1.0,
-        cache: int = 128,
+        cache: int = 1024,
+        frame_cache_mb: int = 0,
     ) -> None:
         self.sequences, self.length = sequences, length
         self.height, self.width = height, width
@@ -49,6 +51,9 @@ class SyntheticClipSampler:
         self.target_offset = target_offset
         self._videos: OrderedDict[int, SyntheticVideo] = OrderedDict()
         self._cache = cache  # scenes are costly to build (~50 ms) and small to keep: hold them all
+        # A full-size frame costs ~5 ms to render and 0.5 MB to keep; a default run draws each one ~8 times.
+        self._frames: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._frame_budget = frame_cache_mb * 2**20 // (height * width * 4)
 
     def clip(self, rng: np.random.Generator, clip_length: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         last_start = self.length - clip_length - self.target_offset
@@ -57,14 +62,36 @@ class SyntheticClipSampler:
                 f"synthetic sequences of {self.length} frames are too short for clips of {clip_length} "
                 f"+ offset {self.target_offset}"
             )
-        video = self._video(int(rng.integers(self.sequences)))
+        index = int(rng.integers(self.sequences))
         start = int(rng.integers(last_start + 1))
         size = self._size(rng)
         # Each frame is rendered once; with a target offset k the labels come from frames t+k.
-        rendered = [video.render(start + j, size) for j in range(clip_length + self.target_offset)]
-        frames = [f.image for f in rendered[:clip_length]]
-        labels = [f.label for f in rendered[self.target_offset : self.target_offset + clip_length]]
+        rendered = [self._frame(index, start + j, size) for j in range(clip_length + self.target_offset)]
+        frames = [image for image, _ in rendered[:clip_length]]
+        labels = [label for _, label in rendered[self.target_offset : self.target_offset + clip_length]]
         return frames, labels
+
+    def warm_cache(self) -> None:
+        """Render every training frame into the cache (as a long run has by its end), as far as it holds."""
+        for index in range(self.sequences):
+            for t in range(self.length):
+                if len(self._frames) < self._frame_budget:
+                    self._frame(index, t, (self.height, self.width))
+
+    def _frame(self, index: int, t: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(image, label) of frame t at `size`: a full-size render from the cache, resized."""
+        if not self._frame_budget:
+            frame = self._video(index).render(t, size)
+            return frame.image, frame.label
+        key = (index, t)
+        if key not in self._frames:
+            frame = self._video(index).render(t)
+            self._frames[key] = (frame.image, frame.label)
+            while len(self._frames) > self._frame_budget:
+                self._frames.popitem(last=False)
+        self._frames.move_to_end(key)
+        image, label = self._frames[key]
+        return resize_image(image, *size), resize_label(label, *size)
 
     def _size(self, rng: np.random.Generator) -> tuple[int, int]:
         """Random render size: scale augmentation, never smaller than the crop."""
@@ -108,6 +135,7 @@ def make_sampler(
     length: int,
     crop: tuple[int, int] | None = None,
     min_scale: float = 1.0,
+    frame_cache_mb: int = 0,
 ) -> SyntheticClipSampler | CityscapesClipSampler:
     """The clip sampler of a `--data` spec: "synthetic" or "cityscapes:PATH"."""
     if data == "synthetic":
@@ -119,6 +147,7 @@ def make_sampler(
             target_offset=target_offset,
             min_size=crop or (height, width),
             min_scale=min_scale,
+            frame_cache_mb=frame_cache_mb,
         )
     if data.startswith("cityscapes:"):
         return CityscapesClipSampler(

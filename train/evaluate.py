@@ -1,73 +1,112 @@
-"""Validation as the runtime sees it: whole val sequences streamed in order, the state carried.
+"""Validation as the runtime sees it: val sequences streamed through the runtime's loop and torch runner.
 
-mIoU is also split by frame kind: on frames with a transient degradation (noise, blur, flicker,
-occluder) a temporal model can lean on the clean frame before; on clean frames it should not lose.
+The model in memory runs through the same Runner and frame loop as a deployed graph, so training
+reports the accuracy the runtime will measure: mIoU of all, clean and degraded frames, per-class IoU.
+For a temporal model `state_gain` scores the same frames again with the state zeroed before every
+frame (the runtime's --reset-every 1): the difference is what the state buys, with its interval.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+
 import torch
 
-from common.preprocess import normalize_bgr
-from data import SyntheticVideo, split_seed
-from metrics import ConfusionMatrix
+from data import CLASS_NAMES, Frame, open_source
+from metrics import StreamScores, paired_delta
 from models import FCResNet
+from models.contract import build_contract
+from runtime.backends.torch_runner import TorchRunner
+from runtime.loop import LoopOptions, run_loop
+from runtime.policy import StatePolicy
 from train.config import TrainConfig
 
 
-@torch.no_grad()
-def evaluate_stream(model: FCResNet, config: TrainConfig, device: torch.device, split: str = "val") -> dict[str, float]:
-    """mIoU and pixel accuracy over `config.val_sequences` synthetic sequences at full frame size."""
-    model.eval()
-    classes = model.config.num_classes
-    overall, degraded, clean = ConfusionMatrix(classes), ConfusionMatrix(classes), ConfusionMatrix(classes)
-    for index in range(config.val_sequences):
-        length = config.val_frames + config.target_offset
-        video = SyntheticVideo(split_seed(split, index), config.height, config.width, length=length)
-        states = None
-        for t in range(config.val_frames):
-            frame = video.render(t)
-            image = torch.from_numpy(normalize_bgr(frame.image)).to(device)
-            states = model.initial_states(image) if states is None else states
-            logits, *states = model(image, *states)
-            prediction = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
-            target = video.render(t + config.target_offset).label
-            overall.update(prediction, target)
-            (degraded if frame.degraded else clean).update(prediction, target)
-    return {
-        "val_miou": _round(overall.miou()),
-        "val_pixel_acc": _round(overall.pixel_accuracy()),
-        "val_miou_degraded_frames": _round(degraded.miou()),
-        "val_miou_clean_frames": _round(clean.miou()),
-    }
+def stream_scores(
+    model: FCResNet, config: TrainConfig, device: torch.device, *, zero_state: bool = False
+) -> StreamScores:
+    """Scores of `config.val_sequences` synthetic val sequences of `config.val_frames` frames each
+    (Cityscapes val clips when the config trains on Cityscapes), through the runtime's loop."""
+    contract = build_contract(model, config.model, height=config.height, width=config.width)
+    runner = TorchRunner(contract, model=model, device=device.type)
+    policy = StatePolicy(reset_every=1 if zero_state else None)
+    options = LoopOptions(warmup=0, policy=policy, consistency=False, progress=False)
+    with runner:
+        result = run_loop(runner, val_frames(config), options, source_fps=17.0)
+    return result.accuracy.scores
 
 
-def _round(value: float) -> float | None:
-    return None if np.isnan(value) else round(value, 5)
+def val_frames(config: TrainConfig) -> Iterator[Frame]:
+    """The validation frames of `config`'s data, in stream order, labelled where the truth is known."""
+    if config.data.startswith("cityscapes:"):
+        yield from cityscapes_frames(config)
+        return
+    k = config.target_offset
+    source = open_source(
+        "synthetic",
+        split="val",
+        height=config.height,
+        width=config.width,
+        frames=config.val_sequences * (config.val_frames + k),
+        sequence_length=config.val_frames + k,
+    )
+    with source:
+        yield from labels_ahead(source, k)
 
 
-@torch.no_grad()
-def evaluate_cityscapes(model: FCResNet, config: TrainConfig, device: torch.device) -> dict[str, float]:
-    """mIoU and pixel accuracy on Cityscapes val clips (section IV-A: previous frame -> state, annotated frame)."""
+def cityscapes_frames(config: TrainConfig) -> Iterator[Frame]:
+    """Cityscapes val clips (paper section IV-A: previous frame -> state, annotated frame): each clip a
+    sequence of two frames, only the last labelled."""
     from data import CityscapesClips
 
-    model.eval()
     root = config.data.split(":", 1)[1]
     clips = CityscapesClips(
         root, "val", clip_length=2, target_offset=config.target_offset, height=config.height, width=config.width
     )
-    confusion = ConfusionMatrix(model.config.num_classes)
     for index in range(len(clips)):
-        frames, label = clips[index]
-        previous, current = (torch.from_numpy(normalize_bgr(f)).to(device) for f in frames[-2:])
-        logits = model(current, *model.next_states(previous))[0]
-        confusion.update(logits.argmax(1)[0].cpu().numpy().astype(np.uint8), label)
-    return {"val_miou": _round(confusion.miou()), "val_pixel_acc": _round(confusion.pixel_accuracy())}
+        images, label = clips[index]
+        for t, image in enumerate(images):
+            last = t == len(images) - 1
+            yield Frame(image=image, label=label if last else None, index=t, sequence=f"cityscapes/val/{index}")
 
 
-def evaluate(model: FCResNet, config: TrainConfig, device: torch.device) -> dict[str, float]:
+def labels_ahead(frames: Iterable[Frame], offset: int) -> Iterator[Frame]:
+    """Frame t with the label of frame t + `offset` of its sequence (the latency-aware target);
+    the last `offset` frames of each sequence have no such label and are left out."""
+    window: deque[Frame] = deque()
+    for frame in frames:
+        if window and window[0].sequence != frame.sequence:
+            window.clear()
+        window.append(frame)
+        if len(window) > offset:
+            yield replace(window.popleft(), label=frame.label)
+
+
+def evaluate_synthetic(model: FCResNet, config: TrainConfig, device: torch.device, *, final: bool) -> dict:
+    """The val record of train.json; on the `final` pass of a temporal model also its state gain."""
+    scores = stream_scores(model, config, device)
+    summary = scores.summary(list(CLASS_NAMES))
+    record = {
+        "val_miou": summary["miou"],
+        "val_miou_clean": summary["miou_clean"],
+        "val_miou_degraded": summary["miou_degraded"],
+        "val_pixel_acc": summary["pixel_acc"],
+        "val_frames": summary["frames"],
+        "val_sequences": summary["sequences"],
+        "val_per_class_iou_clean": summary["per_class_iou_clean"],
+        "val_miou_by_degradation": summary["miou_by_degradation"],
+    }
+    if final and model.num_states:
+        zeroed = stream_scores(model, config, device, zero_state=True)
+        record["state_gain"] = {s: paired_delta(scores, zeroed, s).to_dict() for s in ("clean", "degraded")}
+    return record
+
+
+def evaluate(model: FCResNet, config: TrainConfig, device: torch.device, *, final: bool = False) -> dict:
     """Validation on the data the model trains on: Cityscapes val clips, or synthetic val sequences."""
     if config.data.startswith("cityscapes:"):
-        return evaluate_cityscapes(model, config, device)
-    return evaluate_stream(model, config, device)
+        summary = stream_scores(model, config, device).summary(list(CLASS_NAMES))
+        return {"val_miou": summary["miou"], "val_pixel_acc": summary["pixel_acc"]}
+    return evaluate_synthetic(model, config, device, final=final)

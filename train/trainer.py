@@ -27,17 +27,56 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from common.errors import UserError
-from common.io import write_json
+from common.io import sha256_file, write_json
 from models import FCResNet, build_model, check_input_size
 from models.checkpoint import read_checkpoint, save_checkpoint
 from train.clips import make_sampler, sample_batch
-from train.config import TrainConfig
+from train.config import TrainConfig, recipe
 from train.evaluate import evaluate
 from train.init import init_from_checkpoint, load_pretrained_backbone
 
 log = logging.getLogger(__name__)
 LAST = "checkpoint.last.pt"
 FINAL = "checkpoint.pt"
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of `amp` on `device`: bf16, or None for plain fp32.
+
+    "auto" takes bf16 where the hardware computes it natively (CPUs with AVX-512 BF16 or AMX through
+    oneDNN, CUDA GPUs from Ampere on); elsewhere bf16 is emulated and slower than fp32.
+    """
+    if amp not in ("auto", "bf16", "fp32"):
+        raise UserError(f"unknown --amp {amp!r}: use auto, bf16 or fp32")
+    if amp == "fp32":
+        return None
+    if amp == "auto" and not _native_bf16(device):
+        return None
+    return torch.bfloat16
+
+
+def _native_bf16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def class_weights(kind: str, sampler, num_classes: int, *, seed: int, clips: int = 64) -> torch.Tensor:
+    """Per-class loss weights from the label frequencies p of `clips` training clips.
+
+    "erfnet": 1 / ln(1.10 + p), the ENet weighting with ERFNet's constant (rare classes weigh ~4x road);
+    "none": all ones.
+    """
+    if kind == "none":
+        return torch.ones(num_classes)
+    if kind != "erfnet":
+        raise UserError(f"unknown class weighting {kind!r}: use 'erfnet' or 'none'")
+    counts = np.zeros(num_classes, np.int64)
+    for item in range(clips):
+        _, labels = sampler.clip(np.random.default_rng((seed, 1 << 20, item)), 1)
+        counts += np.bincount(labels[0].ravel(), minlength=256)[:num_classes]
+    frequency = counts / max(1, counts.sum())
+    return torch.from_numpy(1.0 / np.log(1.10 + frequency)).float()
 
 
 def lr_factor(config: TrainConfig):
@@ -57,8 +96,10 @@ def lr_factor(config: TrainConfig):
 class ClipForward(nn.Module):
     """Runs a whole clip through the model so DDP sees one forward per step.
 
-    Returns logits [B, L', C, H, W] of the supervised frames: frames 1..L-1 for a temporal
-    model (each with the state of the frame before), every frame for a frame-by-frame one.
+    Returns logits [B, L', C, H, W] of the supervised frames, frames 1..L-1 of a clip of L > 1
+    (each with the state of the frame before, for a temporal model), or the one frame when L = 1.
+    A frame-by-frame model skips frame 0: it is the temporal model's input only, so a control
+    fine-tuned on the same clips is scored on the same frames.
     """
 
     def __init__(self, model: FCResNet) -> None:
@@ -67,8 +108,9 @@ class ClipForward(nn.Module):
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         if self.model.num_states == 0:
-            b, length = clip.shape[:2]
-            return self.model(clip.flatten(0, 1))[0].unflatten(0, (b, length))
+            frames = clip if clip.shape[1] == 1 else clip[:, 1:]
+            b, length = frames.shape[:2]
+            return self.model(frames.flatten(0, 1))[0].unflatten(0, (b, length))
         states = self.model.next_states(clip[:, 0])
         outputs = []
         for t in range(1, clip.shape[1]):
@@ -77,56 +119,120 @@ class ClipForward(nn.Module):
         return torch.stack(outputs, dim=1)
 
 
-def supervised_labels(model: FCResNet, labels: torch.Tensor) -> torch.Tensor:
+def supervised_labels(labels: torch.Tensor) -> torch.Tensor:
     """Labels of the frames ClipForward returns logits for."""
-    return labels if model.num_states == 0 else labels[:, 1:]
+    return labels if labels.shape[1] == 1 else labels[:, 1:]
+
+
+def clip_length_of(model: FCResNet, config: TrainConfig) -> int:
+    """Frames per clip: the config's, at least 2 for a temporal model (a state needs a frame before)."""
+    return max(2, config.clip_length) if model.num_states else max(1, config.clip_length)
+
+
+class TrainingRun:
+    """One model's training state: model, optimizer, schedule, clip sampler and loss weights.
+
+    `step(i)` runs optimizer step i on the batch that step i always gets (a pure function of the
+    seed, rank and step), so two runs stepped alternately in one process (bench/train_speed.py)
+    see the same data as they would alone.
+    """
+
+    def __init__(self, config: TrainConfig, *, rank: int = 0, world: int = 1, device: torch.device | None = None):
+        self.config, self.rank, self.world = config, rank, world
+        self.device = device or torch.device("cpu")
+        try:
+            check_input_size(*(config.crop or (config.height, config.width)))
+            check_input_size(config.height, config.width)
+        except ValueError as err:
+            raise UserError(str(err)) from None
+        if config.stage == "finetune" and not config.init_from:
+            raise UserError("the finetune stage starts from a trained base: pass --init-from BASE/checkpoint.pt")
+        torch.manual_seed(config.seed)
+        model = build_model(config.model).to(self.device)
+        self.model = model.to(memory_format=torch.channels_last) if config.channels_last else model
+        self.autocast = autocast_dtype(config.amp, self.device)
+        self.clip_length = clip_length_of(self.model, config)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(config))
+        self.forward = ClipForward(self.model)
+        if world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.forward, device_ids=ids)
+        self.sampler = make_sampler(
+            config.data,
+            height=config.height,
+            width=config.width,
+            clip_length=self.clip_length,
+            target_offset=config.target_offset,
+            sequences=config.train_sequences,
+            length=config.sequence_length,
+            crop=config.crop,
+            min_scale=config.min_scale,
+            frame_cache_mb=config.frame_cache_mb,
+        )
+        self.weights = class_weights(config.class_weights, self.sampler, model.config.num_classes, seed=config.seed)
+        self.weights = self.weights.to(self.device)
+
+    def initialise(self) -> None:
+        """Pretrained encoder and/or the trained base (paper III-E), for a run that does not resume."""
+        if self.config.pretrained:
+            load_pretrained_backbone(self.model, self.config.pretrained)
+        if self.config.init_from:
+            init_from_checkpoint(self.model, self.config.init_from, reinit_after_in=self.config.reinit_after_in)
+
+    def step(self, step: int) -> float:
+        """One optimizer step on the batch of step `step`; returns its loss."""
+        config = self.config
+        self.model.train()
+        batch = sample_batch(
+            self.sampler,
+            seed=config.seed,
+            rank=self.rank,
+            step=step,
+            batch_size=config.batch_size,
+            clip_length=self.clip_length,
+            crop=config.crop,
+        )
+        images = torch.from_numpy(batch.images).to(self.device)
+        labels = supervised_labels(torch.from_numpy(batch.labels).to(self.device))
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            logits = self.forward(images)
+        loss = nn.functional.cross_entropy(
+            logits.float().flatten(0, 1), labels.flatten(0, 1), weight=self.weights, ignore_index=255
+        )
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"loss became {loss.item()} at step {step}; lower --lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.item()
 
 
 def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Train `config.model`; returns the train.json record. Resumes from checkpoint.last.pt if asked."""
     out_dir = Path(out_dir)
     rank, world, device = _setup_process(config.device)
-    try:
-        check_input_size(*(config.crop or (config.height, config.width)))
-        check_input_size(config.height, config.width)
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    torch.manual_seed(config.seed)
-    model = build_model(config.model).to(device)
-    clip_length = 1 if model.num_states == 0 else max(2, config.clip_length)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
+    run = TrainingRun(config, rank=rank, world=world, device=device)
     history: list[dict[str, Any]] = []
     start_step = 0
     if resume and (out_dir / LAST).is_file():
-        start_step, history = _restore(out_dir / LAST, model, optimizer, scheduler, config)
+        start_step, history = _restore(out_dir / LAST, run, config)
         if rank == 0:
             log.info("resuming %s at step %d of %d", config.model, start_step, config.steps)
     else:
-        _initialise(model, config)
-    wrapped = ClipForward(model)
-    if world > 1:
-        wrapped = DistributedDataParallel(wrapped, device_ids=[device.index] if device.type == "cuda" else None)
-    sampler = make_sampler(
-        config.data,
-        height=config.height,
-        width=config.width,
-        clip_length=clip_length,
-        target_offset=config.target_offset,
-        sequences=config.train_sequences,
-        length=config.sequence_length,
-        crop=config.crop,
-        min_scale=config.min_scale,
-    )
+        run.initialise()
+    trained_recipe = recipe_record(config, run.autocast)
     if rank == 0 and start_step == 0 and config.time_note:
         log.info(
-            "training %s (%s, %d steps x %d clips x %d frames, %s)",
+            "training %s (%s, %d steps x %d clips x %d frames, %s%s)",
             config.model,
             config.time_note,
             config.steps,
             config.batch_size * world,
-            clip_length,
+            run.clip_length,
             device,
+            ", bf16 autocast" if run.autocast else "",
         )
     started = time.perf_counter()
     losses: list[float] = []
@@ -139,38 +245,19 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False) -> 
         unit="step",
     )
     for step in progress:
-        model.train()
-        batch = sample_batch(
-            sampler,
-            seed=config.seed,
-            rank=rank,
-            step=step,
-            batch_size=config.batch_size,
-            clip_length=clip_length,
-            crop=config.crop,
-        )
-        images = torch.from_numpy(batch.images).to(device)
-        labels = supervised_labels(model, torch.from_numpy(batch.labels).to(device))
-        logits = wrapped(images)
-        loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(0, 1), ignore_index=255)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"loss became {loss.item()} at step {step}; lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
-        progress.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+        losses.append(run.step(step))
+        progress.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{run.scheduler.get_last_lr()[0]:.1e}")
         done = step + 1
         if done % config.eval_every == 0 or done == config.steps:
-            history.append(_validate(model, config, done, losses, rank, world, device))
+            history.append(_validate(run.model, config, done, losses, rank, world, device))
             losses = []
         if rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
-            _snapshot(out_dir / LAST, model, optimizer, scheduler, config, done, history)
+            _snapshot(out_dir / LAST, run, config, done, history)
     elapsed = time.perf_counter() - started
     record = {
         "rank": rank,
         "model": config.model,
+        "recipe": trained_recipe,
         "config": _config_dict(config),
         "world_size": world,
         "device": str(device),
@@ -179,7 +266,13 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False) -> 
     }
     if rank == 0:
         save_checkpoint(
-            out_dir / FINAL, model, config.model, train=_config_dict(config), epochs=history, step=config.steps
+            out_dir / FINAL,
+            run.model,
+            config.model,
+            train=_config_dict(config),
+            recipe=trained_recipe,
+            epochs=history,
+            step=config.steps,
         )
         write_json(out_dir / "train.json", record)
     if world > 1:
@@ -198,51 +291,68 @@ def _validate(
         loss = reduced.item() / world
     entry: dict[str, Any] = {"epoch": step // config.eval_every, "step": step, "loss": round(loss, 5)}
     if rank == 0:
-        entry.update(evaluate(model, config, device))
-        tqdm.write(
-            f"step {step}: loss {loss:.4f}  val mIoU {entry['val_miou']:.4f}  pixel acc {entry['val_pixel_acc']:.4f}"
-        )
+        entry.update(evaluate(model, config, device, final=step == config.steps))
+        tqdm.write(f"step {step}: loss {loss:.4f}  {val_line(entry)}")
     return entry
 
 
-def _initialise(model: FCResNet, config: TrainConfig) -> None:
-    if config.pretrained:
-        load_pretrained_backbone(model, config.pretrained)
-    if config.init_from:
-        init_from_checkpoint(model, config.init_from, reinit_after_in=config.reinit_after_in)
+def val_line(entry: dict[str, Any]) -> str:
+    """The validation figures of one train.json record, as one line."""
+    text = f"val mIoU {_fmt(entry.get('val_miou'))}"
+    if "val_miou_clean" in entry:
+        text += f" (clean {_fmt(entry['val_miou_clean'])}, degraded {_fmt(entry['val_miou_degraded'])})"
+    text += f"  pixel acc {_fmt(entry.get('val_pixel_acc'))}"
+    for subset, gain in entry.get("state_gain", {}).items():
+        text += f"  state gain {subset} {gain['delta']:+.1f} [{gain['low']:+.1f}, {gain['high']:+.1f}] pts"
+    return text
 
 
-def _snapshot(path: Path, model: FCResNet, optimizer, scheduler, config: TrainConfig, step: int, history: list) -> None:
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _snapshot(path: Path, run: TrainingRun, config: TrainConfig, step: int, history: list) -> None:
     save_checkpoint(
         path,
-        model,
+        run.model,
         config.model,
         step=step,
         train=_config_dict(config),
         epochs=history,
-        optimizer=optimizer.state_dict(),
-        scheduler=scheduler.state_dict(),
+        optimizer=run.optimizer.state_dict(),
+        scheduler=run.scheduler.state_dict(),
     )
 
 
-def _restore(path: Path, model: FCResNet, optimizer, scheduler, config: TrainConfig) -> tuple[int, list]:
+def _restore(path: Path, run: TrainingRun, config: TrainConfig) -> tuple[int, list]:
     payload = read_checkpoint(path)
     if payload["model"] != config.model:
         raise UserError(
             f"snapshot is for model {payload['model']!r}, not {config.model!r}; remove it to start over", path
         )
-    saved = payload.get("train", {})
-    changed = [
-        k for k in ("steps", "batch_size", "lr", "seed", "data") if k in saved and saved[k] != _config_dict(config)[k]
-    ]
+    saved, wanted = recipe(payload.get("train", {})), recipe(config)
+    changed = [k for k in wanted if saved[k] != wanted[k]]
     if changed:
         raise UserError(
             f"snapshot was trained with other settings ({', '.join(changed)}); remove it to start over", path
         )
-    model.load_state_dict(payload["state_dict"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
+    run.model.load_state_dict(payload["state_dict"])
+    run.optimizer.load_state_dict(payload["optimizer"])
+    run.scheduler.load_state_dict(payload["scheduler"])
     return int(payload["step"]), list(payload.get("epochs", []))
+
+
+def recipe_record(config: TrainConfig, autocast: torch.dtype | None) -> dict[str, Any]:
+    """How this model is trained (autocast as resolved here), with the model, hash and recipe of its base."""
+    record = {**recipe(config), "amp": "bf16" if autocast is not None else "fp32"}
+    if config.init_from:
+        base = read_checkpoint(config.init_from)
+        record["init"] = {
+            "model": base["model"],
+            "sha256": sha256_file(config.init_from),
+            "recipe": base.get("recipe"),
+        }
+    return record
 
 
 def _config_dict(config: TrainConfig) -> dict[str, Any]:

@@ -53,6 +53,7 @@ class Runner(abc.ABC):
         self.contract = contract
         self.image: np.ndarray = np.empty(0, np.float32)
         self.labels: np.ndarray = np.empty(0, np.int32)
+        self.logits: np.ndarray | None = None  # host [N,C,H,W] where the contract has logits and the runner fills them
         self.is_active = False
 
     def __enter__(self) -> Runner:
@@ -84,11 +85,18 @@ class Runner(abc.ABC):
 
     @abc.abstractmethod
     def state_is_finite(self) -> bool:
-        """False when the state that the next frame would read holds NaN or Inf."""
+        """False when the state that the next frame would read holds NaN or Inf, as far as the runner has
+        checked: the TensorRT runner copies its state back for the check every few frames only."""
 
     @abc.abstractmethod
     def memory(self) -> MemoryInfo:
-        """Memory figures of this runner after activation."""
+        """Memory figures of this runner after activation; state_bytes counts both buffers of each state
+        (the one a frame reads and the one it writes)."""
+
+    def state_inputs(self) -> dict[str, np.ndarray]:
+        """Host copies of the states the next frame reads, by input name: what calibration feeds ONNX
+        Runtime's calibrators. A copy per call, for calibration and checks, never for the frame loop."""
+        raise NotImplementedError(f"{type(self).__name__} does not hand its state to the host")
 
     def state_addresses(self) -> tuple[int, ...]:
         """Addresses of the buffers the next frame reads its states from (to prove no-copy swaps)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,14 +26,23 @@ class OnnxRuntimeRunner(Runner):
     def __init__(
         self,
         contract: Contract,
-        onnx_path: str | os.PathLike[str],
+        onnx_path: str | os.PathLike[str] | Any,
         *,
         threads: int = 0,
         providers: list[str] | None = None,
+        spinning: bool = True,
     ) -> None:
+        """`onnx_path`: an ONNX file, or an onnx.ModelProto in memory (export's parity check).
+
+        `spinning=False` stops ONNX Runtime's idle workers from busy-waiting after each run: needed
+        where torch alternates with it on the same cores (export's parity check), or it starves torch.
+        """
         super().__init__(contract)
-        self.onnx_path = Path(onnx_path)
+        in_memory = hasattr(onnx_path, "SerializeToString")
+        self.graph = onnx_path if in_memory else None
+        self.onnx_path = None if in_memory else Path(onnx_path)
         self.threads = threads
+        self.spinning = spinning
         self.providers = providers or ["CPUExecutionProvider"]
         self._bindings: list = []
         self._states: list[list] = []
@@ -45,18 +55,21 @@ class OnnxRuntimeRunner(Runner):
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
+        if not self.spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         rss_before = current_rss_bytes()
-        self.session = ort.InferenceSession(str(self.onnx_path), options, providers=self.providers)
+        source = str(self.onnx_path) if self.graph is None else self.graph.SerializeToString()
+        self.session = ort.InferenceSession(source, options, providers=self.providers)
         c = self.contract
         self.image = np.zeros(c.image.shape, np.float32)
         self.labels = (
             np.zeros(c.labels.shape, np.int32) if c.labels else np.zeros((c.batch, c.height, c.width), np.int32)
         )
-        self._logits = np.zeros(c.logits.shape, np.dtype(c.logits.dtype)) if c.logits else None
+        self.logits = np.zeros(c.logits.shape, np.dtype(c.logits.dtype)) if c.logits else None
         ov = ort.OrtValue.ortvalue_from_numpy
         self._values = {"image": ov(self.image), "labels": ov(self.labels)}
-        if self._logits is not None:
-            self._values["logits"] = ov(self._logits)
+        if self.logits is not None:
+            self._values["logits"] = ov(self.logits)
         self._state_arrays = [[np.zeros(s.shape, np.dtype(s.dtype)) for _ in range(2)] for s in c.states]
         self._states = [[ov(a) for a in pair] for pair in self._state_arrays]
         self._bindings = [self._bind(parity) for parity in (0, 1)]
@@ -73,7 +86,7 @@ class OnnxRuntimeRunner(Runner):
             binding.bind_ortvalue_output(spec.output, pair[1 - parity])
         if self.contract.labels:
             binding.bind_ortvalue_output("labels", self._values["labels"])
-        if self._logits is not None:
+        if self.logits is not None:
             binding.bind_ortvalue_output("logits", self._values["logits"])
         return binding
 
@@ -85,7 +98,7 @@ class OnnxRuntimeRunner(Runner):
         start = time.perf_counter()
         self.session.run_with_iobinding(self._bindings[self._parity])
         if not self.contract.labels:
-            np.argmax(self._logits, axis=1, out=self.labels)
+            np.argmax(self.logits, axis=1, out=self.labels)
         self._parity ^= 1
         return PhaseTimes(compute=(time.perf_counter() - start) * 1e3)
 
@@ -99,14 +112,20 @@ class OnnxRuntimeRunner(Runner):
     def state_addresses(self) -> tuple[int, ...]:
         return tuple(pair[self._parity].data_ptr() for pair in self._states)
 
+    def state_inputs(self) -> dict[str, np.ndarray]:
+        return {
+            s.input: pair[self._parity].copy() for s, pair in zip(self.contract.states, self._state_arrays, strict=True)
+        }
+
     def current_state(self, index: int = 0) -> np.ndarray:
         """The state buffer the next frame will read (a view, for tests and checks)."""
         return self._state_arrays[index][self._parity]
 
     def memory(self) -> MemoryInfo:
+        """Initializers, host I/O and both OrtValues of each state; activations from the RSS growth."""
         c = self.contract
-        weights = onnx_weight_bytes(self.onnx_path)
-        io = self.image.nbytes + self.labels.nbytes + (0 if self._logits is None else self._logits.nbytes)
+        weights = onnx_weight_bytes(self.onnx_path if self.graph is None else self.graph)
+        io = self.image.nbytes + self.labels.nbytes + (0 if self.logits is None else self.logits.nbytes)
         growth = self._rss_growth
         activation = None if growth is None else max(0, growth - weights - io - 2 * c.state_bytes)
         return MemoryInfo(
@@ -122,11 +141,11 @@ class OnnxRuntimeRunner(Runner):
         )
 
 
-def onnx_weight_bytes(path: str | os.PathLike[str]) -> int:
-    """Bytes of the initializers (the weights) of an ONNX file."""
+def onnx_weight_bytes(path: str | os.PathLike[str] | Any) -> int:
+    """Bytes of the initializers (the weights) of an ONNX file or onnx.ModelProto."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    model = path if hasattr(path, "graph") else onnx.load(str(path), load_external_data=False)
     total = 0
     for init in model.graph.initializer:
         count = int(np.prod(init.dims)) if init.dims else 1

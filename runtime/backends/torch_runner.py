@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,10 +23,20 @@ class TorchRunner(Runner):
     backend = "torch"
 
     def __init__(
-        self, contract: Contract, checkpoint: str | os.PathLike[str], *, device: str = "auto", threads: int = 0
+        self,
+        contract: Contract,
+        checkpoint: str | os.PathLike[str] | None = None,
+        *,
+        model: Any = None,
+        device: str = "auto",
+        threads: int = 0,
     ) -> None:
+        """Runs the model of `checkpoint`, or `model` (an FCResNet in memory, e.g. during training)."""
         super().__init__(contract)
-        self.checkpoint = Path(checkpoint)
+        if (checkpoint is None) == (model is None):
+            raise ValueError("give a checkpoint or a model, not both")
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.in_memory = model
         self.requested_device = device
         self.threads = threads
 
@@ -36,8 +47,6 @@ class TorchRunner(Runner):
             raise UserError(
                 "the torch backend needs PyTorch: pip install torch (or pick --backend onnxruntime)"
             ) from None
-        from models.checkpoint import load_model
-
         self.torch = torch
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -50,15 +59,15 @@ class TorchRunner(Runner):
                 "the torch backend runs fp32 and fp16 (CUDA); int8 is a Q/DQ graph for ONNX Runtime / TensorRT"
             )
         self.dtype = torch.float16 if self.contract.precision == "fp16" and use_cuda else torch.float32
-        model, _ = load_model(
-            self.checkpoint, expect_model=self.contract.model, expect_classes=self.contract.num_classes
-        )
-        self.model = model.to(self.device, self.dtype).eval()
+        self.model = self._load().to(self.device, self.dtype).eval()
         c = self.contract
         pin = use_cuda
         image_t = torch.zeros(c.image.shape, dtype=torch.float32, pin_memory=pin)
         labels_t = torch.zeros((c.batch, c.height, c.width), dtype=torch.int32, pin_memory=pin)
         self.image, self.labels = image_t.numpy(), labels_t.numpy()
+        # logits only where the contract promises them (parity checks): the loop itself needs labels alone
+        self._logits_host = torch.zeros(c.logits.shape, dtype=torch.float32, pin_memory=pin) if c.logits else None
+        self.logits = None if self._logits_host is None else self._logits_host.numpy()
         self._image_host, self._labels_host = image_t, labels_t
         # On CPU the model reads the host buffer itself; on CUDA it is copied asynchronously.
         self._image_dev = torch.zeros(c.image.shape, dtype=self.dtype, device=self.device) if use_cuda else image_t
@@ -67,6 +76,16 @@ class TorchRunner(Runner):
         self.reset_state()
         if use_cuda:
             torch.cuda.reset_peak_memory_stats()
+
+    def _load(self):
+        if self.in_memory is not None:
+            return self.in_memory
+        from models.checkpoint import load_model
+
+        model, _ = load_model(
+            self.checkpoint, expect_model=self.contract.model, expect_classes=self.contract.num_classes
+        )
+        return model
 
     def deactivate(self) -> None:
         self.model = None
@@ -83,6 +102,8 @@ class TorchRunner(Runner):
             logits, *self._states = self.model(self._image_dev, *self._states)
             torch.argmax(logits, dim=1, out=self._labels_dev)
             self._labels_host.copy_(self._labels_dev)
+            if self._logits_host is not None:
+                self._logits_host.copy_(logits)
             return PhaseTimes(compute=(time.perf_counter() - start) * 1e3)
 
     def _infer_cuda(self) -> PhaseTimes:
@@ -94,6 +115,8 @@ class TorchRunner(Runner):
         self.torch.argmax(logits, dim=1, out=self._labels_dev)
         e2.record()
         self._labels_host.copy_(self._labels_dev, non_blocking=True)
+        if self._logits_host is not None:
+            self._logits_host.copy_(logits, non_blocking=True)
         e3.record()
         e3.synchronize()
         return PhaseTimes(h2d=e0.elapsed_time(e1), compute=e1.elapsed_time(e2), d2h=e2.elapsed_time(e3))
@@ -101,6 +124,12 @@ class TorchRunner(Runner):
     def reset_state(self) -> None:
         shapes = [s.shape for s in self.contract.states]
         self._states = [self.torch.zeros(shape, dtype=self.dtype, device=self.device) for shape in shapes]
+
+    def state_inputs(self) -> dict[str, np.ndarray]:
+        return {
+            spec.input: s.detach().cpu().numpy().astype(spec.dtype)
+            for spec, s in zip(self.contract.states, self._states, strict=True)
+        }
 
     def state_is_finite(self) -> bool:
         return all(bool(self.torch.isfinite(s).all()) for s in self._states)
@@ -115,11 +144,14 @@ class TorchRunner(Runner):
         return "cpu"
 
     def memory(self) -> MemoryInfo:
+        """Parameters, state (two sets) and host I/O; device figures on CUDA only."""
         torch = self.torch
         params = sum(p.numel() for p in self.model.parameters())
         weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
         io = self.image.nbytes + self.labels.nbytes
-        state = sum(int(np.prod(s.shape)) * s.element_size() for s in self._states)
+        # One set of state tensors is kept, but each frame's model call allocates the next set while the set it
+        # reads is still alive: two sets at the peak, counted like the two ping-pong buffers of ORT and TensorRT.
+        state = 2 * sum(int(np.prod(s.shape)) * s.element_size() for s in self._states)
         info = MemoryInfo(params=params, weights_bytes=weights, state_bytes=state, io_bytes=io)
         if self.device.type == "cuda":
             free, total = torch.cuda.mem_get_info(self.device)

@@ -14,9 +14,23 @@ activate():
 
 Per frame, infer() enqueues on one stream: event, H2D image, event, bind the state pair of this parity
 (frame t reads buffer A and writes B, frame t+1 reads B and writes A: no state copy), execute_async_v3,
-event, D2H labels (logits stay on the device), event, D2H of the new state into its small pinned mirror
-(so state_is_finite() costs no extra sync), then ONE stream synchronize; PhaseTimes come from the events.
-A graph with logits but no labels output falls back to copying the logits and taking the argmax on the host.
+event, D2H labels (logits stay on the device), event, then ONE stream synchronize; PhaseTimes come from the
+events. A graph with logits but no labels output falls back to copying the logits and taking the argmax on
+the host.
+
+The NaN/Inf check of the state runs every `nan_check_every` frames (default 10), not every frame: on those
+frames the new state is also copied into its pinned host mirror, on the same stream after the last event
+(outside the timed phases, before the one synchronize: no extra sync), and state_is_finite() scans the
+mirror once; on the other frames nothing but the labels leaves the device and state_is_finite() returns the
+last check's answer.
+- What a check costs: a D2H copy and a host scan of every state's bytes. fcresnet18_t66 at 256x512 has one
+  state of 38 KB in FP32 (19 KB in FP16): by estimate tens of microseconds, not yet measured on a GPU,
+  against a frame of milliseconds; a model whose state holds several frames of keys and values (MBs) pays
+  proportionally more. Checked every N frames, that is 1/N of it per frame.
+- What a late detection costs: a NaN/Inf written at frame t is seen at the next check, at most N - 1 frames
+  later; the frames in between run from the poisoned state (their labels are meaningless where the NaN has
+  spread), then the loop zeroes the state as at a stream start. At N = 10 and 30 fps that is at most 0.3 s
+  of bad labels. N = 1 checks every frame.
 
 CUDA graphs (off by default): a captured graph bakes in the tensor addresses, so standard TensorRT gets two
 graphs, one per parity, each captured after one warm-up execute (as NVIDIA's diffusion demo does).
@@ -29,16 +43,19 @@ set_tensor_address exist from TensorRT 8.5 (checked in the 8.6.1, 10.3 and 11.1 
 device_memory_size_v2 from 10.x (8.6: device_memory_size; 11 and RTX: only _v2); create_runtime_config
 in 11.x and RTX; the runtime cache and cuda_graph_strategy on RTX only.
 
-Untested here (CPU-only machines; TensorRT of any flavour cannot run on the lent H100/H200 either):
-deserialization, the JIT and runtime cache, execution, device memory figures, CUDA graphs (both kinds),
-and the cuda-python/pycuda calls under TensorRT. The CPU tests drive this code through a numpy-backed
-CudaApi and a fake TensorRT context that computes the test graph, checked against ONNX Runtime; the real
-path has GPU tests (marker `gpu`) that compare labels with ONNX Runtime frame by frame.
+What the CPU tests cannot run: deserialization, the JIT and runtime cache, execution, device memory
+figures, CUDA graphs (both kinds) and the cuda-python/pycuda calls under TensorRT: these need an NVIDIA
+GPU with TensorRT installed, or TensorRT-RTX on a GPU it supports (its 1.7 release lists compute
+capability 7.5, 8.0, 8.6, 8.9 and 12.x, not Hopper's 9.0). The CPU tests drive this code through a
+numpy-backed CudaApi and a fake TensorRT context that computes the test graph, checked against ONNX
+Runtime; the real path has GPU tests (marker `gpu`) that compare labels with ONNX Runtime frame by frame,
+and `make gpu-check` (bench/gpu_check.py) records what ran on a given GPU.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +73,7 @@ from runtime.cuda import CudaApi, CudaGraph, DeviceBuffer, Event, Stream, defaul
 
 log = logging.getLogger("runtime.tensorrt")
 AUTO = "auto"  # runtime_cache default: `<engine>.runtime_cache` beside the engine (TensorRT-RTX only)
+NAN_CHECK_EVERY = 10  # frames between NaN/Inf checks of the state (see the module docstring for the trade-off)
 
 
 @dataclass
@@ -64,7 +82,7 @@ class StatePair:
 
     spec: StateSpec
     buffers: tuple[DeviceBuffer, DeviceBuffer]
-    mirror: np.ndarray  # the state the next frame reads, copied back each frame for state_is_finite()
+    mirror: np.ndarray  # the state the next frame reads, copied back on check frames for state_is_finite()
 
 
 class TensorRTRunner(Runner):
@@ -80,13 +98,19 @@ class TensorRTRunner(Runner):
         trt: TensorRT | None = None,
         cuda_graphs: bool = False,
         runtime_cache: str | os.PathLike[str] | None = AUTO,
+        nan_check_every: int = NAN_CHECK_EVERY,
     ) -> None:
         """`cuda` / `trt`: an api and an imported TensorRT to use (default: what is installed).
         cuda_graphs: replay the frame as CUDA graph(s). runtime_cache: TensorRT-RTX JIT cache file (None: off).
+        nan_check_every: copy the state back and check it for NaN/Inf every N frames (1: every frame); a check
+        costs a D2H copy and host scan of the state's bytes, a NaN is seen up to N - 1 frames late.
         """
         super().__init__(contract)
         if flavour not in FLAVOURS:
             raise ValueError(f"flavour must be one of {FLAVOURS}, not {flavour!r}")
+        if nan_check_every < 1:
+            raise ValueError(f"nan_check_every must be at least 1 (1: every frame), not {nan_check_every}")
+        self.nan_check_every = int(nan_check_every)
         self.engine_path = Path(engine_path)
         self.flavour = self.backend = flavour
         self.cuda_graphs = cuda_graphs
@@ -113,6 +137,9 @@ class TensorRTRunner(Runner):
         self._graphs: list[CudaGraph] = []  # one per parity, standard TensorRT with cuda_graphs
         self._builtin_graphs = False  # TensorRT-RTX captures by itself (cuda_graph_strategy)
         self._parity = 0
+        self._frames_run = 0  # infer() calls since activate(): every nan_check_every-th copies the state back
+        self._mirrored = False  # the mirrors hold a state copied back since the last state_is_finite()
+        self._finite = True  # the last check's answer (True after a reset)
         self.image = np.empty(0, np.float32)
         self.labels = np.empty(0, np.int32)
 
@@ -295,8 +322,11 @@ class TensorRTRunner(Runner):
         out = self.contract.labels or self.contract.logits
         cuda.memcpy_dtoh_async(self._labels_host, self._device[out.name].ptr, stream)
         e3.record(stream)
-        for pair in self._states:  # the state just written is the next frame's input: mirror it for the NaN check
-            cuda.memcpy_dtoh_async(pair.mirror, pair.buffers[1 - parity].ptr, stream)
+        self._frames_run += 1
+        if self._frames_run % self.nan_check_every == 0:  # a check frame: mirror the next frame's input state
+            for pair in self._states:
+                cuda.memcpy_dtoh_async(pair.mirror, pair.buffers[1 - parity].ptr, stream)
+            self._mirrored = True
         stream.synchronize()  # the frame's only sync: the events and copies above are all complete after it
         self._parity = 1 - parity
         self._finish_labels()
@@ -316,9 +346,17 @@ class TensorRTRunner(Runner):
             current = pair.buffers[self._parity]
             self.cuda.memset_async(current.ptr, 0, current.nbytes, self._stream)  # ordered before the next frame
             pair.mirror.fill(0)
+        self._mirrored, self._finite = False, True
 
     def state_is_finite(self) -> bool:
-        return all(bool(np.isfinite(pair.mirror).all()) for pair in self._states)
+        """The last check's answer: scans the mirrors once after a check frame, else answers from memory.
+
+        Between checks a NaN/Inf in the state is not seen (module docstring: what that costs).
+        """
+        if self._mirrored:
+            self._finite = all(_finite(pair.mirror) for pair in self._states)
+            self._mirrored = False
+        return self._finite
 
     def state_addresses(self) -> tuple[int, ...]:
         return tuple(pair.buffers[self._parity].ptr for pair in self._states)
@@ -398,6 +436,12 @@ class TensorRTRunner(Runner):
             with atomic_write(self.runtime_cache_path) as handle:
                 handle.write(data)
             log.info("saved runtime cache %s (%d bytes)", self.runtime_cache_path, len(data))
+
+
+def _finite(array: np.ndarray) -> bool:
+    """No NaN/Inf in `array`: a float64 sum is NaN or Inf exactly when an element is (no finite float16/32
+    values can overflow it), and unlike np.isfinite(array).all() it allocates no array of the state's size."""
+    return math.isfinite(float(np.sum(array, dtype=np.float64)))
 
 
 def _errors(trt: TensorRT | None) -> str:

@@ -1,0 +1,605 @@
+"""`make gpu-check`: on an NVIDIA machine, run the GPU paths that CI cannot, and record what happened.
+
+CI has no GPU, so the CUDA paths are tested there with fakes only. This script runs them for real in one go
+(a few minutes) with nothing downloaded: it needs numpy, OpenCV, onnx, onnxruntime, torch with CUDA and
+cuda-python (the `cuda-bindings` package); TensorRT, TensorRT-RTX and pycuda are used where installed and
+skipped, with the reason, where not. It exports the graphs it needs itself, from random-weight models, into
+a temporary folder. The checks, in the order they run:
+
+1. cuda_api: runtime/cuda.py's device buffers, pinned host arrays, streams and events, with cuda-python and
+   (where installed) pycuda: H2D, memset and D2H round trip, event timing, copy bandwidth.
+2. cuda_graphs: runtime/cuda.py's stream capture (cuda-python): a captured copy graph must not run while
+   captured and must replay with the host data of each launch; pycuda must refuse. (The TensorRT runner's
+   own graphs run in check 5.)
+3. torch_vs_onnxruntime: the torch CUDA backend (runtime/backends/torch_runner.py) against ONNX Runtime on
+   the CPU, same frames, state carried: label agreement per frame. Judged in strict FP32 (TF32 off); with
+   TF32 on (torch's default for convolutions) and in FP16 it is recorded.
+4. torch_latency: latency per phase (CUDA events, through the frame loop of runtime/loop.py) and memory of
+   the torch CUDA backend at 256x512 for fcresnet18 and fcresnet18_t66, FP32 and FP16, random weights.
+5. tensorrt: for each of TensorRT and TensorRT-RTX that imports: build an engine of the small graph
+   (engine/build.py; TensorRT-RTX for this GPU), run it through the TensorRT runner without and with CUDA
+   graphs, labels against ONNX Runtime. A GPU that the flavour does not list (TensorRT-RTX 1.7 on Hopper,
+   compute capability 9.0) is tried anyway, and what happened, error text included, is recorded as a skip.
+   This check comes last because an engine on an unlisted GPU may crash the process: the report is written
+   after every check, so a check still marked "running" is one that took the process down.
+
+Writes bench/results/gpu-<device>-<date>.json: the device, package versions, and each check's status
+(pass, fail or skip), its reason and its figures. Exit status 1 if a check failed. Without a GPU it prints
+one line saying so and what it would run, writes nothing and exits 0.
+
+`python -m bench.gpu_check [--results bench/results] [--latency-frames 200]` (`make gpu-check`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import datetime
+import functools
+import importlib.metadata
+import itertools
+import platform
+import re
+import sys
+import tempfile
+import time
+import traceback
+import types
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.io import write_json
+from engine.trt import GpuInfo, cuda_gpu
+
+RESULTS = Path("bench/results")
+SMALL = "fcresnet18x0.25_t66"  # the agreement model: small, with a state that reaches the labels
+SMALL_HW = (64, 128)
+SMALL_FRAMES = 12
+LATENCY_MODELS = ("fcresnet18", "fcresnet18_t66")
+LATENCY_HW = (256, 512)
+LATENCY_WARMUP = 20  # frames run before the timed ones
+AGREEMENT = 0.99  # least label agreement with ONNX Runtime, per frame, for a pass
+PLAN = (
+    "runtime/cuda.py buffers, events and streams (cuda-python, pycuda) and CUDA graphs, torch CUDA against "
+    "ONNX Runtime labels, torch CUDA latency and memory at 256x512 (fcresnet18, fcresnet18_t66), TensorRT and "
+    "TensorRT-RTX engines where installed"
+)
+VERSIONS = ("numpy", "torch", "onnx", "onnxruntime", "opencv-python-headless", "cuda-bindings", "cuda-python")
+VERSIONS += ("pycuda", "tensorrt", "tensorrt-rtx", "cupy-cuda12x", "cupy-cuda13x")
+
+
+class UnavailableError(Exception):
+    """A check (or part of one) that cannot run on this machine; the message says why."""
+
+
+def attempt(check: Callable[[], dict]) -> dict:
+    """Run `check`: its figures with status "pass" (unless it sets its own), "skip" on UnavailableError, "fail"
+    on any other error (with the error and the end of its traceback)."""
+    started = time.perf_counter()
+    try:
+        result = {"status": "pass", **check()}
+    except UnavailableError as err:
+        result = {"status": "skip", "reason": str(err)}
+    except Exception as err:
+        result = {"status": "fail", "reason": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(-4)}
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    return result
+
+
+def overall(parts: dict[str, dict]) -> dict:
+    """Status and reason of a check made of parts: fail if one failed, else pass if one passed, else skip."""
+    statuses = {part["status"] for part in parts.values()}
+    status = "fail" if "fail" in statuses else "pass" if "pass" in statuses else "skip"
+    reasons = [f"{name}: {part['reason']}" for name, part in parts.items() if part.get("reason")]
+    return {"status": status, "reason": "; ".join(reasons)} if reasons else {"status": status}
+
+
+def report_path(results: Path, device: str, date: str) -> Path:
+    """results/gpu-<device>-<date>.json, the device name in lower case with runs of other characters as '-'."""
+    slug = re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-") or "gpu"
+    return results / f"gpu-{slug}-{date}.json"
+
+
+def write_report(report: dict, results: Path) -> Path:
+    """Write `report` (with `device` and `date`) to its report_path, atomically; returns the path."""
+    path = report_path(results, report["device"], report["date"])
+    write_json(path, report)
+    return path
+
+
+# ---- shared inputs -----------------------------------------------------------------------------------------
+
+
+class Context:
+    """What several checks share, made on first use: the small model, its ONNX graph, frames, ONNX Runtime labels."""
+
+    def __init__(self, gpu: GpuInfo, work: Path, latency_frames: int) -> None:
+        self.gpu, self.work, self.latency_frames = gpu, work, latency_frames
+
+    @functools.cached_property
+    def small(self) -> tuple[Any, Any, Path, dict]:
+        """(model on the CPU, contract, model.onnx, notes): SMALL exported by export/, as `make export` does."""
+        from export import onnx_graph
+
+        model = random_model(SMALL)
+        contract = onnx_graph.build_contract(
+            model, SMALL, height=SMALL_HW[0], width=SMALL_HW[1], batch=1, checkpoint_sha256=None
+        )
+        notes: dict[str, Any] = {}
+        try:
+            graph = onnx_graph.export_fp32(model, contract)
+        except Exception as err:  # recorded: the project's exporter failed on this torch; the runtimes still run
+            notes["export_fp32_error"] = f"{type(err).__name__}: {str(err)[:1000]}"
+            graph = torchscript_export(model, contract)
+            notes["exporter"] = "TorchScript (dynamo=False), after export_fp32 failed"
+        return model, contract, onnx_graph.save_onnx(graph, self.work / "model.onnx"), notes
+
+    @functools.cached_property
+    def images(self) -> list[np.ndarray]:
+        """SMALL_FRAMES synthetic frames preprocessed to the small graph's input (one sequence, in order)."""
+        from data import open_source
+        from runtime.preprocess import Preprocessor
+
+        contract = self.small[1]
+        preprocess, out = Preprocessor(contract), []
+        with open_source("synthetic", height=SMALL_HW[0], width=SMALL_HW[1], frames=SMALL_FRAMES) as source:
+            for frame in source:
+                image = np.zeros(contract.image.shape, np.float32)
+                preprocess(frame.image, image)
+                out.append(image)
+        return out
+
+    @functools.cached_property
+    def ort_labels(self) -> list[np.ndarray]:
+        """The small graph's labels per frame on ONNX Runtime (CPU): the reference every GPU backend meets."""
+        from runtime.backends.ort_runner import OnnxRuntimeRunner
+
+        _, contract, graph, _ = self.small
+        return stream_labels(OnnxRuntimeRunner(contract, graph), self.images)[0]
+
+
+def placeholder_class_names() -> str | None:
+    """Where cityscapesscripts is not installed (a bare GPU machine), stand in for the one table of it that the
+    contract needs (trainId2label: the 19 class names and colours that data/classes.py reads), so models and
+    graphs can be built; the names ("class 0".."class 18") and grey colours go into graph metadata only.
+    Returns what was done, for the report, or None where cityscapesscripts imports."""
+    try:
+        import cityscapesscripts.helpers.labels  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        return None
+    labels = types.ModuleType("cityscapesscripts.helpers.labels")
+    labels.trainId2label = {
+        i: types.SimpleNamespace(name=f"class {i}", color=(12 * i, 12 * i, 12 * i)) for i in range(19)
+    }
+    for name in ("cityscapesscripts", "cityscapesscripts.helpers"):
+        sys.modules[name] = types.ModuleType(name)
+    sys.modules[labels.__name__] = labels
+    return "cityscapesscripts is not installed: the class names and colours in the graphs' metadata are placeholders"
+
+
+def random_model(name: str) -> Any:
+    """A random-weight model whose BatchNorm statistics and upsamplings are not their initial values, so the
+    exported convs have biases and the state reaches the labels (as tests/conftest.py's tiny model)."""
+    import torch
+
+    from models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+            if isinstance(module, torch.nn.ConvTranspose2d):
+                module.weight.add_(0.1 * torch.randn_like(module.weight))
+    return model
+
+
+def torchscript_export(model: Any, contract: Any) -> Any:
+    """The contract graph through torch's TorchScript exporter, for when export_fp32's exporter fails."""
+    import io
+
+    import onnx
+    import torch
+
+    from common.contract import set_metadata
+    from export import onnx_graph
+    from export.reparam import deploy_model
+
+    wrapper = onnx_graph.ContractWrapper(deploy_model(copy.deepcopy(model)), logits=False).eval()
+    inputs = (torch.zeros(contract.image.shape), *(torch.zeros(s.shape) for s in contract.states))
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        wrapper,
+        inputs,
+        buffer,
+        input_names=["image", *(s.input for s in contract.states)],
+        output_names=["labels", *(s.output for s in contract.states)],
+        opset_version=onnx_graph.OPSET,
+        dynamo=False,
+    )
+    graph = onnx.load_from_string(buffer.getvalue())
+    set_metadata(graph, contract)
+    return graph
+
+
+def stream_labels(runner: Any, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[Any]]:
+    """Run `images` in order through `runner` (activated here, state carried): labels and PhaseTimes per frame."""
+    labels, times = [], []
+    with runner:
+        for image in images:
+            runner.image[...] = image
+            times.append(runner.infer())
+            labels.append(runner.labels.copy())
+    return labels, times
+
+
+def agreement(labels: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> dict:
+    """Fraction of equal labels per frame: mean and min over the frames."""
+    per_frame = [float((a == b).mean()) for a, b in zip(labels, reference, strict=True)]
+    return {"mean": round(float(np.mean(per_frame)), 6), "min": round(min(per_frame), 6)}
+
+
+def summary(values: np.ndarray | Sequence[float]) -> dict:
+    """mean / p50 / p99 / max in ms."""
+    stats = {"mean": float(np.mean(values)), **{f"p{q}": float(np.percentile(values, q)) for q in (50, 99)}}
+    return {key: round(value, 4) for key, value in {**stats, "max": float(np.max(values))}.items()}
+
+
+# ---- 1, 2: runtime/cuda.py -----------------------------------------------------------------------------------
+
+
+def check_cuda_api(ctx: Context) -> dict:
+    from runtime import cuda as rc
+
+    bindings = {name: attempt(lambda make=make: cuda_round_trip(make)) for name, make in cuda_apis(rc).items()}
+    if {b["status"] for b in bindings.values()} == {"skip"}:
+        raise UnavailableError("no CUDA binding installed: " + "; ".join(b["reason"] for b in bindings.values()))
+    chosen = attempt(lambda: {"api": close_after(rc.default_cuda_api(), lambda api: type(api).__name__)})
+    return {**overall({**bindings, "default_cuda_api": chosen}), "bindings": bindings, "default_cuda_api": chosen}
+
+
+def cuda_apis(rc: Any) -> dict[str, Callable[[], Any]]:
+    """Each binding's api maker; UnavailableError from the maker where the binding is not installed."""
+
+    def maker(cls: type) -> Callable[[], Any]:
+        def make() -> Any:
+            try:
+                return cls()
+            except ImportError as err:
+                raise UnavailableError(f"not installed ({err})") from None
+
+        return make
+
+    return {"cuda-python": maker(rc.CudaPythonApi), "pycuda": maker(rc.PyCudaApi)}
+
+
+def close_after(api: Any, use: Callable[[Any], Any]) -> Any:
+    try:
+        return use(api)
+    finally:
+        api.close()
+
+
+def cuda_round_trip(make: Callable[[], Any], mib: int = 64) -> dict:
+    """H2D, memset of the first KiB, D2H of `mib` MiB through pinned arrays and a DeviceBuffer, timed by events."""
+    api = make()
+    try:
+        stream, events = api.create_stream(), [api.create_event() for _ in range(4)]
+        host = api.host_array((mib << 18,), np.float32)  # mib MiB of float32
+        back = api.host_array((mib << 18,), np.float32)
+        host[...] = np.arange(host.size, dtype=np.float32)
+        free_before, total = api.mem_get_info()
+        with api.device_buffer(host.nbytes) as device:
+            free_during, _ = api.mem_get_info()
+            events[0].record(stream)
+            api.memcpy_htod_async(device.ptr, host, stream)
+            events[1].record(stream)
+            api.memset_async(device.ptr, 0, 1024, stream)
+            events[2].record(stream)
+            api.memcpy_dtoh_async(back, device.ptr, stream)
+            events[3].record(stream)
+            stream.synchronize()
+        expected_ok = not back[:256].any() and np.array_equal(back[256:], host[256:])
+        h2d, d2h = events[0].elapsed_ms(events[1]), events[2].elapsed_ms(events[3])
+        for array in (host, back):
+            api.free_host(array)
+        for handle in (*events, stream):
+            handle.close()
+    finally:
+        api.close()
+    figures = {
+        "bytes": host.nbytes,
+        "h2d_ms": round(h2d, 4),
+        "d2h_ms": round(d2h, 4),
+        "h2d_gb_per_s": round(host.nbytes / h2d / 1e6, 2) if h2d > 0 else None,
+        "d2h_gb_per_s": round(host.nbytes / d2h / 1e6, 2) if d2h > 0 else None,
+        "device_free_bytes": free_before,
+        "device_total_bytes": total,
+        "allocation_seen_bytes": free_before - free_during,
+    }
+    if not expected_ok:
+        return {"status": "fail", "reason": "the data copied back differs from what was sent (less the memset)"}
+    return figures
+
+
+def check_cuda_graphs(ctx: Context) -> dict:
+    from common.errors import UserError
+    from runtime import cuda as rc
+
+    makers = cuda_apis(rc)
+    figures = {"cuda-python": cuda_graph_replay(makers["cuda-python"])}
+    try:
+        close_after(makers["pycuda"](), lambda api: api.capture_graph(api.create_stream(), lambda: None))
+        figures["pycuda"] = {"status": "fail", "reason": "pycuda captured a graph; runtime/cuda.py says it cannot"}
+    except UnavailableError as err:
+        figures["pycuda"] = {"status": "skip", "reason": str(err)}
+    except UserError as err:
+        figures["pycuda"] = {"status": "pass", "refused": str(err)}
+    return {**overall(figures), **figures}
+
+
+def cuda_graph_replay(make: Callable[[], Any], n: int = 4096, launches: int = 100) -> dict:
+    """Capture H2D -> memset -> D2H; nothing may run while captured; each launch reads the host data of that time."""
+    api = make()
+    try:
+        stream, start, end = api.create_stream(), api.create_event(), api.create_event()
+        src, dst = api.host_array((n,), np.float32), api.host_array((n,), np.float32)
+        with api.device_buffer(src.nbytes) as device:
+
+            def enqueue() -> None:
+                api.memcpy_htod_async(device.ptr, src, stream)
+                api.memset_async(device.ptr, 0, 16, stream)  # the first 4 floats
+                api.memcpy_dtoh_async(dst, device.ptr, stream)
+
+            src[...] = 1.0
+            graph = api.capture_graph(stream, enqueue)
+            stream.synchronize()
+            ran_while_captured = bool(dst.any())
+            replays = []
+            for scale in (2.0, 3.0):
+                src[...] = np.arange(n, dtype=np.float32) * scale
+                graph.launch(stream)
+                stream.synchronize()
+                replays.append(not dst[:4].any() and np.array_equal(dst[4:], src[4:]))
+            start.record(stream)
+            for _ in range(launches):
+                graph.launch(stream)
+            end.record(stream)
+            stream.synchronize()
+            per_launch_us = 1e3 * start.elapsed_ms(end) / launches
+            graph.close()
+        for array in (src, dst):
+            api.free_host(array)
+        for handle in (start, end, stream):
+            handle.close()
+    finally:
+        api.close()
+    if ran_while_captured or not all(replays):
+        reason = f"ran while captured: {ran_while_captured}; replays right: {replays}"
+        return {"status": "fail", "reason": reason}
+    return {"status": "pass", "replays": len(replays), "us_per_launch": round(per_launch_us, 2)}
+
+
+# ---- 3, 4: the torch CUDA backend -----------------------------------------------------------------------------
+
+
+def torch_cuda() -> Any:
+    """torch, when it sees a CUDA device; UnavailableError otherwise."""
+    try:
+        import torch
+    except ImportError as err:
+        raise UnavailableError(f"torch is not installed ({err})") from None
+    if not torch.cuda.is_available():
+        raise UnavailableError(f"torch {torch.__version__} sees no CUDA device (a CPU-only build?)")
+    return torch
+
+
+@contextlib.contextmanager
+def tf32(torch: Any, enabled: bool) -> Iterator[None]:
+    """TF32 for cuDNN convolutions and matmuls on or off, restored after."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def check_torch_vs_onnxruntime(ctx: Context) -> dict:
+    torch = torch_cuda()
+    from runtime.backends.torch_runner import TorchRunner
+
+    model, contract, _, notes = ctx.small
+    reference = ctx.ort_labels
+    runs = {}
+    for name, precision, allow_tf32 in (("fp32", "fp32", False), ("fp32_tf32", "fp32", True), ("fp16", "fp16", True)):
+        runner = TorchRunner(contract.with_changes(precision=precision), model=copy.deepcopy(model), device="cuda")
+        with tf32(torch, allow_tf32):
+            labels, times = stream_labels(runner, ctx.images)
+        runs[name] = {**agreement(labels, reference), "compute_ms_p50": summary([t.compute for t in times])["p50"]}
+    strict = runs["fp32"]["min"]
+    figures = {"model": SMALL, "input_hw": list(SMALL_HW), "frames": len(ctx.images), "agreement": runs, **notes}
+    if strict < AGREEMENT:
+        reason = f"strict FP32 labels agree with ONNX Runtime on {100 * strict:.2f} % of a frame at worst"
+        return {"status": "fail", "reason": f"{reason} (< {100 * AGREEMENT:g} %)", **figures}
+    return figures
+
+
+def check_torch_latency(ctx: Context) -> dict:
+    torch = torch_cuda()
+    from data import open_source
+    from export.onnx_graph import build_contract
+    from models import build_model
+    from runtime.backends.torch_runner import TorchRunner
+    from runtime.loop import PHASES, LoopOptions, run_loop
+
+    height, width = LATENCY_HW
+    with open_source("synthetic", height=height, width=width, frames=30) as source:
+        frames = list(source)
+    total = LATENCY_WARMUP + ctx.latency_frames
+    options = LoopOptions(warmup=LATENCY_WARMUP, max_frames=total, accuracy=False, consistency=False, progress=False)
+    runs = {}
+    for name, precision in itertools.product(LATENCY_MODELS, ("fp32", "fp16")):
+        torch.manual_seed(0)
+        model = build_model(name).eval()
+        contract = build_contract(model, name, height=height, width=width, batch=1, checkpoint_sha256=None)
+        with TorchRunner(contract.with_changes(precision=precision), model=model, device="cuda") as runner:
+            stream = itertools.islice(itertools.cycle(frames), total)
+            result = run_loop(runner, stream, options, source_fps=source.fps)
+            memory = asdict(runner.memory())
+        rows = result.timings.rows(skip=LATENCY_WARMUP)
+        latency = {phase: summary(rows[:, i]) for i, phase in enumerate(PHASES)}
+        runs[f"{name}/{precision}"] = {"latency_ms": latency, "fps": round(1e3 / latency["total"]["mean"], 2)}
+        runs[f"{name}/{precision}"]["memory"] = memory
+        del model
+        torch.cuda.empty_cache()
+    ratios = {
+        precision: round(
+            runs[f"{LATENCY_MODELS[1]}/{precision}"]["latency_ms"]["compute"]["p50"]
+            / runs[f"{LATENCY_MODELS[0]}/{precision}"]["latency_ms"]["compute"]["p50"],
+            4,
+        )
+        for precision in ("fp32", "fp16")
+    }
+    return {
+        "input_hw": list(LATENCY_HW),
+        "frames": ctx.latency_frames,
+        "warmup": LATENCY_WARMUP,
+        "weights": "random (latency and memory do not depend on them)",
+        "tf32": bool(torch.backends.cudnn.allow_tf32),
+        "runs": runs,
+        "compute_p50_ratio_t66_to_base": ratios,
+    }
+
+
+# ---- 5: TensorRT ------------------------------------------------------------------------------------------------
+
+
+def check_tensorrt(ctx: Context) -> dict:
+    from common.errors import UserError
+    from engine.trt import FLAVOURS, load_tensorrt
+
+    flavours = {}
+    for flavour in FLAVOURS:
+        try:
+            trt = load_tensorrt(flavour)
+        except UserError as err:
+            flavours[flavour] = {"status": "skip", "reason": str(err)}
+            continue
+        flavours[flavour] = try_engine(ctx, trt)
+    return {**overall(flavours), "flavours": flavours}
+
+
+def try_engine(ctx: Context, trt: Any) -> dict:
+    """Build and run an engine of `trt`; on a GPU its flavour does not list, a failure is recorded as a skip."""
+    from engine.trt import gpu_support
+
+    unlisted = gpu_support(trt, ctx.gpu)
+    result = {"version": trt.version, **attempt(lambda: run_engine(ctx, trt))}
+    if result["status"] == "fail":
+        result["tensorrt_errors"] = list(trt.logger.errors()[-5:])
+    if unlisted and result["status"] == "fail":
+        result.update(status="skip", reason=f"{unlisted}; tried anyway: {result['reason']}")
+    elif unlisted and result["status"] == "pass":
+        result["note"] = f"{unlisted} by its own list, yet the engine built and ran"
+    return result
+
+
+def run_engine(ctx: Context, trt: Any) -> dict:
+    from engine.build import BuildOptions, build_engine
+    from runtime.backends.trt_runner import TensorRTRunner
+
+    _, contract, graph, _ = ctx.small
+    engine = ctx.work / f"{trt.flavour}-fp32.engine"
+    options = BuildOptions(timing_cache=None, compute_capabilities=("current",) if trt.is_rtx else ())
+    built = build_engine(trt, graph, engine, options)
+    runs = {}
+    for graphs in (False, True):
+
+        def run(graphs: bool = graphs) -> dict:
+            runner = TensorRTRunner(
+                contract, engine, flavour=trt.flavour, trt=trt, cuda_graphs=graphs, nan_check_every=1
+            )
+            labels, times = stream_labels(runner, ctx.images)
+            figures = {**agreement(labels, ctx.ort_labels), "compute_ms": summary([t.compute for t in times])}
+            if figures["min"] < AGREEMENT:
+                return {"status": "fail", "reason": f"labels agree on {100 * figures['min']:.2f} % of a frame at worst"}
+            return figures
+
+        runs["cuda_graphs" if graphs else "plain"] = attempt(run)
+    return {**overall(runs), "engine_bytes": built.engine_bytes, "build_s": round(built.build_seconds, 3), **runs}
+
+
+# ---- the script ---------------------------------------------------------------------------------------------------
+
+CHECKS: tuple[tuple[str, Callable[[Context], dict]], ...] = (
+    ("cuda_api", check_cuda_api),
+    ("cuda_graphs", check_cuda_graphs),
+    ("torch_vs_onnxruntime", check_torch_vs_onnxruntime),
+    ("torch_latency", check_torch_latency),
+    ("tensorrt", check_tensorrt),  # last: an engine on a GPU its flavour does not list may crash the process
+)
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in VERSIONS:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[name] = importlib.metadata.version(name)
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.gpu_check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON report")
+    p.add_argument("--latency-frames", type=int, default=200, help="timed frames per torch latency run")
+    args = p.parse_args(argv)
+    gpu = cuda_gpu()
+    if gpu is None:
+        print(f"gpu-check: no NVIDIA GPU visible (no driver or no device), nothing run or written; on a GPU: {PLAN}")
+        return 0
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "host": f"{platform.node()} {platform.machine()}",
+        "device": gpu.name,
+        "compute_capability": gpu.compute_capability,
+        "total_memory_bytes": gpu.total_memory_bytes,
+        "command": " ".join(["python -m bench.gpu_check", *(argv if argv is not None else sys.argv[1:])]),
+        "versions": versions(),
+        "checks": {name: {"status": "not run"} for name, _ in CHECKS},
+    }
+    stand_in = placeholder_class_names()
+    if stand_in:
+        report["notes"] = [stand_in]
+    path = report_path(args.results, report["device"], report["date"])
+    print(f"gpu-check on {gpu.name} (compute capability {gpu.compute_capability}) -> {path}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as work:
+        ctx = Context(gpu, Path(work), args.latency_frames)
+        for name, check in CHECKS:
+            report["checks"][name] = {"status": "running"}  # still there after a crash: this check crashed
+            write_report(report, args.results)
+            result = report["checks"][name] = attempt(lambda check=check: check(ctx))
+            write_report(report, args.results)
+            print(f"  {name:<22} {result['status'].upper():<5} {result.get('reason', '')}"[:300], flush=True)
+    counts = {s: sum(c["status"] == s for c in report["checks"].values()) for s in ("pass", "fail", "skip")}
+    report["summary"] = counts
+    write_report(report, args.results)
+    print(f"gpu-check: {counts['pass']} pass, {counts['fail']} fail, {counts['skip']} skip; wrote {path}")
+    return 1 if counts["fail"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,179 @@
+"""Paired accuracy evidence: per-sequence confusion matrices and bootstrap intervals of mIoU deltas.
+
+Two models scored on the same frames of the same sequences can be compared frame for frame. The
+unit of resampling is the sequence (frames of one sequence are not independent), and mIoU is
+recomputed on every resample from the summed intersections and unions (FLAME paper eq. 2), never
+averaged over sequences. Frames are split into clean and degraded (the synthetic generator marks a
+transient degradation on the frame), so a temporal model's gain where the current frame is damaged
+and its cost where it is not are reported apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from metrics.segmentation import ConfusionMatrix
+
+SUBSETS = ("all", "clean", "degraded")
+RESAMPLES = 2000
+
+
+class StreamScores:
+    """Confusion matrices per sequence, for clean and degraded frames, and per degradation kind."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.sequences: list[str] = []
+        self.frames: dict[str, list[int]] = {}
+        self._clean: dict[str, ConfusionMatrix] = {}
+        self._degraded: dict[str, ConfusionMatrix] = {}
+        self.by_kind: dict[str, ConfusionMatrix] = {}
+
+    def update(
+        self, sequence: str, index: int, degraded: str | None, prediction: np.ndarray, label: np.ndarray
+    ) -> None:
+        """Score one labelled frame; `degraded` is the kind of degradation on it, None when clean."""
+        if sequence not in self._clean:
+            self.sequences.append(sequence)
+            self.frames[sequence] = []
+            self._clean[sequence] = ConfusionMatrix(self.num_classes)
+            self._degraded[sequence] = ConfusionMatrix(self.num_classes)
+        self.frames[sequence].append(index)
+        (self._clean if degraded is None else self._degraded)[sequence].update(prediction, label)
+        if degraded is not None:
+            self.by_kind.setdefault(degraded, ConfusionMatrix(self.num_classes)).update(prediction, label)
+
+    def counts(self, subset: str = "all") -> np.ndarray:
+        """[sequences, C, C] confusion counts of `subset` ("all", "clean" or "degraded")."""
+        if subset not in SUBSETS:
+            raise ValueError(f"unknown subset {subset!r}: use one of {SUBSETS}")
+        out = np.zeros((len(self.sequences), self.num_classes, self.num_classes), np.int64)
+        for i, name in enumerate(self.sequences):
+            if subset in ("all", "clean"):
+                out[i] += self._clean[name].counts
+            if subset in ("all", "degraded"):
+                out[i] += self._degraded[name].counts
+        return out
+
+    def matrix(self, subset: str = "all") -> ConfusionMatrix:
+        total = ConfusionMatrix(self.num_classes)
+        total.counts = self.counts(subset).sum(0)
+        return total
+
+    def miou(self, subset: str = "all") -> float | None:
+        value = self.matrix(subset).miou()
+        return None if np.isnan(value) else round(float(value), 5)
+
+    def summary(self, class_names: list[str]) -> dict:
+        """JSON-ready: mIoU of all/clean/degraded frames, frame counts, per-class IoU, mIoU per kind."""
+        overall = self.matrix("all").summary(class_names)
+        return {
+            "miou": overall["miou"],
+            "miou_clean": self.miou("clean"),
+            "miou_degraded": self.miou("degraded"),
+            "pixel_acc": overall["pixel_acc"],
+            "per_class_iou": overall["per_class_iou"],
+            "per_class_iou_clean": self.matrix("clean").summary(class_names)["per_class_iou"],
+            "miou_by_degradation": {k: _round(m.miou()) for k, m in sorted(self.by_kind.items())},
+            "sequences": len(self.sequences),
+            "frames": sum(len(f) for f in self.frames.values()),
+        }
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Everything paired_delta needs, as arrays (saved beside a run report as .npz)."""
+        return {
+            "sequences": np.array(self.sequences),
+            "frames": np.array([len(self.frames[s]) for s in self.sequences]),
+            "clean": self.counts("clean"),
+            "degraded": self.counts("degraded"),
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> StreamScores:
+        clean, degraded = arrays["clean"], arrays["degraded"]
+        scores = cls(clean.shape[-1])
+        for i, name in enumerate(str(s) for s in arrays["sequences"]):
+            scores.sequences.append(name)
+            scores.frames[name] = list(range(int(arrays["frames"][i])))
+            scores._clean[name] = ConfusionMatrix(scores.num_classes)
+            scores._clean[name].counts = clean[i].copy()
+            scores._degraded[name] = ConfusionMatrix(scores.num_classes)
+            scores._degraded[name].counts = degraded[i].copy()
+        return scores
+
+
+@dataclass(frozen=True)
+class Delta:
+    """mIoU(a) - mIoU(b) in points, with its 95 % bootstrap interval over sequences."""
+
+    delta: float
+    low: float
+    high: float
+    sequences: int
+
+    def separated(self) -> bool:
+        """True when the interval excludes 0."""
+        return self.low > 0 or self.high < 0
+
+    def text(self) -> str:
+        return f"{self.delta:+.1f} [{self.low:+.1f}, {self.high:+.1f}]"
+
+    def to_dict(self) -> dict:
+        return {"delta": self.delta, "low": self.low, "high": self.high, "sequences": self.sequences}
+
+
+def paired_delta(
+    a: StreamScores, b: StreamScores, subset: str = "all", *, resamples: int = RESAMPLES, seed: int = 0
+) -> Delta:
+    """mIoU(a) - mIoU(b) on `subset`, points, with a percentile interval from `resamples` bootstrap draws.
+
+    Both must have scored the same frames of the same sequences (ValueError otherwise).
+    """
+    check_same_frames(a, b)
+    counts_a, counts_b = a.counts(subset), b.counts(subset)
+    n = len(a.sequences)
+    point = 100.0 * (_miou(counts_a.sum(0)) - _miou(counts_b.sum(0)))
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n, size=(resamples, n))
+    deltas = np.array([_miou(counts_a[p].sum(0)) - _miou(counts_b[p].sum(0)) for p in picks]) * 100.0
+    low, high = np.nanpercentile(deltas, [2.5, 97.5])
+    return Delta(round(point, 2), round(float(low), 2), round(float(high), 2), n)
+
+
+def miou_interval(
+    scores: StreamScores, subset: str = "all", *, resamples: int = RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
+    """95 % bootstrap interval (over sequences) of one model's mIoU on `subset`, as fractions."""
+    counts = scores.counts(subset)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(counts), size=(resamples, len(counts)))
+    values = np.array([_miou(counts[p].sum(0)) for p in picks])
+    low, high = np.nanpercentile(values, [2.5, 97.5])
+    return round(float(low), 5), round(float(high), 5)
+
+
+def check_same_frames(a: StreamScores, b: StreamScores) -> None:
+    if a.sequences != b.sequences or any(a.frames[s] != b.frames[s] for s in a.sequences):
+        raise ValueError("paired comparison needs both models scored on the same frames of the same sequences")
+    if not a.sequences:
+        raise ValueError("nothing was scored")
+
+
+def pooled_delta(deltas: Iterable[Delta]) -> float:
+    """Mean of several seeds' point deltas (their intervals are reported one by one)."""
+    values = [d.delta for d in deltas]
+    return round(float(np.mean(values)), 2)
+
+
+def _miou(counts: np.ndarray) -> float:
+    intersection = np.diag(counts).astype(np.float64)
+    union = counts.sum(0) + counts.sum(1) - intersection
+    valid = union > 0
+    return float(np.mean(intersection[valid] / union[valid])) if valid.any() else float("nan")
+
+
+def _round(value: float) -> float | None:
+    return None if np.isnan(value) else round(float(value), 5)

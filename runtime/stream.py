@@ -1,0 +1,82 @@
+"""The one way to stream a graph: frames through a Runner, the state carried, reset where the policy says.
+
+`stream()` is the stateful stream every stage uses: the runtime's frame loop (runtime/loop.py adds
+timing, sinks and accuracy around it), export's parity check, the INT8 calibration reader, the INT8
+accuracy check and training's validation. `compare_runners()` streams the same frames through several
+runners in lockstep, each carrying its own state (Polygraphy's Comparator.run(runners, data_loader)).
+A new temporal family needs a Runner that honours the contract, not a loop of its own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from data import Frame
+from runtime.backends.base import PhaseTimes, Runner
+from runtime.policy import ResetTracker, StatePolicy
+from runtime.preprocess import Preprocessor
+
+
+@dataclass
+class StreamStep:
+    """One frame through a runner. `labels` (and `logits`) are the runner's buffers: valid until the next step."""
+
+    frame: Frame
+    labels: np.ndarray  # HxW int32 class ids of the first batch item
+    logits: np.ndarray | None  # CxHxW of the first batch item, where the runner outputs logits
+    inputs: dict[str, np.ndarray] | None  # what the graph read (image, state_in.k), when asked for
+    reset: str | None  # why the state was zeroed before this frame, or None
+    phases: PhaseTimes  # device phases as the runner timed them
+    preprocess_ms: float
+    started: float  # perf_counter at the start of the frame
+    inferred: float  # perf_counter after infer() returned
+
+
+def stream(
+    runner: Runner,
+    frames: Iterable[Frame],
+    resets: ResetTracker | None = None,
+    *,
+    capture_inputs: bool = False,
+) -> Iterator[StreamStep]:
+    """Stream `frames` through an active `runner`: reset decision, preprocess into the runner's input buffer,
+    infer (the runner swaps its state buffers), NaN/Inf check of the new state.
+
+    `resets` decides and counts resets (default: at the start and at each new sequence).
+    `capture_inputs` copies the image and state inputs of every frame into the step (calibration).
+    """
+    contract = runner.contract
+    preprocess = Preprocessor(contract)
+    resets = resets or ResetTracker(StatePolicy())
+    for count, frame in enumerate(frames):
+        started = time.perf_counter()
+        reason = resets.before_frame(frame.image, frame.sequence)
+        if reason:
+            runner.reset_state()
+        for slot in range(contract.batch):  # batch > 1: the same frame in every slot (throughput runs)
+            preprocess(frame.image, runner.image, slot)
+        prepared = time.perf_counter()
+        inputs = {contract.image.name: runner.image.copy(), **runner.state_inputs()} if capture_inputs else None
+        phases = runner.infer()
+        inferred = time.perf_counter()
+        resets.after_frame()  # counted before a NaN reset, which zeroes the count for the next frame
+        if not runner.state_is_finite():
+            runner.reset_state()
+            resets.non_finite(count)
+        logits = None if runner.logits is None else runner.logits[0]
+        preprocess_ms = (prepared - started) * 1e3
+        yield StreamStep(frame, runner.labels[0], logits, inputs, reason, phases, preprocess_ms, started, inferred)
+
+
+def compare_runners(
+    runners: Mapping[str, Runner], frames: Sequence[Frame], policy: StatePolicy | None = None
+) -> Iterator[dict[str, StreamStep]]:
+    """The same frames through every (active) runner in lockstep, each carrying its own state:
+    one dict of steps per frame, keyed like `runners`."""
+    streams = {name: stream(r, frames, ResetTracker(policy or StatePolicy())) for name, r in runners.items()}
+    for steps in zip(*streams.values(), strict=True):
+        yield dict(zip(streams, steps, strict=True))
