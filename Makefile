@@ -24,7 +24,7 @@ CALIB_METHOD ?= percentile
 CALIB_ARGS ?=
 ENGINE_ARGS ?=
 RUN_ARGS   ?=
-MODELS     ?= fcresnet18 fcresnet18_t66 fcresnet34 fcresnet34_t66 fcresnet18x0.5_t66
+MODELS     ?= fcresnet18 fcresnet18_t66 fcresnet18x0.5 fcresnet18x0.5_t66
 PRECISIONS ?= fp32 fp16 int8
 FORCE      ?= 0
 RUNS       ?= runs
@@ -70,7 +70,7 @@ help:
 	@echo "make compare MODELS=\"...\" PRECISIONS=\"fp32 fp16 int8\"   make paper   make test"
 
 # ---- environment ------------------------------------------------------------------------
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	@test -x "$(PY)" || $(PYTHON) -m venv $(VENV_OPTIONS) "$(VENV)"
 	@if [ -n "$(TORCH_SPEC)" ] && [[ ",$(EXTRAS)," == *,train,* ]]; then "$(PY)" -m pip install -q "$(TORCH_SPEC)"; fi
 	"$(PY)" -m pip install -q -e "$(PIP_TARGET)"
@@ -157,7 +157,7 @@ gpu-check:
 lint: | $(STAMP)
 	"$(PY)" -m ruff check .
 	"$(PY)" -m ruff format --check .
-	"$(VENV)/bin/vermin" -q --no-tips --violations -t=3.10- common engine runtime metrics data
+	"$(VENV)/bin/vermin" -q --no-tips --violations -t=3.10- tempseg common engine runtime metrics data
 
 format: | $(STAMP)
 	"$(PY)" -m ruff format .

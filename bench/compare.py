@@ -32,16 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import UserError, run_cli
-from common.io import atomic_path, atomic_write, write_json
-from data import Frame, open_source
-from metrics import StreamScores, paired_delta
-from metrics.paired import miou_interval
-from runtime.loop import LoopOptions, run_loop
-from runtime.policy import StatePolicy
-from runtime.report import build_report
-from runtime.session import make_runner, select
-from train.config import preset_config, recipe
+from tempseg.common.errors import UserError, run_cli
+from tempseg.common.io import atomic_path, atomic_write, write_json
+from tempseg.data import Frame, open_source
+from tempseg.metrics import StreamScores, paired_delta
+from tempseg.metrics.paired import miou_interval
+from tempseg.runtime.loop import LoopOptions, run_loop
+from tempseg.runtime.policy import StatePolicy
+from tempseg.runtime.report import build_report
+from tempseg.runtime.session import make_runner, select
+from tempseg.train.config import preset_config, recipe
 
 MB = 2**20
 
@@ -62,7 +62,7 @@ def build_artefacts(
 
 def engine_builder() -> str | None:
     """The TensorRT flavour `make engine` would build with here, or None when none imports."""
-    from engine.trt import load_tensorrt
+    from tempseg.engine.trt import load_tensorrt
 
     try:
         return load_tensorrt("auto").flavour
@@ -72,7 +72,7 @@ def engine_builder() -> str | None:
 
 def engine_figures(run_dir: Path, precision: str) -> dict | None:
     """File size and activation memory of runs/MODEL/<precision>.engine from its build record."""
-    from engine.sidecar import read_sidecar, sidecar_path
+    from tempseg.engine.sidecar import read_sidecar, sidecar_path
 
     engine_path = run_dir / f"{precision}.engine"
     if not sidecar_path(engine_path).is_file():

@@ -53,8 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from common.io import write_json
-from engine.trt import GpuInfo, cuda_gpu
+from tempseg.common.io import write_json
+from tempseg.engine.trt import GpuInfo, cuda_gpu
 
 RESULTS = Path("bench/results")
 SMALL = "fcresnet18x0.25_t66"  # the agreement model: small, with a state that reaches the labels
@@ -124,9 +124,10 @@ class Context:
     @functools.cached_property
     def small(self) -> tuple[Any, Any, Path, dict]:
         """(model on the CPU, contract, model.onnx, notes): SMALL exported by export/, as `make export` does."""
-        from export import onnx_graph
+        from tempseg.export import onnx_graph
+        from tempseg.models import random_model
 
-        model = random_model(SMALL)
+        model = random_model(SMALL)  # state reaches the labels, convs have biases
         contract = onnx_graph.build_contract(
             model, SMALL, height=SMALL_HW[0], width=SMALL_HW[1], batch=1, checkpoint_sha256=None
         )
@@ -140,27 +141,20 @@ class Context:
         return model, contract, onnx_graph.save_onnx(graph, self.work / "model.onnx"), notes
 
     @functools.cached_property
-    def images(self) -> list[np.ndarray]:
-        """SMALL_FRAMES synthetic frames preprocessed to the small graph's input (one sequence, in order)."""
-        from data import open_source
-        from runtime.preprocess import Preprocessor
+    def frames(self) -> list[Any]:
+        """SMALL_FRAMES synthetic frames at the small graph's input size (one sequence, in order)."""
+        from tempseg.data import open_source
 
-        contract = self.small[1]
-        preprocess, out = Preprocessor(contract), []
         with open_source("synthetic", height=SMALL_HW[0], width=SMALL_HW[1], frames=SMALL_FRAMES) as source:
-            for frame in source:
-                image = np.zeros(contract.image.shape, np.float32)
-                preprocess(frame.image, image)
-                out.append(image)
-        return out
+            return list(source)
 
     @functools.cached_property
     def ort_labels(self) -> list[np.ndarray]:
         """The small graph's labels per frame on ONNX Runtime (CPU): the reference every GPU backend meets."""
-        from runtime.backends.ort_runner import OnnxRuntimeRunner
+        from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
 
         _, contract, graph, _ = self.small
-        return stream_labels(OnnxRuntimeRunner(contract, graph), self.images)[0]
+        return stream_labels(OnnxRuntimeRunner(contract, graph), self.frames)[0]
 
 
 def placeholder_class_names() -> str | None:
@@ -184,27 +178,6 @@ def placeholder_class_names() -> str | None:
     return "cityscapesscripts is not installed: the class names and colours in the graphs' metadata are placeholders"
 
 
-def random_model(name: str) -> Any:
-    """A random-weight model whose BatchNorm statistics and upsamplings are not their initial values, so the
-    exported convs have biases and the state reaches the labels (as tests/conftest.py's tiny model)."""
-    import torch
-
-    from models import build_model
-
-    torch.manual_seed(0)
-    model = build_model(name).eval()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
-            if isinstance(module, torch.nn.ConvTranspose2d):
-                module.weight.add_(0.1 * torch.randn_like(module.weight))
-    return model
-
-
 def torchscript_export(model: Any, contract: Any) -> Any:
     """The contract graph through torch's TorchScript exporter, for when export_fp32's exporter fails."""
     import io
@@ -212,9 +185,9 @@ def torchscript_export(model: Any, contract: Any) -> Any:
     import onnx
     import torch
 
-    from common.contract import set_metadata
-    from export import onnx_graph
-    from export.reparam import deploy_model
+    from tempseg.common.contract import set_metadata
+    from tempseg.export import onnx_graph
+    from tempseg.export.reparam import deploy_model
 
     wrapper = onnx_graph.ContractWrapper(deploy_model(copy.deepcopy(model)), logits=False).eval()
     inputs = (torch.zeros(contract.image.shape), *(torch.zeros(s.shape) for s in contract.states))
@@ -233,14 +206,15 @@ def torchscript_export(model: Any, contract: Any) -> Any:
     return graph
 
 
-def stream_labels(runner: Any, images: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[Any]]:
-    """Run `images` in order through `runner` (activated here, state carried): labels and PhaseTimes per frame."""
+def stream_labels(runner: Any, frames: Sequence[Any]) -> tuple[list[np.ndarray], list[Any]]:
+    """`frames` through `runner` (activated here) on the runtime's one stateful stream: labels and PhaseTimes."""
+    from tempseg.runtime.stream import stream
+
     labels, times = [], []
     with runner:
-        for image in images:
-            runner.image[...] = image
-            times.append(runner.infer())
-            labels.append(runner.labels.copy())
+        for step in stream(runner, frames):
+            times.append(step.phases)
+            labels.append(step.labels.copy())
     return labels, times
 
 
@@ -260,7 +234,7 @@ def summary(values: np.ndarray | Sequence[float]) -> dict:
 
 
 def check_cuda_api(ctx: Context) -> dict:
-    from runtime import cuda as rc
+    from tempseg.runtime import cuda as rc
 
     bindings = {name: attempt(lambda make=make: cuda_round_trip(make)) for name, make in cuda_apis(rc).items()}
     if {b["status"] for b in bindings.values()} == {"skip"}:
@@ -334,8 +308,8 @@ def cuda_round_trip(make: Callable[[], Any], mib: int = 64) -> dict:
 
 
 def check_cuda_graphs(ctx: Context) -> dict:
-    from common.errors import UserError
-    from runtime import cuda as rc
+    from tempseg.common.errors import UserError
+    from tempseg.runtime import cuda as rc
 
     makers = cuda_apis(rc)
     figures = {"cuda-python": cuda_graph_replay(makers["cuda-python"])}
@@ -418,7 +392,7 @@ def tf32(torch: Any, enabled: bool) -> Iterator[None]:
 
 def check_torch_vs_onnxruntime(ctx: Context) -> dict:
     torch = torch_cuda()
-    from runtime.backends.torch_runner import TorchRunner
+    from tempseg.runtime.backends.torch_runner import TorchRunner
 
     model, contract, _, notes = ctx.small
     reference = ctx.ort_labels
@@ -426,10 +400,10 @@ def check_torch_vs_onnxruntime(ctx: Context) -> dict:
     for name, precision, allow_tf32 in (("fp32", "fp32", False), ("fp32_tf32", "fp32", True), ("fp16", "fp16", True)):
         runner = TorchRunner(contract.with_changes(precision=precision), model=copy.deepcopy(model), device="cuda")
         with tf32(torch, allow_tf32):
-            labels, times = stream_labels(runner, ctx.images)
+            labels, times = stream_labels(runner, ctx.frames)
         runs[name] = {**agreement(labels, reference), "compute_ms_p50": summary([t.compute for t in times])["p50"]}
     strict = runs["fp32"]["min"]
-    figures = {"model": SMALL, "input_hw": list(SMALL_HW), "frames": len(ctx.images), "agreement": runs, **notes}
+    figures = {"model": SMALL, "input_hw": list(SMALL_HW), "frames": len(ctx.frames), "agreement": runs, **notes}
     if strict < AGREEMENT:
         reason = f"strict FP32 labels agree with ONNX Runtime on {100 * strict:.2f} % of a frame at worst"
         return {"status": "fail", "reason": f"{reason} (< {100 * AGREEMENT:g} %)", **figures}
@@ -438,11 +412,11 @@ def check_torch_vs_onnxruntime(ctx: Context) -> dict:
 
 def check_torch_latency(ctx: Context) -> dict:
     torch = torch_cuda()
-    from data import open_source
-    from export.onnx_graph import build_contract
-    from models import build_model
-    from runtime.backends.torch_runner import TorchRunner
-    from runtime.loop import PHASES, LoopOptions, run_loop
+    from tempseg.data import open_source
+    from tempseg.export.onnx_graph import build_contract
+    from tempseg.models import build_model
+    from tempseg.runtime.backends.torch_runner import TorchRunner
+    from tempseg.runtime.loop import PHASES, LoopOptions, run_loop
 
     height, width = LATENCY_HW
     with open_source("synthetic", height=height, width=width, frames=30) as source:
@@ -487,8 +461,8 @@ def check_torch_latency(ctx: Context) -> dict:
 
 
 def check_tensorrt(ctx: Context) -> dict:
-    from common.errors import UserError
-    from engine.trt import FLAVOURS, load_tensorrt
+    from tempseg.common.errors import UserError
+    from tempseg.engine.trt import FLAVOURS, load_tensorrt
 
     flavours = {}
     for flavour in FLAVOURS:
@@ -503,7 +477,7 @@ def check_tensorrt(ctx: Context) -> dict:
 
 def try_engine(ctx: Context, trt: Any) -> dict:
     """Build and run an engine of `trt`; on a GPU its flavour does not list, a failure is recorded as a skip."""
-    from engine.trt import gpu_support
+    from tempseg.engine.trt import gpu_support
 
     unlisted = gpu_support(trt, ctx.gpu)
     result = {"version": trt.version, **attempt(lambda: run_engine(ctx, trt))}
@@ -517,8 +491,8 @@ def try_engine(ctx: Context, trt: Any) -> dict:
 
 
 def run_engine(ctx: Context, trt: Any) -> dict:
-    from engine.build import BuildOptions, build_engine
-    from runtime.backends.trt_runner import TensorRTRunner
+    from tempseg.engine.build import BuildOptions, build_engine
+    from tempseg.runtime.backends.trt_runner import TensorRTRunner
 
     _, contract, graph, _ = ctx.small
     engine = ctx.work / f"{trt.flavour}-fp32.engine"
@@ -531,7 +505,7 @@ def run_engine(ctx: Context, trt: Any) -> dict:
             runner = TensorRTRunner(
                 contract, engine, flavour=trt.flavour, trt=trt, cuda_graphs=graphs, nan_check_every=1
             )
-            labels, times = stream_labels(runner, ctx.images)
+            labels, times = stream_labels(runner, ctx.frames)
             figures = {**agreement(labels, ctx.ort_labels), "compute_ms": summary([t.compute for t in times])}
             if figures["min"] < AGREEMENT:
                 return {"status": "fail", "reason": f"labels agree on {100 * figures['min']:.2f} % of a frame at worst"}

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.contract import read_onnx_contract
-from common.errors import UserError
+from tempseg.common.contract import read_onnx_contract
+from tempseg.common.errors import UserError
 
 CACHE = Path("runs/bench-graphs")
 GRAPHS = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
@@ -31,10 +31,10 @@ def benchmark_graph(model: str, precision: str, height: int, width: int, runs: P
 def _export_random(model: str, height: int, width: int, out_dir: Path) -> None:
     import torch
 
-    from export.fp16 import convert_fp16
-    from export.onnx_graph import build_contract, export_fp32, save_onnx
-    from models import build_model
-    from models.checkpoint import save_checkpoint
+    from tempseg.export.fp16 import convert_fp16
+    from tempseg.export.onnx_graph import build_contract, export_fp32, save_onnx
+    from tempseg.models import build_model
+    from tempseg.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     net = build_model(model).eval()

@@ -32,16 +32,16 @@ from pathlib import Path
 
 import torch
 
-from common.errors import run_cli
-from common.io import atomic_write, write_json
-from data import CLASS_NAMES
-from metrics import StreamScores, paired_delta
-from models import build_model
-from models.checkpoint import load_model
-from models.summary import count_parameters
-from train.config import TrainConfig, preset_config
-from train.evaluate import stream_scores
-from train.trainer import train
+from tempseg.common.errors import run_cli
+from tempseg.common.io import atomic_write, write_json
+from tempseg.data import CLASS_NAMES
+from tempseg.metrics import StreamScores, paired_delta
+from tempseg.models import build_model
+from tempseg.models.checkpoint import load_model
+from tempseg.models.summary import count_parameters
+from tempseg.train.config import TrainConfig, preset_config
+from tempseg.train.evaluate import stream_scores
+from tempseg.train.trainer import train
 
 DEVICE = torch.device("cpu")
 

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.graphs import benchmark_graph
-from common.contract import read_onnx_contract
-from common.io import write_json
-from data import SyntheticVideo, split_seed
-from runtime.backends.ort_runner import OnnxRuntimeRunner
-from runtime.loop import LoopOptions, run_loop
-from runtime.policy import StatePolicy
+from tempseg.bench.graphs import benchmark_graph
+from tempseg.common.contract import read_onnx_contract
+from tempseg.common.io import write_json
+from tempseg.data import SyntheticVideo, split_seed
+from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
+from tempseg.runtime.loop import LoopOptions, run_loop
+from tempseg.runtime.policy import StatePolicy
 
 RESULTS = Path("bench/results")
 
@@ -99,7 +99,7 @@ def ort_vs_torch(graph: Path, checkpoint: Path, iters: int, rounds: int, threads
     """
     import torch
 
-    from models.checkpoint import load_model
+    from tempseg.models.checkpoint import load_model
 
     torch.set_num_threads(threads)
     contract = read_onnx_contract(graph)

@@ -35,12 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.graphs import benchmark_graph
-from common.io import write_json
-from data import Frame, open_source
-from runtime.loop import PHASES, LoopOptions, run_loop
-from runtime.memory import current_rss_bytes
-from runtime.session import make_runner, select
+from tempseg.bench.graphs import benchmark_graph
+from tempseg.common.io import write_json
+from tempseg.data import Frame, open_source
+from tempseg.runtime.loop import PHASES, LoopOptions, run_loop
+from tempseg.runtime.memory import current_rss_bytes
+from tempseg.runtime.session import make_runner, select
 
 RESULTS = Path("bench/results")
 MB = 1e6

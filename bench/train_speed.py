@@ -27,13 +27,13 @@ from pathlib import Path
 
 import torch
 
-from common.errors import run_cli
-from common.io import write_json
-from data import CLASS_NAMES
-from metrics import paired_delta
-from train.config import TrainConfig, preset_config
-from train.evaluate import stream_scores
-from train.trainer import TrainingRun
+from tempseg.common.errors import run_cli
+from tempseg.common.io import write_json
+from tempseg.data import CLASS_NAMES
+from tempseg.metrics import paired_delta
+from tempseg.train.config import TrainConfig, preset_config
+from tempseg.train.evaluate import stream_scores
+from tempseg.train.trainer import TrainingRun
 
 RESULTS = Path("bench/results")
 # The base recipe on main before this benchmark (train/config.py at commit 1b57cdc).

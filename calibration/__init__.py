@@ -5,10 +5,10 @@ Runtime's quantizer writes symmetric int8 Q/DQ (per-channel weights, float biase
 TensorRT 11 / TensorRT-RTX build as strongly typed INT8.
 """
 
-from calibration.config import KEEP_FLOAT_GROUPS, METHODS, CalibConfig, calibration_key
-from calibration.pipeline import calibrate
-from calibration.quantize import CalibrationError, keep_float_nodes
-from calibration.reader import StreamingCalibrationReader
+from tempseg.calibration.config import KEEP_FLOAT_GROUPS, METHODS, CalibConfig, calibration_key
+from tempseg.calibration.pipeline import calibrate
+from tempseg.calibration.quantize import CalibrationError, keep_float_nodes
+from tempseg.calibration.reader import StreamingCalibrationReader
 
 __all__ = [
     "KEEP_FLOAT_GROUPS",

@@ -12,10 +12,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from calibration.config import DEFAULT_PERCENTILE, KEEP_FLOAT_GROUPS, METHODS, CalibConfig
-from calibration.evaluate import format_accuracy
-from calibration.pipeline import calibrate
-from common.errors import run_cli
+from tempseg.calibration.config import DEFAULT_PERCENTILE, KEEP_FLOAT_GROUPS, METHODS, CalibConfig
+from tempseg.calibration.evaluate import format_accuracy
+from tempseg.calibration.pipeline import calibrate
+from tempseg.common.errors import run_cli
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

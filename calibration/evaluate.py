@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from data import Frame
-from metrics import StreamScores, paired_delta
-from runtime.backends.base import Runner
-from runtime.stream import compare_runners
+from tempseg.data import Frame
+from tempseg.metrics import StreamScores, paired_delta
+from tempseg.runtime.backends.base import Runner
+from tempseg.runtime.stream import compare_runners
 
 MIOU_DROP_TARGET = 1.0  # points of mIoU the INT8 graph may lose against FP32
 

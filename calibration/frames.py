@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from common.errors import UserError
-from data import Frame, SyntheticVideo, open_source, split_seed
+from tempseg.common.errors import UserError
+from tempseg.data import Frame, SyntheticVideo, open_source, split_seed
 
 SYNTHETIC = "synthetic"
 CALIB_SPLIT = "val"

@@ -19,24 +19,24 @@ import onnx
 import onnxruntime
 from onnxruntime.quantization import load_tensors_data
 
-from calibration.config import METHODS, CalibConfig, calibration_key
-from calibration.evaluate import accuracy_report
-from calibration.frames import calibration_frames, eval_sequences, take_frames
-from calibration.quantize import (
+from tempseg.calibration.config import METHODS, CalibConfig, calibration_key
+from tempseg.calibration.evaluate import accuracy_report
+from tempseg.calibration.frames import calibration_frames, eval_sequences, take_frames
+from tempseg.calibration.quantize import (
     activation_table,
     finish_int8,
     keep_float_nodes,
     preprocess,
     quantize_qdq,
 )
-from calibration.reader import StreamingCalibrationReader
-from common.contract import Contract, read_onnx_contract
-from common.errors import UserError
-from common.io import atomic_write, sha256_file, write_json
-from data import Frame
-from runtime.backends.ort_runner import OnnxRuntimeRunner
+from tempseg.calibration.reader import StreamingCalibrationReader
+from tempseg.common.contract import Contract, read_onnx_contract
+from tempseg.common.errors import UserError
+from tempseg.common.io import atomic_write, sha256_file, write_json
+from tempseg.data import Frame
+from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
 
-log = logging.getLogger("calibration")
+log = logging.getLogger("tempseg.calibration")
 CACHE_DIR = "calib_cache"
 GIVEN = "frames given to calibrate()"
 TENSORS_NOTE = (

@@ -29,9 +29,9 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.quant_utils import QUANT_INPUT_SUFFIX
 
-from calibration.config import KEEP_FLOAT_GROUPS, CalibConfig
-from common.contract import Contract, contract_of_model, graph_io, set_metadata
-from common.errors import UserError
+from tempseg.calibration.config import KEEP_FLOAT_GROUPS, CalibConfig
+from tempseg.common.contract import Contract, contract_of_model, graph_io, set_metadata
+from tempseg.common.errors import UserError
 
 log = logging.getLogger(__name__)
 ORT_METHODS = {

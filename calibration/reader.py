@@ -15,9 +15,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from data import Frame
-from runtime.backends.base import Runner
-from runtime.stream import StreamStep, stream
+from tempseg.data import Frame
+from tempseg.runtime.backends.base import Runner
+from tempseg.runtime.stream import StreamStep, stream
 
 
 class StreamingCalibrationReader(CalibrationDataReader):

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from common.errors import UserError
+from tempseg.common.errors import UserError
 
 METADATA_KEY = "tempseg"
 CONTRACT_VERSION = 1

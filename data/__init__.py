@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from data.augment import augment_clip
-from data.cityscapes import CityscapesClips, cityscapes_source, write_cityscapes_tree
-from data.frames import Frame, FrameSource
-from data.streams import open_source
-from data.synthetic import SyntheticVideo, split_seed, synthetic_split
+from tempseg.data.augment import augment_clip
+from tempseg.data.cityscapes import CityscapesClips, cityscapes_source, write_cityscapes_tree
+from tempseg.data.frames import Frame, FrameSource
+from tempseg.data.streams import open_source
+from tempseg.data.synthetic import SyntheticVideo, split_seed, synthetic_split
 
 __all__ = [
     "CLASS_NAMES",
@@ -33,7 +33,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     """CLASS_NAMES and PALETTE (19 RGB colours) come from cityscapesscripts, loaded on first use."""
     if name in ("CLASS_NAMES", "PALETTE"):
-        from data import classes  # lazy: cityscapesscripts is optional at runtime
+        from tempseg.data import classes  # lazy: cityscapesscripts is optional at runtime
 
         return getattr(classes, name)
     raise AttributeError(f"module 'data' has no attribute {name!r}")

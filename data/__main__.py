@@ -6,9 +6,9 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from common.errors import run_cli
+from tempseg.common.errors import run_cli
 
-log = logging.getLogger("data")
+log = logging.getLogger("tempseg.data")
 
 
 def _positive(text: str) -> int:
@@ -38,7 +38,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from data.demo import write_preview, write_synthetic_video  # lazy: --help stays instant
+    from tempseg.data.demo import write_preview, write_synthetic_video  # lazy: --help stays instant
 
     args = parse_args(argv)
     if args.command == "synthetic":

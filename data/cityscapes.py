@@ -22,8 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common.errors import UserError
-from data.frames import Frame, FrameSource, resize_image, resize_label, write_png
+from tempseg.common.errors import UserError
+from tempseg.data.frames import Frame, FrameSource, resize_image, resize_label, write_png
 
 SNIPPET = 30  # frames per snippet
 ANNOTATED = 19  # index of the annotated frame within its snippet
@@ -228,7 +228,7 @@ def write_cityscapes_tree(
     frame j is written as absolute frame 100 * s + j of sequence s (s = snippet index within the city),
     and frame 19's train ids as the gtFine label ids of absolute frame 100 * s + 19.
     """
-    from data.synthetic import SyntheticVideo  # lazy: the reader side does not need the renderer
+    from tempseg.data.synthetic import SyntheticVideo  # lazy: the reader side does not need the renderer
 
     root = Path(root)
     k = 0

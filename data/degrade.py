@@ -324,7 +324,7 @@ def _glare(image: np.ndarray, p: tuple[float, ...], k: int) -> np.ndarray:
     ys, xs = np.ogrid[:h, :w]
     dx, dy = (xs - fx * w) / (radius * w), (ys - fy * h) / (radius * w)
     bloom = 1.6 * np.exp(-2.0 * (dx * dx + dy * dy))  # white out to ~0.5 radius, light beyond
-    streak = 0.8 * np.exp(-((ys - fy * h) / (0.04 * h)) ** 2) * np.exp(-(((xs - fx * w) / (0.9 * w)) ** 2))
+    streak = 0.8 * np.exp(-(((ys - fy * h) / (0.04 * h)) ** 2)) * np.exp(-(((xs - fx * w) / (0.9 * w)) ** 2))
     light = (bloom + streak).astype(np.float32)[..., None]
     out = image.astype(np.float32) * (1.0 - 0.3 * np.minimum(light, 1.0)) + veil + 255.0 * light
     return out.clip(0, 255).astype(np.uint8)

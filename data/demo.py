@@ -11,10 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common.errors import UserError
-from common.io import atomic_path
-from data.frames import Frame, write_png
-from data.streams import open_source
+from tempseg.common.errors import UserError
+from tempseg.common.io import atomic_path
+from tempseg.data.frames import Frame, write_png
+from tempseg.data.streams import open_source
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def write_synthetic_video(
 
 def preview_grid(frames: list[Frame], *, cell_width: int = 384) -> np.ndarray:
     """Frames side by side over their colourised labels (black where unlabelled), degradations named."""
-    from data.classes import colorize  # lazy: cityscapesscripts only where colours are drawn
+    from tempseg.data.classes import colorize  # lazy: cityscapesscripts only where colours are drawn
 
     columns = []
     for frame in frames:

@@ -11,7 +11,7 @@ from types import TracebackType
 import cv2
 import numpy as np
 
-from common.io import atomic_write
+from tempseg.common.io import atomic_write
 
 
 @dataclass

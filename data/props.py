@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from data.scene import (
+from tempseg.data.scene import (
     FAR,
     GROUND,
     PROPERTY,

@@ -18,8 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common.errors import UserError
-from data.frames import Frame, FrameSource, resize_image, resize_label
+from tempseg.common.errors import UserError
+from tempseg.data.frames import Frame, FrameSource, resize_image, resize_label
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def open_source(
             index, split, frames=frames, height=height or 256, width=width or 512, sequence_length=sequence_length
         )
     if spec.startswith("cityscapes:"):
-        from data.cityscapes import cityscapes_source  # lazy: only this spec needs cityscapesscripts
+        from tempseg.data.cityscapes import cityscapes_source  # lazy: only this spec needs cityscapesscripts
 
         path, city_split = spec[len("cityscapes:") :], split
         head, sep, tail = path.rpartition(":")
@@ -169,7 +169,7 @@ class SyntheticStream(FrameSource):
         self.name = f"synthetic:{split}/{index}"
 
     def __iter__(self) -> Iterator[Frame]:
-        from data.synthetic import SyntheticVideo, split_seed  # lazy: keeps camera/video streams light
+        from tempseg.data.synthetic import SyntheticVideo, split_seed  # lazy: keeps camera/video streams light
 
         left = self.length
         for index in itertools.count(self.index):

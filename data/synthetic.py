@@ -28,10 +28,10 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from data import degrade
-from data.frames import Frame, FrameSource
-from data.scene import CAM_H, SKY_BANDS
-from data.world import NEAR_M, Scene
+from tempseg.data import degrade
+from tempseg.data.frames import Frame, FrameSource
+from tempseg.data.scene import CAM_H, SKY_BANDS
+from tempseg.data.world import NEAR_M, Scene
 
 FOCAL = 0.75  # focal length as a fraction of the width (67 degree horizontal field of view)
 HORIZON = 0.45  # horizon row as a fraction of the height, camera level

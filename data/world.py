@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from data import props
-from data.scene import (
+from tempseg.data import props
+from tempseg.data.scene import (
     CHUNK_M,
     FAR,
     MAX_THING_M,

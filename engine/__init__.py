@@ -3,6 +3,6 @@
 Imports without TensorRT or torch; `engine.trt.load_tensorrt` imports TensorRT when a build needs it.
 """
 
-from engine.sidecar import check_engine, read_sidecar, sidecar_path
+from tempseg.engine.sidecar import check_engine, read_sidecar, sidecar_path
 
 __all__ = ["check_engine", "read_sidecar", "sidecar_path"]

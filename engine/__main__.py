@@ -13,10 +13,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.contract import read_onnx_contract
-from common.errors import UserError, run_cli
-from engine.build import DEFAULT_TIMING_CACHE, PROFILING, BuildOptions, build_engine
-from engine.trt import PREFERENCES, load_tensorrt
+from tempseg.common.contract import read_onnx_contract
+from tempseg.common.errors import UserError, run_cli
+from tempseg.engine.build import DEFAULT_TIMING_CACHE, PROFILING, BuildOptions, build_engine
+from tempseg.engine.trt import PREFERENCES, load_tensorrt
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     options = options_from_args(args)
     if args.verbose:
-        logging.getLogger("engine").setLevel(logging.DEBUG)
+        logging.getLogger("tempseg.engine").setLevel(logging.DEBUG)
     contract = read_onnx_contract(args.onnx)  # a broken graph stops here, before TensorRT is even imported
     trt = load_tensorrt(args.flavour, verbose=args.verbose)
     result = build_engine(trt, args.onnx, args.out, options, contract=contract)

@@ -27,13 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.contract import Contract, TensorSpec, check_against_io, read_onnx_contract
-from common.errors import UserError
-from common.io import atomic_write
-from engine.sidecar import make_sidecar, sidecar_path, write_sidecar
-from engine.trt import TensorRT, cuda_gpu
+from tempseg.common.contract import Contract, TensorSpec, check_against_io, read_onnx_contract
+from tempseg.common.errors import UserError
+from tempseg.common.io import atomic_write
+from tempseg.engine.sidecar import make_sidecar, sidecar_path, write_sidecar
+from tempseg.engine.trt import TensorRT, cuda_gpu
 
-log = logging.getLogger("engine")
+log = logging.getLogger("tempseg.engine")
 
 DEFAULT_TIMING_CACHE = Path("runs/timing.cache")
 # TensorRT-RTX targets when no GPU tells us better: the RTX generations its docs list as the default

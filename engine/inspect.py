@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common.errors import run_cli
-from engine.sidecar import check_engine
+from tempseg.common.errors import run_cli
+from tempseg.engine.sidecar import check_engine
 
 
 def summary(payload: dict[str, Any]) -> list[str]:
@@ -53,8 +53,8 @@ def layer_lines(layers: list[Any]) -> list[str]:
 
 def deserialized_layers(engine_path: Path, payload: dict[str, Any]) -> list[str]:
     """EngineInspector layers of the engine itself (GPU + the recorded TensorRT flavour); not run by the CPU tests."""
-    from engine.build import inspect_engine
-    from engine.trt import load_tensorrt
+    from tempseg.engine.build import inspect_engine
+    from tempseg.engine.trt import load_tensorrt
 
     trt = load_tensorrt(payload["tensorrt"]["flavour"])
     result = inspect_engine(trt, engine_path.read_bytes())

@@ -14,9 +14,9 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from common.contract import Contract, TensorSpec
-from common.errors import UserError
-from common.io import sha256_file, write_json
+from tempseg.common.contract import Contract, TensorSpec
+from tempseg.common.errors import UserError
+from tempseg.common.io import sha256_file, write_json
 
 SIDECAR_VERSION = 1
 EXPECT_KEYS = ("model", "precision", "input_hw", "flavour", "tensorrt_version", "compute_capability")
@@ -45,7 +45,7 @@ def make_sidecar(
     build_log_memory: dict[str, int],
 ) -> dict[str, Any]:
     """The sidecar's JSON payload (see check_engine for the fields the runtime relies on)."""
-    from engine.trt import cuda_gpu  # ctypes only; no TensorRT import
+    from tempseg.engine.trt import cuda_gpu  # ctypes only; no TensorRT import
 
     gpu = cuda_gpu()
     return {

@@ -14,10 +14,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from common.errors import UserError
-from common.platform import FLAVOURS, GpuInfo, try_import
-from common.platform import cuda_gpu as cuda_gpu  # re-exported: the one GPU probe
-from common.platform import gpu_support as _gpu_support
+from tempseg.common.errors import UserError
+from tempseg.common.platform import FLAVOURS, GpuInfo, try_import
+from tempseg.common.platform import cuda_gpu as cuda_gpu  # re-exported: the one GPU probe
+from tempseg.common.platform import gpu_support as _gpu_support
 
 PREFERENCES = ("auto", *FLAVOURS)
 INSTALL_HINTS = {
@@ -30,7 +30,7 @@ INSTALL_HINTS = {
 _LEVELS = {"INTERNAL_ERROR": logging.CRITICAL, "ERROR": logging.ERROR, "WARNING": logging.WARNING}
 _KEEP_MESSAGES = 5000  # recent messages kept for error reports and the build record (INFO and above)
 
-log = logging.getLogger("engine.trt")
+log = logging.getLogger("tempseg.engine.trt")
 
 
 @dataclass(frozen=True)

@@ -18,17 +18,17 @@ from pathlib import Path
 
 import onnx
 
-from common.contract import LOGITS, Contract, TensorSpec, set_metadata
-from common.errors import UserError, run_cli
-from common.io import sha256_file, write_json
-from data import SyntheticVideo, split_seed
-from export.fp16 import convert_fp16
-from export.onnx_graph import build_contract, export_fp32, save_onnx
-from export.parity import FP16_TARGET_AGREEMENT, ParityError, check_fp32, merge, streaming_parity
-from models import FCResNet, UnknownModelError, check_input_size, resolve_name
-from models.checkpoint import load_model
+from tempseg.common.contract import LOGITS, Contract, TensorSpec, set_metadata
+from tempseg.common.errors import UserError, run_cli
+from tempseg.common.io import sha256_file, write_json
+from tempseg.data import SyntheticVideo, split_seed
+from tempseg.export.fp16 import convert_fp16
+from tempseg.export.onnx_graph import build_contract, export_fp32, save_onnx
+from tempseg.export.parity import FP16_TARGET_AGREEMENT, ParityError, check_fp32, merge, streaming_parity
+from tempseg.models import FCResNet, UnknownModelError, check_input_size, resolve_name
+from tempseg.models.checkpoint import load_model
 
-log = logging.getLogger("export")
+log = logging.getLogger("tempseg.export")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -15,7 +15,7 @@ import warnings
 import onnx
 from onnx import TensorProto
 
-from common.contract import Contract, StateSpec, contract_of_model, set_metadata
+from tempseg.common.contract import Contract, StateSpec, contract_of_model, set_metadata
 
 
 def convert_fp16(

@@ -22,11 +22,11 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from common.contract import LABELS, LOGITS, Contract, contract_of_model, set_metadata
-from common.io import atomic_path
-from export.reparam import deploy_model
-from models import FCResNet
-from models.contract import OPSET, build_contract
+from tempseg.common.contract import LABELS, LOGITS, Contract, contract_of_model, set_metadata
+from tempseg.common.io import atomic_path
+from tempseg.export.reparam import deploy_model
+from tempseg.models import FCResNet
+from tempseg.models.contract import OPSET, build_contract
 
 __all__ = ["build_contract", "export_fp32", "save_onnx", "simplify"]
 

@@ -12,13 +12,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from common.contract import LOGITS, Contract, TensorSpec
-from data import Frame
-from models import FCResNet
-from runtime.backends.base import Runner
-from runtime.backends.ort_runner import OnnxRuntimeRunner
-from runtime.backends.torch_runner import TorchRunner
-from runtime.stream import StreamStep, compare_runners
+from tempseg.common.contract import LOGITS, Contract, TensorSpec
+from tempseg.data import Frame
+from tempseg.models import FCResNet
+from tempseg.runtime.backends.base import Runner
+from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
+from tempseg.runtime.backends.torch_runner import TorchRunner
+from tempseg.runtime.stream import StreamStep, compare_runners
 
 REFERENCE = "torch"
 

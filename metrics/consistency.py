@@ -11,7 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from metrics.segmentation import ConfusionMatrix
+from tempseg.metrics.segmentation import ConfusionMatrix
 
 
 class TemporalConsistency:

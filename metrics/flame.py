@@ -15,7 +15,7 @@ from collections import deque
 
 import numpy as np
 
-from metrics.segmentation import ConfusionMatrix
+from tempseg.metrics.segmentation import ConfusionMatrix
 
 
 def flame_offset(latency_ms: float, fps: float) -> int:

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from metrics.segmentation import ConfusionMatrix
+from tempseg.metrics.segmentation import ConfusionMatrix
 
-SUBSETS = ("all", "clean", "degraded")
+# degraded_first: a degraded frame right after a clean one (the previous frame still saw the scene);
+# degraded_later: the 2nd or 3rd frame of an event, whose previous frame was degraded too.
+SUBSETS = ("all", "clean", "degraded", "degraded_first", "degraded_later")
 RESAMPLES = 2000
 
 
@@ -29,7 +31,9 @@ class StreamScores:
         self.sequences: list[str] = []
         self.frames: dict[str, list[int]] = {}
         self._clean: dict[str, ConfusionMatrix] = {}
-        self._degraded: dict[str, ConfusionMatrix] = {}
+        self._first: dict[str, ConfusionMatrix] = {}  # degraded after a clean frame
+        self._later: dict[str, ConfusionMatrix] = {}  # degraded after a degraded frame
+        self._previous_degraded: dict[str, bool] = {}
         self.by_kind: dict[str, ConfusionMatrix] = {}
 
     def update(
@@ -39,10 +43,13 @@ class StreamScores:
         if sequence not in self._clean:
             self.sequences.append(sequence)
             self.frames[sequence] = []
-            self._clean[sequence] = ConfusionMatrix(self.num_classes)
-            self._degraded[sequence] = ConfusionMatrix(self.num_classes)
+            for table in (self._clean, self._first, self._later):
+                table[sequence] = ConfusionMatrix(self.num_classes)
         self.frames[sequence].append(index)
-        (self._clean if degraded is None else self._degraded)[sequence].update(prediction, label)
+        after_degraded = self._previous_degraded.get(sequence, False)
+        table = self._clean if degraded is None else self._later if after_degraded else self._first
+        table[sequence].update(prediction, label)
+        self._previous_degraded[sequence] = degraded is not None
         if degraded is not None:
             self.by_kind.setdefault(degraded, ConfusionMatrix(self.num_classes)).update(prediction, label)
 
@@ -50,12 +57,17 @@ class StreamScores:
         """[sequences, C, C] confusion counts of `subset` ("all", "clean" or "degraded")."""
         if subset not in SUBSETS:
             raise ValueError(f"unknown subset {subset!r}: use one of {SUBSETS}")
+        parts = {
+            "all": (self._clean, self._first, self._later),
+            "clean": (self._clean,),
+            "degraded": (self._first, self._later),
+            "degraded_first": (self._first,),
+            "degraded_later": (self._later,),
+        }[subset]
         out = np.zeros((len(self.sequences), self.num_classes, self.num_classes), np.int64)
         for i, name in enumerate(self.sequences):
-            if subset in ("all", "clean"):
-                out[i] += self._clean[name].counts
-            if subset in ("all", "degraded"):
-                out[i] += self._degraded[name].counts
+            for table in parts:
+                out[i] += table[name].counts
         return out
 
     def matrix(self, subset: str = "all") -> ConfusionMatrix:
@@ -74,6 +86,8 @@ class StreamScores:
             "miou": overall["miou"],
             "miou_clean": self.miou("clean"),
             "miou_degraded": self.miou("degraded"),
+            "miou_degraded_first": self.miou("degraded_first"),
+            "miou_degraded_later": self.miou("degraded_later"),
             "pixel_acc": overall["pixel_acc"],
             "per_class_iou": overall["per_class_iou"],
             "per_class_iou_clean": self.matrix("clean").summary(class_names)["per_class_iou"],
@@ -88,20 +102,23 @@ class StreamScores:
             "sequences": np.array(self.sequences),
             "frames": np.array([len(self.frames[s]) for s in self.sequences]),
             "clean": self.counts("clean"),
-            "degraded": self.counts("degraded"),
+            "degraded_first": self.counts("degraded_first"),
+            "degraded_later": self.counts("degraded_later"),
         }
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> StreamScores:
-        clean, degraded = arrays["clean"], arrays["degraded"]
-        scores = cls(clean.shape[-1])
+        scores = cls(arrays["clean"].shape[-1])
         for i, name in enumerate(str(s) for s in arrays["sequences"]):
             scores.sequences.append(name)
             scores.frames[name] = list(range(int(arrays["frames"][i])))
-            scores._clean[name] = ConfusionMatrix(scores.num_classes)
-            scores._clean[name].counts = clean[i].copy()
-            scores._degraded[name] = ConfusionMatrix(scores.num_classes)
-            scores._degraded[name].counts = degraded[i].copy()
+            for table, key in (
+                (scores._clean, "clean"),
+                (scores._first, "degraded_first"),
+                (scores._later, "degraded_later"),
+            ):
+                table[name] = ConfusionMatrix(scores.num_classes)
+                table[name].counts = arrays[key][i].copy()
         return scores
 
 

@@ -1,15 +1,16 @@
 """FCResNet{18,34,50} with temporal connections; model names are one grammar (models/registry.py)."""
 
-from models.fcresnet import NETWORK_STRIDE, FCResNet, FCResNetConfig, check_input_size
-from models.registry import (
+from tempseg.models.fcresnet import NETWORK_STRIDE, FCResNet, FCResNetConfig, check_input_size
+from tempseg.models.registry import (
     UnknownModelError,
     build_model,
     list_models,
     model_config,
+    random_model,
     resolve_name,
     variant_name,
 )
-from models.temporal import FeedbackConnectionError, TemporalConnection
+from tempseg.models.temporal import FeedbackConnectionError, TemporalConnection
 
 __all__ = [
     "NETWORK_STRIDE",
@@ -22,6 +23,7 @@ __all__ = [
     "check_input_size",
     "list_models",
     "model_config",
+    "random_model",
     "resolve_name",
     "variant_name",
 ]

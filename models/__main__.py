@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from common.errors import UserError, run_cli
-from models.registry import UnknownModelError, list_models
-from models.summary import format_summary, summarize
+from tempseg.common.errors import UserError, run_cli
+from tempseg.models.registry import UnknownModelError, list_models
+from tempseg.models.summary import format_summary, summarize
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-from common.errors import UserError
-from common.io import atomic_write
-from models.fcresnet import FCResNet, FCResNetConfig
-from models.registry import build_model, model_config
+from tempseg.common.errors import UserError
+from tempseg.common.io import atomic_write
+from tempseg.models.fcresnet import FCResNet, FCResNetConfig
+from tempseg.models.registry import build_model, model_config
 
 FORMAT = "tempseg-checkpoint"
 VERSION = 1

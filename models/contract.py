@@ -6,10 +6,10 @@ runner with it, so both sides stream frames through one contract.
 
 from __future__ import annotations
 
-from common.contract import LABELS, LOGITS, Contract, StateSpec, TensorSpec
-from common.preprocess import COLOR_ORDER, MEAN_RGB, STD_RGB
-from data.classes import CLASS_NAMES, PALETTE
-from models.fcresnet import FCResNet
+from tempseg.common.contract import LABELS, LOGITS, Contract, StateSpec, TensorSpec
+from tempseg.common.preprocess import COLOR_ORDER, MEAN_RGB, STD_RGB
+from tempseg.data.classes import CLASS_NAMES, PALETTE
+from tempseg.models.fcresnet import FCResNet
 
 OPSET = 17  # the newest opset every TensorRT from 8.6 on parses
 

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from models.resnet import ResNet
-from models.temporal import POSITION_STRIDES, TemporalConnection, TemporalProcessor
+from tempseg.models.resnet import ResNet
+from tempseg.models.temporal import POSITION_STRIDES, TemporalConnection, TemporalProcessor
 
 NETWORK_STRIDE = 32
 

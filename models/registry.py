@@ -13,8 +13,8 @@ import difflib
 import fnmatch
 import re
 
-from models.fcresnet import FCResNet, FCResNetConfig
-from models.temporal import POSITIONS, FeedbackConnectionError, TemporalConnection
+from tempseg.models.fcresnet import FCResNet, FCResNetConfig
+from tempseg.models.temporal import POSITIONS, FeedbackConnectionError, TemporalConnection
 
 WIDTHS = (1.0, 0.75, 0.5, 0.25)
 DEPTHS = (18, 34, 50)
@@ -63,6 +63,26 @@ def build_model(name: str, *, num_classes: int = 19) -> FCResNet:
     return FCResNet(model_config(name, num_classes=num_classes))
 
 
+def random_model(name: str, *, seed: int = 0) -> FCResNet:
+    """A model with random weights whose BatchNorm statistics and upsamplings are not their fresh values, for
+    tests and benchmarks: exported convs then have biases (a fresh model's fold to none), and the state reaches
+    the labels (a fresh concat merge has zero weights on the state's channels)."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = build_model(name).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+            if isinstance(module, torch.nn.ConvTranspose2d):
+                module.weight.add_(0.1 * torch.randn_like(module.weight))
+    return model
+
+
 def resolve_name(name: str) -> str:
     """`name` if it is a model name; otherwise UnknownModelError with the reason and the closest names."""
     model_config(name)
@@ -98,6 +118,7 @@ __all__ = [
     "build_model",
     "list_models",
     "model_config",
+    "random_model",
     "resolve_name",
     "variant_name",
 ]

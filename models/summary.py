@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.registry import build_model, resolve_name
+from tempseg.models.registry import build_model, resolve_name
 
 # Parameter counts, in millions, that Yawei Liu's "Towards Efficient Temporal Neural Nets for Video Semantic
 # Segmentation" gives for its models (Tables II-IV), to check ours against.

@@ -14,16 +14,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.errors import UserError, run_cli
-from common.io import write_json
-from data import open_source
-from runtime.loop import LoopOptions, run_loop
-from runtime.outputs import Overlay, OverlayVideo, PngFrames, palette_lut
-from runtime.policy import StatePolicy
-from runtime.report import build_report, format_report
-from runtime.session import BACKENDS, PRECISIONS, make_runner, select
+from tempseg.common.errors import UserError, run_cli
+from tempseg.common.io import write_json
+from tempseg.data import open_source
+from tempseg.runtime.loop import LoopOptions, run_loop
+from tempseg.runtime.outputs import Overlay, OverlayVideo, PngFrames, palette_lut
+from tempseg.runtime.policy import StatePolicy
+from tempseg.runtime.report import build_report, format_report
+from tempseg.runtime.session import BACKENDS, PRECISIONS, make_runner, select
 
-log = logging.getLogger("runtime")
+log = logging.getLogger("tempseg.runtime")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

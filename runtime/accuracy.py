@@ -8,8 +8,8 @@ carried and with the state zeroed (`python -m runtime --reset-every 1`, or compa
 
 from __future__ import annotations
 
-from data import Frame
-from metrics import LatencyAwareMIoU, StreamScores, TemporalConsistency
+from tempseg.data import Frame
+from tempseg.metrics import LatencyAwareMIoU, StreamScores, TemporalConsistency
 
 
 class AccuracyTracker:

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import UserError
-from common.platform import cuda_binding
+from tempseg.common.errors import UserError
+from tempseg.common.platform import cuda_binding
 
 INSTALL_HINT = (
     "`pip install cuda-python` (any platform), or pycuda (`pip install pycuda`, which compiles against the "

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from data import Frame
-from runtime.accuracy import AccuracyTracker
-from runtime.backends.base import Runner
-from runtime.policy import ResetTracker, StatePolicy
-from runtime.stream import stream
+from tempseg.data import Frame
+from tempseg.runtime.accuracy import AccuracyTracker
+from tempseg.runtime.backends.base import Runner
+from tempseg.runtime.policy import ResetTracker, StatePolicy
+from tempseg.runtime.stream import stream
 
 log = logging.getLogger(__name__)
 PHASES = ("preprocess", "h2d", "compute", "d2h", "postprocess", "total")

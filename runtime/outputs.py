@@ -9,8 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common.errors import UserError
-from data import Frame
+from tempseg.common.errors import UserError
+from tempseg.data import Frame
 
 
 def palette_lut(palette: tuple[tuple[int, int, int], ...], num_classes: int) -> np.ndarray:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.contract import Contract
-from common.preprocess import normalize_bgr
+from tempseg.common.contract import Contract
+from tempseg.common.preprocess import normalize_bgr
 
 
 class Preprocessor:

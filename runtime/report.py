@@ -8,10 +8,10 @@ from dataclasses import asdict
 
 import numpy as np
 
-from common.contract import Contract
-from runtime.backends.base import MemoryInfo
-from runtime.loop import PHASES, LoopResult
-from runtime.memory import is_jetson, peak_rss_bytes
+from tempseg.common.contract import Contract
+from tempseg.runtime.backends.base import MemoryInfo
+from tempseg.runtime.loop import PHASES, LoopResult
+from tempseg.runtime.memory import is_jetson, peak_rss_bytes
 
 SCHEMA = "tempseg-run/1"
 

@@ -10,10 +10,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.contract import Contract, read_onnx_contract
-from common.errors import UserError
-from common.platform import auto_backend
-from runtime.backends.base import Runner
+from tempseg.common.contract import Contract, read_onnx_contract
+from tempseg.common.errors import UserError
+from tempseg.common.platform import auto_backend
+from tempseg.runtime.backends.base import Runner
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "tensorrt", "tensorrt_rtx", "onnxruntime", "torch")
@@ -58,14 +58,14 @@ def select(
 
 def make_runner(selection: Selection, *, threads: int = 0, device: str = "auto", cuda_graphs: bool = False) -> Runner:
     if selection.backend == "onnxruntime":
-        from runtime.backends.ort_runner import OnnxRuntimeRunner
+        from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(selection.contract, selection.artefact, threads=threads)
     if selection.backend == "torch":
-        from runtime.backends.torch_runner import TorchRunner
+        from tempseg.runtime.backends.torch_runner import TorchRunner
 
         return TorchRunner(selection.contract, selection.artefact, device=device, threads=threads)
-    from runtime.backends.trt_runner import TensorRTRunner
+    from tempseg.runtime.backends.trt_runner import TensorRTRunner
 
     return TensorRTRunner(selection.contract, selection.artefact, flavour=selection.backend, cuda_graphs=cuda_graphs)
 
@@ -86,7 +86,7 @@ def _engine_contract(engine: Path, expect: dict) -> Contract:
 
     Nothing is deserialized here: an engine is code-like and is refused before TensorRT sees it.
     """
-    from engine.sidecar import check_engine, sidecar_contract
+    from tempseg.engine.sidecar import check_engine, sidecar_contract
 
     if not engine.is_file():
         raise UserError(

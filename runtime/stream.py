@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data import Frame
-from runtime.backends.base import PhaseTimes, Runner
-from runtime.policy import ResetTracker, StatePolicy
-from runtime.preprocess import Preprocessor
+from tempseg.data import Frame
+from tempseg.runtime.backends.base import PhaseTimes, Runner
+from tempseg.runtime.policy import ResetTracker, StatePolicy
+from tempseg.runtime.preprocess import Preprocessor
 
 
 @dataclass

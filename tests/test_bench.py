@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from bench.compare import base_model, check_recipes, deployed_memory, markdown, pareto_front, plot, table_rows
-from bench.paper import CONNECTIONS, Budget, report, table_models
-from bench.runtime_ratios import interleaved
-from bench.soak import MemorySampler, loop_windows, max_deviation, replayed, verdict, windows
-from metrics import Delta, StreamScores, paired_delta
-from runtime.loop import PHASES
+from tempseg.bench.compare import base_model, check_recipes, deployed_memory, markdown, pareto_front, plot, table_rows
+from tempseg.bench.paper import CONNECTIONS, Budget, report, table_models
+from tempseg.bench.runtime_ratios import interleaved
+from tempseg.bench.soak import MemorySampler, loop_windows, max_deviation, replayed, verdict, windows
+from tempseg.metrics import Delta, StreamScores, paired_delta
+from tempseg.runtime.loop import PHASES
 
 
 def _report(model: str, precision: str, p50: float, miou: float, weights: int) -> dict:
@@ -76,8 +76,8 @@ def test_deltas_are_paired_against_the_control_of_the_same_width_and_precision()
 
 
 def test_compare_refuses_rows_trained_with_another_recipe(tmp_path):
-    from common.errors import UserError
-    from train.config import preset_config, recipe
+    from tempseg.common.errors import UserError
+    from tempseg.train.config import preset_config, recipe
 
     def write(model: str, preset: str, base_sha: str = "b" * 64) -> None:
         rec = {**recipe(preset_config(preset, "finetune")), "amp": "bf16"}

@@ -17,17 +17,17 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from calibration import CalibConfig, StreamingCalibrationReader, calibrate, keep_float_nodes
-from calibration.__main__ import main
-from calibration.config import DEFAULT_PERCENTILE
-from calibration.frames import take_frames
-from common.contract import graph_io, read_onnx_contract
-from common.errors import UserError, run_cli
-from common.io import sha256_file
-from data import Frame, SyntheticVideo, split_seed
-from export.parity import ort_session
-from runtime.backends.ort_runner import OnnxRuntimeRunner
-from runtime.stream import compare_runners
+from tempseg.calibration import CalibConfig, StreamingCalibrationReader, calibrate, keep_float_nodes
+from tempseg.calibration.__main__ import main
+from tempseg.calibration.config import DEFAULT_PERCENTILE
+from tempseg.calibration.frames import take_frames
+from tempseg.common.contract import graph_io, read_onnx_contract
+from tempseg.common.errors import UserError, run_cli
+from tempseg.common.io import sha256_file
+from tempseg.data import Frame, SyntheticVideo, split_seed
+from tempseg.export.parity import ort_session
+from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
+from tempseg.runtime.stream import compare_runners
 
 MODEL = "fcresnet18x0.25_t66"
 HEIGHT, WIDTH = 64, 128
@@ -41,8 +41,8 @@ STAGE_LINE = re.compile(r"^stage calibrate: \d+\.\d s -> (\S+) \((\d+\.\d) MiB, 
 def fp32_path(tmp_path_factory) -> Path:
     """The FP32 contract graph of the test model, exported by export/."""
     torch = pytest.importorskip("torch", reason="the test graph is exported from torch")
-    from export.onnx_graph import build_contract, export_fp32, save_onnx
-    from models import build_model
+    from tempseg.export.onnx_graph import build_contract, export_fp32, save_onnx
+    from tempseg.models import build_model
 
     torch.manual_seed(0)
     model = build_model(MODEL).eval()

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from common.errors import UserError, run_cli
-from data import (
+from tempseg.common.errors import UserError, run_cli
+from tempseg.data import (
     CityscapesClips,
     SyntheticVideo,
     augment_clip,
@@ -22,10 +22,10 @@ from data import (
     synthetic_split,
     write_cityscapes_tree,
 )
-from data.__main__ import main
-from data.classes import PALETTE, colorize
-from data.degrade import KINDS
-from data.demo import write_synthetic_video
+from tempseg.data.__main__ import main
+from tempseg.data.classes import PALETTE, colorize
+from tempseg.data.degrade import KINDS
+from tempseg.data.demo import write_synthetic_video
 
 H, W = 64, 128  # small frames keep the file fast; the renderer is resolution-free
 
@@ -321,7 +321,7 @@ def test_image_folder_in_natural_order_with_conversion_notices(tmp_path, caplog)
     cv2.imwrite(str(tmp_path / "frame2.png"), gray)
     cv2.imwrite(str(tmp_path / "frame1.png"), gray)
     (tmp_path / "notes.txt").write_text("not an image, not listed")
-    with caplog.at_level(logging.WARNING, logger="data.streams"):
+    with caplog.at_level(logging.WARNING, logger="tempseg.data.streams"):
         frames = list(open_source(str(tmp_path), height=40, width=60))
     assert [int(f.image[0, 0, 0]) for f in frames] == [100, 100, 30]  # frame1, frame2, frame10
     assert all(f.image.shape == (40, 60, 3) for f in frames)
@@ -333,7 +333,7 @@ def test_image_folder_in_natural_order_with_conversion_notices(tmp_path, caplog)
 
 def test_bgra_frames_lose_alpha_with_a_notice(tmp_path, caplog):
     cv2.imwrite(str(tmp_path / "a.png"), np.full((8, 8, 4), (10, 20, 30, 255), np.uint8))
-    with caplog.at_level(logging.WARNING, logger="data.streams"):
+    with caplog.at_level(logging.WARNING, logger="tempseg.data.streams"):
         (frame,) = list(open_source(str(tmp_path)))
     assert frame.image.shape == (8, 8, 3)
     assert tuple(frame.image[0, 0]) == (10, 20, 30)
@@ -389,7 +389,7 @@ def test_cli_writes_a_video_and_a_preview(tmp_path):
 
 
 def test_palette_comes_from_cityscapesscripts():
-    import data
+    from tempseg import data
 
     assert len(data.CLASS_NAMES) == 19
     assert data.CLASS_NAMES[0] == "road"

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from train.config import preset_config
-from train.trainer import TrainingRun, _setup_process
+from tempseg.train.config import preset_config
+from tempseg.train.trainer import TrainingRun, _setup_process
 
 out, steps = Path(sys.argv[1]), int(sys.argv[2])
 config = preset_config("smoke", "base", model="fcresnet18x0.25", device="cpu")

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.frames import Frame, FrameSource
-from data.streams import Conformed
+from tempseg.data.frames import Frame, FrameSource
+from tempseg.data.streams import Conformed
 from tests.conftest import TINY, TINY_HW
 from tests.test_platform import make, ready_venv
 
@@ -88,7 +88,7 @@ class Still(FrameSource):
     ],
 )
 def test_stretched_frames_are_announced_once(caplog, source_hw, stretch):
-    caplog.set_level(logging.WARNING, logger="data.streams")
+    caplog.set_level(logging.WARNING, logger="tempseg.data.streams")
     frames = list(Conformed(Still(*source_hw), height=256, width=512, frames=None))
     assert [f.image.shape for f in frames] == [(256, 512, 3)] * 3
     warned = [r.getMessage() for r in caplog.records if "stretched" in r.getMessage()]

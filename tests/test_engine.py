@@ -19,15 +19,15 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from common.contract import Contract, read_onnx_contract
-from common.errors import UserError, run_cli
-from common.io import sha256_file
-from engine import build as engine_build
-from engine.__main__ import main as engine_main
-from engine.build import BuildOptions, build_engine, create_config, network_from_onnx
-from engine.inspect import main as inspect_main
-from engine.sidecar import check_engine, read_sidecar, sidecar_contract, sidecar_path
-from engine.trt import cuda_gpu, load_tensorrt
+from tempseg.common.contract import Contract, read_onnx_contract
+from tempseg.common.errors import UserError, run_cli
+from tempseg.common.io import sha256_file
+from tempseg.engine import build as engine_build
+from tempseg.engine.__main__ import main as engine_main
+from tempseg.engine.build import BuildOptions, build_engine, create_config, network_from_onnx
+from tempseg.engine.inspect import main as inspect_main
+from tempseg.engine.sidecar import check_engine, read_sidecar, sidecar_contract, sidecar_path
+from tempseg.engine.trt import cuda_gpu, load_tensorrt
 from tests.conftest import TINY, TINY_HW
 
 MODEL = TINY
@@ -94,7 +94,7 @@ def tiny_graph(path: Path, *, op: str = "Relu", domain: str = "") -> Path:
 def test_cli_builds_engine_and_record_matching_the_contract(graphs, precision, tmp_path, capsys, caplog):
     onnx_path, contract = graphs[precision]
     out = tmp_path / f"{precision}.engine"
-    caplog.set_level(logging.INFO, logger="engine")
+    caplog.set_level(logging.INFO, logger="tempseg.engine")
     rc = run_cli(
         engine_main, ["--onnx", str(onnx_path), "--out", str(out), "--flavour", "tensorrt_rtx", "--no-timing-cache"]
     )
@@ -130,7 +130,9 @@ def test_cli_builds_engine_and_record_matching_the_contract(graphs, precision, t
         wanted_io[s.output] = (s.output, list(s.shape), s.dtype)
     assert io == wanted_io
 
-    logged = [r.getMessage() for r in caplog.records if r.name == "engine" and r.getMessage().startswith("network ")]
+    logged = [
+        r.getMessage() for r in caplog.records if r.name == "tempseg.engine" and r.getMessage().startswith("network ")
+    ]
     assert len(logged) == len(wanted_io)
     for name, shape, dtype in wanted_io.values():
         assert any(f" {name} " in m and str(shape) in m and m.endswith(dtype) for m in logged), (name, logged)
@@ -153,7 +155,7 @@ def test_timing_cache_is_written_then_loaded(graphs, rtx, tmp_path, monkeypatch,
     assert cache.is_file()
     assert (first["loaded_bytes"], first["saved_bytes"]) == (0, cache.stat().st_size)
     assert first["saved_bytes"] > 0
-    caplog.set_level(logging.INFO, logger="engine")
+    caplog.set_level(logging.INFO, logger="tempseg.engine")
     second = build_engine(rtx, graphs["fp16"][0], tmp_path / "b.engine", options).sidecar["build"]["timing_cache"]
     assert (second["used"], second["loaded_bytes"]) == (True, first["saved_bytes"])
     assert any(f"loaded timing cache {cache}" in r.getMessage() for r in caplog.records)
@@ -194,7 +196,9 @@ def test_parser_errors_are_reported_in_full(rtx, tmp_path, caplog):
     assert message.startswith(f"{path}: TensorRT's ONNX parser failed: 1 error(s): [1] ")
     assert "(node 0, only_node, NoSuchOp; " in message
     assert "\n" not in message
-    assert any(r.name == "engine.trt" and r.levelno >= logging.ERROR for r in caplog.records)  # TensorRT's log, routed
+    assert any(
+        r.name == "tempseg.engine.trt" and r.levelno >= logging.ERROR for r in caplog.records
+    )  # TensorRT's log, routed
 
 
 # ---- bad input: exit code 2, one line --------------------------------------------------------------------
@@ -244,7 +248,8 @@ def test_auto_falls_back_to_tensorrt_rtx(monkeypatch):
 def test_engine_package_imports_without_torch_or_tensorrt():
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import engine, engine.build, engine.trt, engine.sidecar, engine.inspect, engine.__main__\n"
+        "import tempseg.engine, tempseg.engine.build, tempseg.engine.trt, tempseg.engine.sidecar\n"
+        "import tempseg.engine.inspect, tempseg.engine.__main__\n"
         "assert not {'tensorrt', 'tensorrt_rtx', 'onnx'} & set(sys.modules), sorted(sys.modules)\n"
     )
     root = Path(__file__).resolve().parents[1]

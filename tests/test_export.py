@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from common.contract import read_onnx_contract
-from export import parity
-from export.__main__ import main as export_main
-from export.onnx_graph import simplify
-from export.parity import ort_session
-from export.reparam import SubPixelUpsample, deploy_model
+from tempseg.common.contract import read_onnx_contract
+from tempseg.export import parity
+from tempseg.export.__main__ import main as export_main
+from tempseg.export.onnx_graph import simplify
+from tempseg.export.parity import ort_session
+from tempseg.export.reparam import SubPixelUpsample, deploy_model
 from tests.conftest import TINY, TINY_HW, make_tiny_model
 
 

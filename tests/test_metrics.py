@@ -6,8 +6,15 @@ import cv2
 import numpy as np
 import pytest
 
-from metrics import ConfusionMatrix, LatencyAwareMIoU, StreamScores, TemporalConsistency, flame_offset, paired_delta
-from metrics.paired import miou_interval
+from tempseg.metrics import (
+    ConfusionMatrix,
+    LatencyAwareMIoU,
+    StreamScores,
+    TemporalConsistency,
+    flame_offset,
+    paired_delta,
+)
+from tempseg.metrics.paired import miou_interval
 
 
 def test_miou_hand_computed_two_images():
@@ -176,3 +183,24 @@ def test_stream_scores_round_trip_and_split_by_kind():
     assert set(summary["miou_by_degradation"]) == {"noise"}
     low, high = miou_interval(b, "degraded")
     assert low <= summary["miou_degraded"] <= high
+
+
+def test_degraded_frames_split_by_whether_the_frame_before_was_clean():
+    """A one-frame-back state can only help the first frame of an event: the split that shows it."""
+    scores = StreamScores(2)
+    right, label = np.zeros(4, int), np.zeros(4, int)
+    wrong = np.ones(4, int)
+    # sequence a: clean, degraded (first), degraded (later), clean, degraded (first)
+    for t, (kind, pred) in enumerate(
+        [(None, right), ("noise", right), ("noise", wrong), (None, right), ("blur", right)]
+    ):
+        scores.update("a", t, kind, pred, label)
+    scores.update("b", 0, "glare", wrong, label)  # a stream that starts degraded: no clean frame before it
+    assert scores.counts("degraded_first").sum() == 4 * 3  # a#1, a#4, b#0
+    assert scores.counts("degraded_later").sum() == 4  # a#2
+    assert scores.miou("degraded_later") == 0.0
+    np.testing.assert_array_equal(
+        scores.counts("degraded"), scores.counts("degraded_first") + scores.counts("degraded_later")
+    )
+    again = StreamScores.from_arrays(scores.to_arrays())
+    np.testing.assert_array_equal(again.counts("degraded_later"), scores.counts("degraded_later"))

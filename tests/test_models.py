@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from common.errors import UserError
-from models import (
+from tempseg.common.errors import UserError
+from tempseg.models import (
     FCResNet,
     FCResNetConfig,
     FeedbackConnectionError,
@@ -14,8 +14,8 @@ from models import (
     list_models,
     resolve_name,
 )
-from models.checkpoint import load_model, save_checkpoint
-from models.summary import count_parameters, summarize
+from tempseg.models.checkpoint import load_model, save_checkpoint
+from tempseg.models.summary import count_parameters, summarize
 
 SMALL = (64, 96)  # smallest convenient size divisible by 32
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from common import platform
-from common.errors import UserError
-from common.platform import GpuInfo, Platform, auto_backend, pip_requirement
+from tempseg.common import platform
+from tempseg.common.errors import UserError
+from tempseg.common.platform import GpuInfo, Platform, auto_backend, pip_requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 RTX_GPU = GpuInfo("Fake RTX 4090", "8.9", 24 << 30)
@@ -170,7 +170,7 @@ def test_auto_backend(machine, flavours, gpu, binding, expected, why):
 
 def test_load_tensorrt_takes_the_flavour_auto_takes(machine):
     """`python -m engine` (load_tensorrt("auto")) builds for the flavour the runtime's auto then runs."""
-    from engine.trt import gpu_support, load_tensorrt
+    from tempseg.engine.trt import gpu_support, load_tensorrt
 
     machine(flavours={"tensorrt_rtx": fake_tensorrt("tensorrt_rtx", "8.9")}, gpu=RTX_GPU)
     trt = load_tensorrt("auto")
@@ -182,7 +182,7 @@ def test_load_tensorrt_takes_the_flavour_auto_takes(machine):
 def test_session_auto_follows_the_platform(machine, tmp_path):
     """runtime.session.select asks auto_backend: with an engine and a GPU it goes for the engine (here refused for
     want of a build record, which shows it was chosen); without a GPU, for the graph."""
-    from runtime.session import select
+    from tempseg.runtime.session import select
 
     machine(flavours={"tensorrt_rtx": fake_tensorrt("tensorrt_rtx", "8.9")}, gpu=RTX_GPU)
     (tmp_path / "fp16.engine").write_bytes(b"plan")

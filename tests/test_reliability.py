@@ -20,18 +20,18 @@ import onnx
 import pytest
 import torch
 
-from calibration.__main__ import main as calibration_main
-from common.contract import METADATA_KEY
-from common.errors import run_cli
-from common.io import atomic_write
-from data import SyntheticVideo, split_seed, write_cityscapes_tree
-from export.__main__ import main as export_main
-from models import build_model
-from models.__main__ import main as models_main
-from models.checkpoint import save_checkpoint
-from runtime.__main__ import main as runtime_main
+from tempseg.calibration.__main__ import main as calibration_main
+from tempseg.common.contract import METADATA_KEY
+from tempseg.common.errors import run_cli
+from tempseg.common.io import atomic_write
+from tempseg.data import SyntheticVideo, split_seed, write_cityscapes_tree
+from tempseg.export.__main__ import main as export_main
+from tempseg.models import build_model
+from tempseg.models.__main__ import main as models_main
+from tempseg.models.checkpoint import save_checkpoint
+from tempseg.runtime.__main__ import main as runtime_main
+from tempseg.train.__main__ import main as train_main
 from tests.conftest import TINY, TINY_HW
-from train.__main__ import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -352,9 +352,9 @@ class _VanishingCamera:
 
 
 def test_camera_that_disappears_stops_cleanly_and_reports(tiny_run, tmp_path, monkeypatch):
-    import data.streams
+    from tempseg.data import streams
 
-    monkeypatch.setattr(data.streams.cv2, "VideoCapture", _VanishingCamera)
+    monkeypatch.setattr(streams.cv2, "VideoCapture", _VanishingCamera)
     report = tmp_path / "report.json"
     assert run_cli(runtime_main, _run(tiny_run, "--source", "camera:0", "--report", str(report))) == 0
     assert json.loads(report.read_text())["frames"] == 5
@@ -407,10 +407,10 @@ def test_training_killed_mid_run_resumes_from_an_intact_snapshot(tmp_path):
 def test_a_corrupted_frame_affects_at_most_the_next_frame(tiny_run):
     """The state is a function of the previous frame only (out <= in): two frames after a
     corrupted one, the stream's output equals the clean stream's exactly."""
-    from common.contract import read_onnx_contract
-    from data import Frame
-    from runtime.backends.ort_runner import OnnxRuntimeRunner
-    from runtime.preprocess import Preprocessor
+    from tempseg.common.contract import read_onnx_contract
+    from tempseg.data import Frame
+    from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
+    from tempseg.runtime.preprocess import Preprocessor
 
     contract = read_onnx_contract(tiny_run / "model.onnx")
     frames = list(SyntheticVideo(split_seed("val", 3), *TINY_HW, length=8))

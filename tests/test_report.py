@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.contract import Contract, TensorSpec
-from data import Frame
-from runtime.backends.base import MemoryInfo, PhaseTimes, Runner
-from runtime.backends.ort_runner import OnnxRuntimeRunner
-from runtime.loop import PHASES, LoopOptions, run_loop
-from runtime.report import build_report, format_report
+from tempseg.common.contract import Contract, TensorSpec
+from tempseg.data import Frame
+from tempseg.runtime.backends.base import MemoryInfo, PhaseTimes, Runner
+from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
+from tempseg.runtime.loop import PHASES, LoopOptions, run_loop
+from tempseg.runtime.report import build_report, format_report
 from tests.test_trt_runner import tiny_state_graph
 
 H, W = 8, 8
@@ -136,8 +136,8 @@ def test_onnxruntime_memory_counts_weights_io_and_both_state_buffers(tmp_path: P
 def test_torch_memory_counts_two_state_sets_like_the_ping_pong_runners():
     """The torch runner passes its states back in, so while a frame runs its input and output states both live."""
     pytest.importorskip("torch")
-    from export.onnx_graph import build_contract
-    from runtime.backends.torch_runner import TorchRunner
+    from tempseg.export.onnx_graph import build_contract
+    from tempseg.runtime.backends.torch_runner import TorchRunner
     from tests.conftest import TINY, TINY_HW, make_tiny_model
 
     model = make_tiny_model()

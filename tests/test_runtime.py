@@ -13,16 +13,16 @@ import cv2
 import numpy as np
 import pytest
 
-from common.contract import read_onnx_contract
-from common.errors import UserError
-from data import Frame, SyntheticVideo, split_seed
-from runtime.__main__ import main as runtime_main
-from runtime.backends.base import PhaseTimes
-from runtime.backends.ort_runner import OnnxRuntimeRunner
-from runtime.backends.torch_runner import TorchRunner
-from runtime.loop import LoopOptions, run_loop
-from runtime.policy import ResetTracker, StatePolicy
-from runtime.preprocess import Preprocessor
+from tempseg.common.contract import read_onnx_contract
+from tempseg.common.errors import UserError
+from tempseg.data import Frame, SyntheticVideo, split_seed
+from tempseg.runtime.__main__ import main as runtime_main
+from tempseg.runtime.backends.base import PhaseTimes
+from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
+from tempseg.runtime.backends.torch_runner import TorchRunner
+from tempseg.runtime.loop import LoopOptions, run_loop
+from tempseg.runtime.policy import ResetTracker, StatePolicy
+from tempseg.runtime.preprocess import Preprocessor
 from tests.conftest import TINY_HW
 
 
@@ -36,7 +36,7 @@ def _quiet(**kw) -> LoopOptions:
 
 
 def test_preprocess_matches_training_normalisation(tiny_run):
-    from common.preprocess import normalize_bgr
+    from tempseg.common.preprocess import normalize_bgr
 
     contract = read_onnx_contract(tiny_run / "model.onnx")
     frame = _frames(1)[0].image
@@ -63,8 +63,8 @@ def test_stream_equals_the_two_frame_scheme_frame_by_frame(tiny_run):
     """ORT stream with the carried state == torch on (previous frame -> state, current frame)."""
     import torch
 
-    from common.preprocess import normalize_bgr
-    from models.checkpoint import load_model
+    from tempseg.common.preprocess import normalize_bgr
+    from tempseg.models.checkpoint import load_model
 
     model, _ = load_model(tiny_run / "checkpoint.pt")
     contract = read_onnx_contract(tiny_run / "model.onnx")
@@ -343,8 +343,9 @@ def test_runtime_and_engine_run_without_torch(tmp_path):
     assert "usage: python -m runtime" in help_text.stdout
     imports = (
         "import sys\n"
-        "import runtime.loop, runtime.session, runtime.report, runtime.backends.ort_runner, runtime.__main__\n"
-        "import engine, engine.build, engine.__main__\n"
+        "import tempseg.runtime.loop, tempseg.runtime.session, tempseg.runtime.report\n"
+        "import tempseg.runtime.backends.ort_runner, tempseg.runtime.__main__\n"
+        "import tempseg.engine, tempseg.engine.build, tempseg.engine.__main__\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     imported = _without_torch(tmp_path, "-c", imports)

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from data import write_cityscapes_tree
-from models import build_model
-from models.checkpoint import save_checkpoint
+from tempseg.data import write_cityscapes_tree
+from tempseg.models import build_model
+from tempseg.models.checkpoint import save_checkpoint
+from tempseg.train.__main__ import main as train_main
+from tempseg.train.config import preset_config, recipe
+from tempseg.train.init import init_from_checkpoint, load_pretrained_backbone
+from tempseg.train.trainer import ClipForward, TrainingRun, lr_factor, supervised_labels
 from tests.conftest import TINY
-from train.__main__ import main as train_main
-from train.config import preset_config, recipe
-from train.init import init_from_checkpoint, load_pretrained_backbone
-from train.trainer import ClipForward, TrainingRun, lr_factor, supervised_labels
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,7 +112,7 @@ def _smoke_base(tmp_path: Path, model: str = "fcresnet18x0.25") -> Path:
 
 
 def test_finetune_needs_a_base_and_records_its_recipe(tmp_path, capsys):
-    from common.errors import run_cli
+    from tempseg.common.errors import run_cli
 
     argv = ["--model", TINY, "--preset", "smoke", "--stage", "finetune", "--out-dir", str(tmp_path / "t")]
     assert run_cli(train_main, argv) == 2
@@ -125,7 +125,7 @@ def test_finetune_needs_a_base_and_records_its_recipe(tmp_path, capsys):
     assert record["recipe"]["amp"] in ("bf16", "fp32")  # autocast as resolved on this machine, not "auto"
     base_record = json.loads((tmp_path / "base" / "train.json").read_text())
     assert record["recipe"]["init"]["recipe"] == base_record["recipe"]  # the base's own recipe, carried along
-    from common.io import sha256_file
+    from tempseg.common.io import sha256_file
 
     assert record["recipe"]["init"]["sha256"] == sha256_file(base)
     expected = recipe(preset_config("smoke", "finetune"))
@@ -138,7 +138,7 @@ def test_control_and_temporal_model_see_the_same_clips_and_score_the_same_frames
     configs = {m: preset_config("smoke", "finetune", model=m, init_from=str(base)) for m in ("fcresnet18x0.25", TINY)}
     runs = {m: TrainingRun(c) for m, c in configs.items()}
     assert {r.clip_length for r in runs.values()} == {2}
-    from train.clips import sample_batch
+    from tempseg.train.clips import sample_batch
 
     batches = [
         sample_batch(r.sampler, seed=0, rank=0, step=3, batch_size=2, clip_length=r.clip_length, crop=None)

@@ -25,16 +25,16 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from common.contract import Contract, StateSpec, TensorSpec, read_onnx_contract, set_metadata
-from common.errors import UserError
-from common.io import sha256_file
-from engine.sidecar import SIDECAR_VERSION, sidecar_path, write_sidecar
-from engine.trt import GpuInfo, TensorRT, cuda_gpu, load_tensorrt
-from runtime import cuda as rc
-from runtime.backends import trt_runner
-from runtime.backends.ort_runner import OnnxRuntimeRunner
-from runtime.backends.trt_runner import TensorRTRunner
-from runtime.cuda import CudaApi, CudaError, CudaGraph, Event, Stream, cuda_device_count
+from tempseg.common.contract import Contract, StateSpec, TensorSpec, read_onnx_contract, set_metadata
+from tempseg.common.errors import UserError
+from tempseg.common.io import sha256_file
+from tempseg.engine.sidecar import SIDECAR_VERSION, sidecar_path, write_sidecar
+from tempseg.engine.trt import GpuInfo, TensorRT, cuda_gpu, load_tensorrt
+from tempseg.runtime import cuda as rc
+from tempseg.runtime.backends import trt_runner
+from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
+from tempseg.runtime.backends.trt_runner import TensorRTRunner
+from tempseg.runtime.cuda import CudaApi, CudaError, CudaGraph, Event, Stream, cuda_device_count
 
 H, W, CLASSES = 8, 8, 3
 HAVE_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
@@ -570,11 +570,11 @@ def test_runtime_imports_and_builds_the_runner_without_tensorrt_cuda_or_torch(tm
 import sys
 for name in ("torch", "tensorrt", "tensorrt_rtx", "cuda", "pycuda"):
     sys.modules[name] = None
-import runtime.cuda, runtime.session, runtime.backends.trt_runner
-from common.errors import UserError
-from runtime.backends.trt_runner import TensorRTRunner
+from tempseg.runtime import cuda, session
+from tempseg.common.errors import UserError
+from tempseg.runtime.backends.trt_runner import TensorRTRunner
 from tests.test_trt_runner import tiny_contract
-assert runtime.cuda.cuda_device_count() == 0
+assert cuda.cuda_device_count() == 0 and session.select
 runner = TensorRTRunner(tiny_contract(), {str(tmp_path / "fp16.engine")!r}, flavour="tensorrt_rtx")
 try:
     runner.activate()
@@ -599,7 +599,7 @@ def rtx_engine(graph, tmp_path_factory) -> Path:
     """A real TensorRT-RTX engine of the test graph, built on the CPU by engine/."""
     if not HAVE_RTX:
         pytest.skip("tensorrt_rtx not installed (pip install -e '.[rtx]', x86-64 only)")
-    from engine.build import BuildOptions, build_engine
+    from tempseg.engine.build import BuildOptions, build_engine
 
     path = tmp_path_factory.mktemp("engine") / "fp32.engine"
     build_engine(load_tensorrt("tensorrt_rtx"), graph[0], path, BuildOptions(timing_cache=None, inspect=False))
@@ -878,7 +878,7 @@ def test_engine_runs_on_the_gpu_and_matches_onnxruntime(graph, tmp_path, graphs,
     trt = trt_on_gpu
     if graphs and importlib.util.find_spec("cuda") is None:
         pytest.skip("CUDA graphs need cuda-python")
-    from engine.build import BuildOptions, build_engine
+    from tempseg.engine.build import BuildOptions, build_engine
 
     engine = tmp_path / "fp32.engine"
     build_engine(trt, graph[0], engine, BuildOptions(timing_cache=None))

@@ -12,10 +12,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.errors import UserError, run_cli
-from models import UnknownModelError, resolve_name
-from train.config import PRESETS, STAGES, preset_config
-from train.trainer import train, val_line
+from tempseg.common.errors import UserError, run_cli
+from tempseg.models import UnknownModelError, resolve_name
+from tempseg.train.config import PRESETS, STAGES, preset_config
+from tempseg.train.trainer import train, val_line
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

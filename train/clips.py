@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.errors import UserError
-from common.preprocess import normalize_bgr
-from data import CityscapesClips, SyntheticVideo, augment_clip, split_seed
-from data.frames import resize_image, resize_label
-from metrics import IGNORE_INDEX
+from tempseg.common.errors import UserError
+from tempseg.common.preprocess import normalize_bgr
+from tempseg.data import CityscapesClips, SyntheticVideo, augment_clip, split_seed
+from tempseg.data.frames import resize_image, resize_label
+from tempseg.metrics import IGNORE_INDEX
 
 
 @dataclass

@@ -14,14 +14,14 @@ from dataclasses import replace
 
 import torch
 
-from data import CLASS_NAMES, Frame, open_source
-from metrics import StreamScores, paired_delta
-from models import FCResNet
-from models.contract import build_contract
-from runtime.backends.torch_runner import TorchRunner
-from runtime.loop import LoopOptions, run_loop
-from runtime.policy import StatePolicy
-from train.config import TrainConfig
+from tempseg.data import CLASS_NAMES, Frame, open_source
+from tempseg.metrics import StreamScores, paired_delta
+from tempseg.models import FCResNet
+from tempseg.models.contract import build_contract
+from tempseg.runtime.backends.torch_runner import TorchRunner
+from tempseg.runtime.loop import LoopOptions, run_loop
+from tempseg.runtime.policy import StatePolicy
+from tempseg.train.config import TrainConfig
 
 
 def stream_scores(
@@ -59,7 +59,7 @@ def val_frames(config: TrainConfig) -> Iterator[Frame]:
 def cityscapes_frames(config: TrainConfig) -> Iterator[Frame]:
     """Cityscapes val clips (paper section IV-A: previous frame -> state, annotated frame): each clip a
     sequence of two frames, only the last labelled."""
-    from data import CityscapesClips
+    from tempseg.data import CityscapesClips
 
     root = config.data.split(":", 1)[1]
     clips = CityscapesClips(

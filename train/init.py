@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from common.errors import UserError
-from models import FCResNet
-from models.checkpoint import read_checkpoint
+from tempseg.common.errors import UserError
+from tempseg.models import FCResNet
+from tempseg.models.checkpoint import read_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -26,14 +26,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from common.errors import UserError
-from common.io import sha256_file, write_json
-from models import FCResNet, build_model, check_input_size
-from models.checkpoint import read_checkpoint, save_checkpoint
-from train.clips import make_sampler, sample_batch
-from train.config import TrainConfig, recipe
-from train.evaluate import evaluate
-from train.init import init_from_checkpoint, load_pretrained_backbone
+from tempseg.common.errors import UserError
+from tempseg.common.io import sha256_file, write_json
+from tempseg.models import FCResNet, build_model, check_input_size
+from tempseg.models.checkpoint import read_checkpoint, save_checkpoint
+from tempseg.train.clips import make_sampler, sample_batch
+from tempseg.train.config import TrainConfig, recipe
+from tempseg.train.evaluate import evaluate
+from tempseg.train.init import init_from_checkpoint, load_pretrained_backbone
 
 log = logging.getLogger(__name__)
 LAST = "checkpoint.last.pt"

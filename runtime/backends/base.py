@@ -18,7 +18,7 @@ from types import TracebackType
 
 import numpy as np
 
-from common.contract import Contract
+from tempseg.common.contract import Contract
 
 
 @dataclass

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from common.contract import Contract
-from runtime.backends.base import MemoryInfo, PhaseTimes, Runner
-from runtime.memory import current_rss_bytes
+from tempseg.common.contract import Contract
+from tempseg.runtime.backends.base import MemoryInfo, PhaseTimes, Runner
+from tempseg.runtime.memory import current_rss_bytes
 
 
 class OnnxRuntimeRunner(Runner):

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from common.contract import Contract
-from common.errors import UserError
-from runtime.backends.base import MemoryInfo, PhaseTimes, Runner
+from tempseg.common.contract import Contract
+from tempseg.common.errors import UserError
+from tempseg.runtime.backends.base import MemoryInfo, PhaseTimes, Runner
 
 
 class TorchRunner(Runner):
@@ -80,7 +80,7 @@ class TorchRunner(Runner):
     def _load(self):
         if self.in_memory is not None:
             return self.in_memory
-        from models.checkpoint import load_model
+        from tempseg.models.checkpoint import load_model
 
         model, _ = load_model(
             self.checkpoint, expect_model=self.contract.model, expect_classes=self.contract.num_classes

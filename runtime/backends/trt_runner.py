@@ -63,15 +63,15 @@ from typing import Any
 
 import numpy as np
 
-from common.contract import Contract, StateSpec, TensorSpec, check_against_io
-from common.errors import UserError
-from common.io import atomic_write
-from engine.sidecar import check_engine
-from engine.trt import FLAVOURS, GpuInfo, TensorRT, cuda_gpu, load_tensorrt
-from runtime.backends.base import MemoryInfo, PhaseTimes, Runner
-from runtime.cuda import CudaApi, CudaGraph, DeviceBuffer, Event, Stream, default_cuda_api
+from tempseg.common.contract import Contract, StateSpec, TensorSpec, check_against_io
+from tempseg.common.errors import UserError
+from tempseg.common.io import atomic_write
+from tempseg.engine.sidecar import check_engine
+from tempseg.engine.trt import FLAVOURS, GpuInfo, TensorRT, cuda_gpu, load_tensorrt
+from tempseg.runtime.backends.base import MemoryInfo, PhaseTimes, Runner
+from tempseg.runtime.cuda import CudaApi, CudaGraph, DeviceBuffer, Event, Stream, default_cuda_api
 
-log = logging.getLogger("runtime.tensorrt")
+log = logging.getLogger("tempseg.runtime.tensorrt")
 AUTO = "auto"  # runtime_cache default: `<engine>.runtime_cache` beside the engine (TensorRT-RTX only)
 NAN_CHECK_EVERY = 10  # frames between NaN/Inf checks of the state (see the module docstring for the trade-off)
 
@@ -251,7 +251,7 @@ class TensorRTRunner(Runner):
 
     def _engine_specs(self) -> dict[str, TensorSpec]:
         """The engine's I/O as TensorSpecs, dynamic inputs set to the contract's shapes; UserError where they differ."""
-        from engine.build import dtype_name  # TensorRT DataType -> contract dtype names (no TensorRT import)
+        from tempseg.engine.build import dtype_name  # TensorRT DataType -> contract dtype names (no TensorRT import)
 
         engine, context, c = self._engine, self._context, self.contract
         input_mode = self._trt.module.TensorIOMode.INPUT
