@@ -265,3 +265,20 @@ def test_compare_builds_what_is_missing_and_writes_the_table(tmp_path):
     again = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode == 0
     assert "stage train" not in again.stdout
+
+
+@pytest.mark.slow
+def test_paper_harness_trains_bases_and_fine_tunes_every_row_it_is_asked_for(tmp_path):
+    """`make paper` end to end at a budget of seconds: bases, paired fine-tunes, deltas, the table."""
+    from tempseg.bench.paper import main as paper_main
+
+    argv = ["--pretrain-steps", "1", "--steps", "1", "--height", "64", "--width", "128", "--connections", "6-6"]
+    argv += ["--val-sequences", "2", "--val-frames", "2", "--out", str(tmp_path)]
+    assert paper_main(argv) == 0
+    saved = json.loads((tmp_path / "paper.json").read_text())
+    assert set(saved["results"]) == {"fcresnet18", "fcresnet34", "fcresnet18_t66", "fcresnet18_t66_add"}
+    assert set(saved["results"]["fcresnet18_t66"]["delta"]) == {"clean", "degraded"}
+    recipe = json.loads((tmp_path / "fcresnet18_t66" / "train.json").read_text())["recipe"]
+    assert recipe["stage"] == "finetune"
+    assert recipe["init"]["model"] == "fcresnet18"  # fine-tuned from the harness's own base
+    assert "| FCResNet18 | 6-6 |" in (tmp_path / "paper.md").read_text()

@@ -149,10 +149,11 @@ PRESETS: dict[str, dict[str, TrainConfig]] = {
 }
 
 
-def preset_config(preset: str, stage: str, **overrides: Any) -> TrainConfig:
-    """The configuration of one stage of a named preset, with `overrides` (None values ignored)."""
-    if preset not in PRESETS:
-        raise KeyError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+def preset_config(name: str, stage: str, /, **overrides: Any) -> TrainConfig:
+    """The configuration of one stage of the preset `name`, with `overrides` (None values ignored; an
+    override of `preset` renames the recipe, as the paper harness does for its own budget)."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}")
     if stage not in STAGES:
         raise KeyError(f"unknown stage {stage!r}: use {' or '.join(STAGES)}")
-    return PRESETS[preset][stage].with_overrides(**overrides)
+    return PRESETS[name][stage].with_overrides(**overrides)

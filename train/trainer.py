@@ -3,7 +3,9 @@
 Artefacts in the run directory:
 - checkpoint.last.pt: resumable snapshot (weights, optimizer, step), rewritten atomically;
 - checkpoint.pt: the finished model, written once at the end (what `make` waits for);
-- train.json: the config and one record per validation ("epoch"): loss, val mIoU, pixel acc.
+- train.json: the recipe (with the base's hash and recipe), the config, and one record per validation
+  ("epoch"): loss, val mIoU of all, clean and degraded frames, per-class IoU, and on the last one of
+  a temporal model its state gain (the same frames with the state zeroed).
 
 Under torchrun each process trains on its own clips (sampled by rank) through
 DistributedDataParallel (gloo on CPU, nccl on GPU); rank 0 writes the artefacts.
