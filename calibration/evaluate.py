@@ -15,11 +15,12 @@ from tempseg.runtime.backends.base import Runner
 from tempseg.runtime.stream import compare_runners
 
 MIOU_DROP_TARGET = 1.0  # points of mIoU the INT8 graph may lose against FP32
+MIN_SEQUENCES_FOR_INTERVAL = 5  # a bootstrap over fewer sequences says little: no interval then
 
 
 def accuracy_report(fp32: Runner, int8: Runner, sequences: Sequence[Sequence[Frame]]) -> dict:
     """mIoU and pixel accuracy of both graphs against the labels, INT8/FP32 label agreement, mIoU drop in
-    points (with its paired 95 % interval over sequences where there are several); both runners active."""
+    points (with its paired 95 % interval over sequences where there are at least 5); both runners active."""
     contract = fp32.contract
     scores = {"fp32": StreamScores(contract.num_classes), "int8": StreamScores(contract.num_classes)}
     agree = total = 0
@@ -42,7 +43,7 @@ def accuracy_report(fp32: Runner, int8: Runner, sequences: Sequence[Sequence[Fra
     fp32_miou, int8_miou = report["fp32"]["miou"], report["int8"]["miou"]
     has_miou = fp32_miou is not None and int8_miou is not None
     report["miou_drop_points"] = round(100 * (fp32_miou - int8_miou), 3) if has_miou else None
-    if has_miou and len(scores["fp32"].sequences) > 1:
+    if has_miou and len(scores["fp32"].sequences) >= MIN_SEQUENCES_FOR_INTERVAL:
         drop = paired_delta(scores["fp32"], scores["int8"])
         report["miou_drop_interval"] = [drop.low, drop.high]
     report["target_drop_points"] = MIOU_DROP_TARGET
