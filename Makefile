@@ -3,6 +3,7 @@
 #
 #   make engine MODEL=fcresnet18_t66 [PRECISION=fp16|int8|fp32] [HEIGHT=256 WIDTH=512]
 #   make run    MODEL=fcresnet18_t66 [BACKEND=auto|tensorrt|tensorrt_rtx|onnxruntime|torch] [SOURCE=synthetic] [FRAMES=300]
+#   make demo   MODEL=a MODEL2=b [PRECISION=fp16] [FRAMES=300]   (one video: the two models side by side)
 #   make test
 #
 # Variables are passed to the stages quoted, never through a shell string built from them.
@@ -24,6 +25,7 @@ CALIB_METHOD ?= percentile
 CALIB_ARGS ?=
 ENGINE_ARGS ?=
 RUN_ARGS   ?=
+TRAIN_ARGS ?=
 MODELS     ?= fcresnet18 fcresnet18_t66 fcresnet18x0.5 fcresnet18x0.5_t66
 PRECISIONS ?= fp32 fp16 int8
 FORCE      ?= 0
@@ -46,8 +48,9 @@ STAMP      := $(VENV)/.installed
 
 RUN_DIR    := $(RUNS)/$(MODEL)
 CKPT       := $(RUN_DIR)/checkpoint.pt
-# Every model is fine-tuned from the frame-by-frame base of its backbone: fcresnet18x0.5_t66 -> fcresnet18x0.5.
-BASE       := $(firstword $(subst _, ,$(MODEL)))
+# Every model is fine-tuned from the frame-by-frame base of its backbone: fcresnet18x0.5_t66 -> fcresnet18x0.5,
+# and a training variant from its architecture's: fcresnet18_t66+tc -> fcresnet18.
+BASE       := $(firstword $(subst _, ,$(firstword $(subst +, ,$(MODEL)))))
 BASE_DIR   := $(RUNS)/$(BASE)/base
 BASE_CKPT  := $(BASE_DIR)/checkpoint.pt
 ONNX_FP32  := $(RUN_DIR)/model.onnx
@@ -62,11 +65,12 @@ ENGINE     := $(RUN_DIR)/$(PRECISION).engine
 # make starts; with a checkpoint, or with no graph yet, the graphs are made from the checkpoint as usual.
 DEPLOYED   := $(if $(wildcard $(CKPT)),,$(wildcard $(ONNX_FP32) $(ONNX_FP16) $(ONNX_INT8)))
 
-.PHONY: help setup base train export calibrate engine run compare paper bench soak test lint format clean FORCE
+.PHONY: help setup base train export calibrate engine run demo compare paper bench soak test lint format clean FORCE
 
 help:
 	@echo "make engine MODEL=fcresnet18_t66 [PRECISION=fp16|int8|fp32] [HEIGHT=256 WIDTH=512]"
 	@echo "make run MODEL=... [PRECISION=] [BACKEND=auto|tensorrt|tensorrt_rtx|onnxruntime|torch] [SOURCE=synthetic|video.mp4|frames/|cityscapes:PATH|camera:0] [FRAMES=N]"
+	@echo "make demo MODEL=a MODEL2=b [PRECISION=] [BACKEND=] [SOURCE=] [FRAMES=N]   (writes $(RUNS)/demo-a-vs-b.mp4)"
 	@echo "make compare MODELS=\"...\" PRECISIONS=\"fp32 fp16 int8\"   make paper   make test"
 
 # ---- environment ------------------------------------------------------------------------
@@ -86,7 +90,7 @@ $(BASE_CKPT): | $(STAMP)
 # checkpoint (and no base) is never retrained.
 $(CKPT): | $(STAMP)
 	@$(MAKE) --no-print-directory base
-	@"$(PY)" -m train --model "$(MODEL)" --preset "$(PRESET)" --stage finetune --init-from "$(BASE_CKPT)" --out-dir "$(RUN_DIR)"
+	@"$(PY)" -m train --model "$(MODEL)" --preset "$(PRESET)" --stage finetune --init-from "$(BASE_CKPT)" --out-dir "$(RUN_DIR)" $(TRAIN_ARGS)
 
 # $(call check_size,NAME,VALUE): stop make (one line, exit 2) unless VALUE is a positive multiple of 32, the
 # network's stride (models/fcresnet.py check_input_size). Make checks for digits first: only digits reach expr.
@@ -130,6 +134,21 @@ ifeq ($(BACKEND),auto)
 	  echo "backend auto -> $$backend: make engine"; $(MAKE) --no-print-directory engine; fi
 endif
 	@"$(PY)" -m runtime --model-dir "$(RUN_DIR)" --precision "$(PRECISION)" --backend "$(BACKEND)" --source "$(SOURCE)" --frames "$(FRAMES)" $(RUN_ARGS)
+
+# `make demo MODEL=a MODEL2=b`: the same degraded clip through both, side by side, in one video
+# ($(RUNS)/demo-a-vs-b.mp4; runtime/demo.py). MODEL's graph is made as for `run`; MODEL2's by a sub-make
+# with MODEL=$(MODEL2). Engines are not built here: BACKEND=auto runs ONNX Runtime where one is missing.
+MODEL2     ?=
+DEMO_ARGS  ?=
+ifneq ($(filter demo,$(MAKECMDGOALS)),)
+ifeq ($(strip $(MODEL2)),)
+$(error make demo: give the second model, MODEL2=... (a run directory under $(RUNS)/))
+endif
+endif
+
+demo: $(GRAPH_$(PRECISION)) | $(STAMP)
+	@$(MAKE) --no-print-directory MODEL="$(MODEL2)" "$(RUNS)/$(MODEL2)/$(notdir $(GRAPH_$(PRECISION)))"
+	@"$(PY)" -m runtime.demo --model-dir "$(RUN_DIR)" --model-dir2 "$(RUNS)/$(MODEL2)" --precision "$(PRECISION)" --backend "$(BACKEND)" --source "$(SOURCE)" --frames "$(FRAMES)" $(DEMO_ARGS)
 
 # compare trains its own rows (runs/compare-PRESET) with one recipe, PRESET=compare unless given.
 COMPARE_PRESET := $(if $(filter command line,$(origin PRESET)),$(PRESET),compare)

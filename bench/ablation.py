@@ -5,7 +5,8 @@ fine-tuned from the same base checkpoint for the same steps on the same clips, t
 same val frames. Each variant's delta against its control comes with its 95 % bootstrap interval
 over sequences, on all, clean and degraded frames, and on degraded frames split by whether the
 frame before was clean (`first`: the state saw the scene) or degraded too (`later`: a state from one
-frame back has nothing clean to give). Several seeds repeat the fine-tunes with other clips.
+frame back has nothing clean to give). Temporal consistency (TC, ETC's warp-mIoU with the
+generator's exact flow) is paired the same way. Several seeds repeat the fine-tunes with other clips.
 
     python -m bench.ablation --base runs/fcresnet18/base/checkpoint.pt \\
         --variants fcresnet18_t66 fcresnet18_t66_add fcresnet18_t66k3 fcresnet18_t44 fcresnet18_t66:clip=4
@@ -30,11 +31,12 @@ from tempseg.common.io import atomic_write, sha256_file, write_json
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.models import resolve_name
 from tempseg.models.checkpoint import load_model
+from tempseg.models.registry import split_name
 from tempseg.train.config import TrainConfig, preset_config, recipe
 from tempseg.train.evaluate import stream_scores
 from tempseg.train.trainer import train
 
-SUBSETS = ("all", "clean", "degraded", "degraded_first", "degraded_later")
+SUBSETS = ("all", "clean", "degraded", "degraded_first", "degraded_later", "tc")
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class Variant:
 
     @property
     def control(self) -> Variant:
-        return Variant(self.model.split("_", 1)[0], self.clip_length, self.steps)
+        return Variant(split_name(self.model)[0].split("_", 1)[0], self.clip_length, self.steps)
 
     @property
     def tag(self) -> str:
@@ -66,7 +68,9 @@ class Variant:
         return self.model + extra
 
 
-def config_of(variant: Variant, preset: str, base: Path, seed: int) -> TrainConfig:
+def config_of(variant: Variant, preset: str, base: Path, seed: int, teacher: Path | None = None) -> TrainConfig:
+    """The variant's fine-tune; `teacher` goes to the variants that distil (`+kd`) only."""
+    distils = "kd" in split_name(variant.model)[1]
     return preset_config(
         preset,
         "finetune",
@@ -76,18 +80,19 @@ def config_of(variant: Variant, preset: str, base: Path, seed: int) -> TrainConf
         clip_length=variant.clip_length,
         steps=variant.steps,
         eval_every=variant.steps,
+        teacher=str(teacher) if teacher is not None and distils else None,
     )
 
 
-def trained(variant: Variant, preset: str, base: Path, seed: int, out: Path) -> Path:
+def trained(variant: Variant, preset: str, base: Path, seed: int, out: Path, teacher: Path | None = None) -> Path:
     """The run directory of a variant and seed, fine-tuned now unless it holds this very recipe."""
-    config = config_of(variant, preset, base, seed)
+    config = config_of(variant, preset, base, seed, teacher)
     run_dir = out / f"{variant.tag}-seed{seed}"
     record = run_dir / "train.json"
     if record.is_file() and (run_dir / "checkpoint.pt").is_file():
         saved = json.loads(record.read_text())["recipe"]
         same_base = (saved.get("init") or {}).get("sha256") == sha256_file(base)
-        if same_base and all(saved.get(k) == v for k, v in recipe(config).items() if k != "amp"):
+        if same_base and all(recipe(saved).get(k) == v for k, v in recipe(config).items() if k != "amp"):
             return run_dir
     train(config, run_dir)
     return run_dir
@@ -95,10 +100,12 @@ def trained(variant: Variant, preset: str, base: Path, seed: int, out: Path) -> 
 
 def score(run_dir: Path, config: TrainConfig) -> StreamScores:
     model, _ = load_model(run_dir / "checkpoint.pt")
-    return stream_scores(model, config, torch.device("cpu"))
+    return stream_scores(model, config, torch.device("cpu"), consistency=True)
 
 
-def run_ablation(variants: list[Variant], preset: str, base: Path, seeds: list[int], out: Path) -> list[dict]:
+def run_ablation(
+    variants: list[Variant], preset: str, base: Path, seeds: list[int], out: Path, teacher: Path | None = None
+) -> list[dict]:
     rows = []
     for seed in seeds:
         scored: dict[Variant, StreamScores] = {}
@@ -106,8 +113,8 @@ def run_ablation(variants: list[Variant], preset: str, base: Path, seeds: list[i
             for v in (variant.control, variant):
                 if v not in scored:
                     started = time.perf_counter()
-                    config = config_of(v, preset, base, seed)
-                    scored[v] = score(trained(v, preset, base, seed, out), config)
+                    config = config_of(v, preset, base, seed, teacher)
+                    scored[v] = score(trained(v, preset, base, seed, out, teacher), config)
                     print(
                         f"{v.tag} seed {seed}: clean {scored[v].miou('clean')} ({time.perf_counter() - started:.0f} s)"
                     )
@@ -131,16 +138,17 @@ def markdown(rows: list[dict], preset: str, base: Path) -> str:
         f"Paired ablation: every row and its control fine-tuned from {base} with the `{preset}` preset's fine-tune "
         "stage (same steps, same clips), scored on the same val frames. Δ mIoU in points against the control, "
         "95 % bootstrap interval over sequences. degraded first: the frame before was clean; later: it was "
-        "degraded too.",
+        "degraded too. TC: temporal consistency with the exact flow (ETC), and its paired Δ.",
         "",
-        "| variant | control | seed | mIoU clean | Δ all | Δ clean | Δ degraded | Δ deg. first | Δ deg. later |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | control | seed | mIoU clean | Δ all | Δ clean | Δ degraded | Δ deg. first | Δ deg. later "
+        "| TC | Δ TC |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         t = r["text"]
         lines.append(
             f"| {r['variant']} | {r['control']} | {r['seed']} | {r['miou']['clean']:.4f} | {t['all']} | {t['clean']} "
-            f"| {t['degraded']} | {t['degraded_first']} | {t['degraded_later']} |"
+            f"| {t['degraded']} | {t['degraded_first']} | {t['degraded_later']} | {r['miou']['tc']:.4f} | {t['tc']} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -154,6 +162,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--preset", default="default", help="whose fine-tune stage to use (default: default)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="fine-tune seeds (default 0)")
     p.add_argument("--out", type=Path, default=Path("runs/ablation"))
+    p.add_argument("--teacher", type=Path, help="trained checkpoint the `+kd` variants distil from")
     return p.parse_args(argv)
 
 
@@ -163,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("base checkpoint not found: train it with `make base MODEL=...`", args.base)
     variants = [Variant.parse(v) for v in args.variants]
     started = time.perf_counter()
-    rows = run_ablation(variants, args.preset, args.base, args.seeds, args.out)
+    rows = run_ablation(variants, args.preset, args.base, args.seeds, args.out, args.teacher)
     text = markdown(rows, args.preset, args.base)
     write_json(args.out / "ablation.json", {"base": str(args.base), "preset": args.preset, "rows": rows})
     with atomic_write(args.out / "ablation.md", "w") as handle:

@@ -37,6 +37,7 @@ from tempseg.common.io import atomic_path, atomic_write, write_json
 from tempseg.data import Frame, open_source
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.metrics.paired import miou_interval
+from tempseg.models.registry import model_config, split_name
 from tempseg.runtime.loop import LoopOptions, run_loop
 from tempseg.runtime.policy import StatePolicy
 from tempseg.runtime.report import build_report
@@ -113,10 +114,11 @@ def check_recipes(models: list[str], runs: Path, preset: str) -> dict:
     Each fine-tune must match the preset's fine-tune stage, its base the preset's base stage, all
     with one autocast, and a temporal model must start from the same base checkpoint as its control.
     """
-    expected = {"finetune": recipe(preset_config(preset, "finetune")), "base": recipe(preset_config(preset, "base"))}
+    base_recipe = recipe(preset_config(preset, "base"))
     recipes = {m: trained_recipe(runs / m) for m in models}
     for model, got in recipes.items():
-        for stage, have in (("finetune", got), ("base", (got.get("init") or {}).get("recipe") or {})):
+        expected = {"finetune": recipe(preset_config(preset, "finetune", model=model)), "base": base_recipe}
+        for stage, have in (("finetune", recipe(got)), ("base", recipe((got.get("init") or {}).get("recipe") or {}))):
             differ = [k for k, v in expected[stage].items() if k != "amp" and have.get(k) != v]
             if differ:
                 raise UserError(
@@ -198,8 +200,9 @@ def measure(
 
 
 def base_model(name: str) -> str:
-    """The non-temporal model of the same depth and width: fcresnet18x0.5_t66 -> fcresnet18x0.5."""
-    return name.split("_", 1)[0]
+    """The frame-by-frame model of the same depth and width, trained without extras: fcresnet18x0.5_t66 ->
+    fcresnet18x0.5, fcresnet18+tc -> fcresnet18."""
+    return split_name(name)[0].split("_", 1)[0]
 
 
 def deployed_memory(report: dict, engine: dict | None) -> dict:
@@ -276,10 +279,11 @@ def _interval(scores: StreamScores | None) -> dict:
 
 def _deltas(scores: StreamScores | None, control: StreamScores | None) -> dict:
     out: dict = {}
-    for subset in ("clean", "degraded"):
-        delta = paired_delta(scores, control, subset) if scores is not None and control is not None else None
-        out[f"d_miou_{subset}"] = None if delta is None else delta.delta
-        out[f"d_miou_{subset}_ci"] = None if delta is None else [delta.low, delta.high]
+    for subset, key in (("clean", "d_miou_clean"), ("degraded", "d_miou_degraded"), ("tc", "d_tc")):
+        paired = scores is not None and control is not None and (subset != "tc" or scores.miou("tc") is not None)
+        delta = paired_delta(scores, control, subset) if paired else None
+        out[key] = None if delta is None else delta.delta
+        out[f"{key}_ci"] = None if delta is None else [delta.low, delta.high]
     return out
 
 
@@ -305,6 +309,7 @@ COLUMNS = [
     ("tc", "TC"),
     ("d_miou_clean", "ΔmIoU clean (pts, 95 % CI)"),
     ("d_miou_degraded", "ΔmIoU degraded (pts, 95 % CI)"),
+    ("d_tc", "ΔTC (pts, 95 % CI)"),
     ("d_latency", "Δlatency %"),
     ("d_memory", "Δmemory %"),
 ]
@@ -317,14 +322,15 @@ def markdown(rows: list[dict], header: str) -> str:
     lines += [
         "",
         "Δ columns: against the frame-by-frame model of the same depth and width at the same precision, its "
-        "control (the format of LMANet's Tables IV/V); ΔmIoU on the same frames, with the 95 % bootstrap "
-        "interval over sequences in brackets.",
+        "control (the format of LMANet's Tables IV/V); ΔmIoU and ΔTC on the same frames, with the 95 % "
+        "bootstrap interval over sequences in brackets. TC: ETC's warp-mIoU of consecutive predictions, "
+        "with the synthetic generator's exact flow.",
     ]
     return "\n".join(lines) + "\n"
 
 
 def _row_cell(row: dict, key: str) -> str:
-    if key.startswith("d_miou") and row.get(key) is not None:
+    if (key.startswith("d_miou") or key == "d_tc") and row.get(key) is not None:
         low, high = row[f"{key}_ci"]
         return f"{row[key]:+.1f} [{low:+.1f}, {high:+.1f}]"
     return _cell(row.get(key), signed=key.startswith("d_"))
@@ -488,13 +494,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             frames=args.calib_frames,
         )
     rec = check_recipes(args.models, runs, args.preset)
-    source_tag = f"synthetic val, {args.sequences} sequences x {args.frames} frames"
+    source_tag = f"synthetic val, {args.sequences} sequences x {args.frames} frames, TC with the exact flow"
     source = open_source(
         "synthetic",
         height=args.height,
         width=args.width,
         frames=args.sequences * args.frames,
         sequence_length=args.frames,
+        with_flow=True,  # TC with the generator's exact flow (DIS follows degraded pixels, not the scene)
     )
     with source:
         frames = list(source)
@@ -547,7 +554,7 @@ def state_gains(
     """Carried minus zeroed state on the same frames, for every temporal model with an FP32 row."""
     gains = {}
     for model in args.models:
-        if model == base_model(model) or ("fp32" not in args.precisions):
+        if model_config(model).temporal is None or "fp32" not in args.precisions:  # no state to zero
             continue
         _, zeroed = measure(
             model, "fp32", args.backend, frames, source_tag, runs=runs, force=args.force, zero_state=True

@@ -23,6 +23,10 @@ class Frame:
     index: int  # frame index within its sequence, 0-based
     sequence: str  # sequence id: "synthetic/val/3", a video path, "cityscapes/val/frankfurt_000000_000294"
     degraded: str | None = None  # synthetic only: the transient degradation on this frame, else None
+    # Synthetic with_flow only (data/flow.py): backward flow to the previous frame (HxWx2 float32,
+    # current -> previous, as cv2.remap maps) and where it is valid (HxW bool); None on frame 0 or unasked.
+    flow_prev: np.ndarray | None = None
+    flow_valid: np.ndarray | None = None
 
 
 class FrameSource(abc.ABC):
@@ -64,6 +68,17 @@ def resize_label(label: np.ndarray, height: int, width: int) -> np.ndarray:
     if label.shape[:2] == (height, width):
         return label
     return cv2.resize(label, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+def resize_flow(flow: np.ndarray, valid: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize a backward flow (HxWx2, pixels) and its mask: nearest sampling (a flow is never blended across
+    a surface boundary), the vectors scaled with the frame."""
+    if flow.shape[:2] == (height, width):
+        return flow, valid
+    sx, sy = width / flow.shape[1], height / flow.shape[0]
+    resized = cv2.resize(flow, (width, height), interpolation=cv2.INTER_NEAREST) * np.float32([sx, sy])
+    mask = cv2.resize(valid.view(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).view(bool)
+    return resized, mask
 
 
 def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:

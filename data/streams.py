@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from tempseg.common.errors import UserError
-from tempseg.data.frames import Frame, FrameSource, resize_image, resize_label
+from tempseg.data.frames import Frame, FrameSource, resize_flow, resize_image, resize_label
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,10 @@ def open_source(
     seed: int = 0,
     split: str = "val",
     sequence_length: int = SYNTHETIC_LENGTH,
+    with_flow: bool = False,
 ) -> FrameSource:
     """Open `spec` as a stream of at most `frames` frames, conformed to height x width when both are given.
+    `with_flow`: synthetic frames carry their exact backward flow (data/flow.py); other sources ignore it.
 
     spec: "synthetic" (sequences `seed`, `seed`+1, ... of `split`, `sequence_length` frames each),
     "synthetic:N" (starting at sequence N),
@@ -56,7 +58,13 @@ def open_source(
     if spec == "synthetic" or spec.startswith("synthetic:"):
         index = _integer(spec.partition(":")[2], spec) if ":" in spec else seed
         return SyntheticStream(
-            index, split, frames=frames, height=height or 256, width=width or 512, sequence_length=sequence_length
+            index,
+            split,
+            frames=frames,
+            height=height or 256,
+            width=width or 512,
+            sequence_length=sequence_length,
+            with_flow=with_flow,
         )
     if spec.startswith("cityscapes:"):
         from tempseg.data.cityscapes import cityscapes_source  # lazy: only this spec needs cityscapesscripts
@@ -108,6 +116,8 @@ class Conformed(FrameSource):
                 frame.image = resize_image(frame.image, *self.size)
                 if frame.label is not None:
                     frame.label = resize_label(frame.label, *self.size)
+                if frame.flow_prev is not None and frame.flow_valid is not None:
+                    frame.flow_prev, frame.flow_valid = resize_flow(frame.flow_prev, frame.flow_valid, *self.size)
             yield frame
 
     def _bgr8(self, image: np.ndarray) -> np.ndarray:
@@ -158,9 +168,11 @@ class SyntheticStream(FrameSource):
         height: int,
         width: int,
         sequence_length: int = SYNTHETIC_LENGTH,
+        with_flow: bool = False,
     ) -> None:
         if sequence_length < 1:
             raise ValueError(f"sequence_length {sequence_length} must be at least 1")
+        self.with_flow = with_flow
         self.index, self.split = index, split
         self.height, self.width = height, width
         self.sequence_length = sequence_length
@@ -175,7 +187,8 @@ class SyntheticStream(FrameSource):
         for index in itertools.count(self.index):
             n = min(left, self.sequence_length)
             name = f"synthetic/{self.split}/{index}"
-            yield from SyntheticVideo(split_seed(self.split, index), self.height, self.width, length=n, sequence=name)
+            seed = split_seed(self.split, index)
+            yield from SyntheticVideo(seed, self.height, self.width, length=n, sequence=name, with_flow=self.with_flow)
             left -= n
             if left == 0:
                 return

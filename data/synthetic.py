@@ -24,14 +24,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from tempseg.data import degrade
 from tempseg.data.frames import Frame, FrameSource
-from tempseg.data.scene import CAM_H, SKY_BANDS
+from tempseg.data.scene import CAM_H, SKY_BANDS, Layer, Part, Thing
 from tempseg.data.world import NEAR_M, Scene
+
+if TYPE_CHECKING:
+    from tempseg.data.flow import ExactFlow
 
 FOCAL = 0.75  # focal length as a fraction of the width (67 degree horizontal field of view)
 HORIZON = 0.45  # horizon row as a fraction of the height, camera level
@@ -65,8 +69,10 @@ class SyntheticVideo(FrameSource):
         degrade_rate: float = degrade.DEFAULT_RATE,
         fps: float = 17.0,
         sequence: str | None = None,
+        with_flow: bool = False,
     ) -> None:
-        """`length` in frames; `degrade_rate` is the expected fraction of degraded frames (0 turns them off)."""
+        """`length` in frames; `degrade_rate` is the expected fraction of degraded frames (0 turns them off);
+        `with_flow` fills every frame's flow_prev and flow_valid (frames 1 on; see `flow`)."""
         if height < 8 or width < 8:
             raise ValueError(f"frame size {height}x{width} is too small (8x8 at least)")
         if length < 1:
@@ -76,6 +82,8 @@ class SyntheticVideo(FrameSource):
         self.length = length
         self.fps = fps
         self.name = sequence or f"synthetic/{seed}"
+        self.with_flow = with_flow
+        self._flow: ExactFlow | None = None
         self.scene = Scene(seed, fps)
         self.schedule = degrade.Schedule(seed, degrade_rate)
         self.classes, colours = self.scene.palette.tables()
@@ -99,7 +107,12 @@ class SyntheticVideo(FrameSource):
         if t < 0:
             raise IndexError(f"frame {t} < 0")
         height, width = size or (self.height, self.width)
-        materials = render_materials(self.scene, t, height, width)
+        flow = valid = None
+        if self.with_flow and t >= 1:
+            materials = np.empty((height, width), np.uint8)
+            flow, valid = self._exact_flow()(t, height, width, materials)
+        else:
+            materials = render_materials(self.scene, t, height, width)
         label = cv2.LUT(materials, self.classes)
         image = self._expose(materials, t)
         event = self.schedule.at(t)
@@ -107,7 +120,22 @@ class SyntheticVideo(FrameSource):
             image = self._expose(render_materials(self.scene, event.start - 1, height, width), event.start - 1)
         elif event is not None:
             image = degrade.apply(image, event, t, self.seed)
-        return Frame(image=image, label=label, index=t, sequence=self.name, degraded=event.kind if event else None)
+        kind = event.kind if event else None
+        return Frame(image, label, t, self.name, degraded=kind, flow_prev=flow, flow_valid=valid)
+
+    def flow(self, t: int, size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact backward flow from frame t >= 1 to frame t-1 at `size` (h, w) if given, and its validity
+        mask: HxWx2 float32 (current -> previous, as cv2.remap maps) and HxW bool (data/flow.py)."""
+        height, width = size or (self.height, self.width)
+        return self._exact_flow()(t, height, width)
+
+    def _exact_flow(self) -> ExactFlow:
+        """The scene's flow renderer, made on first use (it keeps the last frame's surface ids)."""
+        if self._flow is None:
+            from tempseg.data.flow import ExactFlow  # flow.py builds on this module
+
+            self._flow = ExactFlow(self.scene)
+        return self._flow
 
     def _expose(self, materials: np.ndarray, t: int) -> np.ndarray:
         """Material map to a camera-like image: colours, lens softness, moving sensor grain."""
@@ -178,14 +206,21 @@ def render_materials(scene: Scene, t: int, height: int, width: int) -> np.ndarra
     _sky_and_ground(out, scene, cam)
     _clouds(out, scene, cam)
     calls = _ground_calls(scene, cam)
-    for _group, depth, thing, off in scene.visible(t, cam.z):
+    calls += [(part.mat, part.polys, off) for _thing, _i, part, off, _layer in visible_parts(scene, t, cam)]
+    _fill(out, calls, scene, cam)
+    return out
+
+
+def visible_parts(scene: Scene, t: int, cam: _Camera) -> list[tuple[Thing, int, Part, float, Layer]]:
+    """(thing, part index, part, z offset, layer) of every part drawn at frame t, in draw order."""
+    out = []
+    for _group, depth, thing, off, layer in scene.visible(t, cam.z):
         detail = depth < DETAIL_M
         right = cam.x_rel > thing.x
-        for part in thing.parts_at(t):
+        for i, part in enumerate(thing.parts_at(t)):
             if (part.side and (part.side > 0) != right) or (part.detail and not detail):
                 continue
-            calls.append((part.mat, part.polys, off))
-    _fill(out, calls, scene, cam)
+            out.append((thing, i, part, off, layer))
     return out
 
 
@@ -202,15 +237,19 @@ def _sky_and_ground(out: np.ndarray, scene: Scene, cam: _Camera) -> None:
         top = row
 
 
-def _clouds(out: np.ndarray, scene: Scene, cam: _Camera) -> None:
-    """Clouds at infinity: they move only with the camera's yaw and pitch."""
+def _clouds(out: np.ndarray | None, scene: Scene, cam: _Camera, ids: np.ndarray | None = None, first: int = 0) -> None:
+    """Clouds at infinity: they move only with the camera's yaw and pitch. With `ids`, cloud k is also
+    filled there with the id first + k (data/flow.py)."""
     for k, (azimuth, elevation, outline) in enumerate(scene.clouds):
         rel = azimuth - cam.yaw
         if abs(rel) > 1.3:
             continue
         centre = np.array([cam.cx + cam.f * math.tan(rel), cam.cy - cam.f * math.tan(elevation)])
         pts = np.rint((centre + cam.f * outline) * (1 << SHIFT)).astype(np.int32)
-        cv2.fillPoly(out, [pts], scene.palette("cloud", k), cv2.LINE_8, SHIFT)
+        if out is not None:
+            cv2.fillPoly(out, [pts], scene.palette("cloud", k), cv2.LINE_8, SHIFT)
+        if ids is not None:
+            cv2.fillPoly(ids, [pts], first + k, cv2.LINE_8, SHIFT)
 
 
 def _ground_calls(scene: Scene, cam: _Camera) -> list[tuple[int, np.ndarray, float]]:
@@ -229,9 +268,23 @@ def _ground_calls(scene: Scene, cam: _Camera) -> list[tuple[int, np.ndarray, flo
     return calls
 
 
-def _fill(out: np.ndarray, calls: list[tuple[int, np.ndarray, float]], scene: Scene, cam: _Camera) -> None:
+IdFill = tuple[np.ndarray, list[int], list[bool]]  # id map (int32), first id of each call, one id per contour
+
+
+def _fill(
+    out: np.ndarray | None,
+    calls: list[tuple[int, np.ndarray, float]],
+    scene: Scene,
+    cam: _Camera,
+    ids: IdFill | None = None,
+) -> None:
     """Project every call's contours at once (z shifted by the call's layer offset), cull what is out of
-    view, clip the few that cross the near plane or the guard band, and fill the rest in order."""
+    view, clip the few that cross the near plane or the guard band, and fill the rest in order.
+
+    With `ids` (data/flow.py), the same contours are also filled into an int32 id map: call i with the id
+    first[i], or, where split[i], its contour j with first[i] + j (for parts whose contours move apart).
+    `out` None fills the id map alone.
+    """
     if not calls:
         return
     flat = [polys.reshape(-1, 3) for _, polys, _ in calls]
@@ -239,7 +292,7 @@ def _fill(out: np.ndarray, calls: list[tuple[int, np.ndarray, float]], scene: Sc
     verts = np.concatenate(flat)
     verts[:, 2] += np.repeat(np.fromiter((c[2] for c in calls), np.float64, len(calls)), counts)
     xc, yc, zc = cam.to_camera(verts, scene.curve(verts[:, 2]))
-    h, w = out.shape
+    h, w = cam.height, cam.width
     # Frustum culling by half-spaces, valid for vertices behind the camera too: a polygon whose
     # vertices all lie beyond one side plane (or the near plane) cannot reach the frame.
     beyond = np.stack(
@@ -269,20 +322,40 @@ def _fill(out: np.ndarray, calls: list[tuple[int, np.ndarray, float]], scene: Sc
         s = start_list[i]
         m, k = polys.shape[0], polys.shape[1]
         if not slow_list[i]:
-            fill_poly(out, pts[s : s + m * k].reshape(m, k, 2), mat, line8, SHIFT)
+            contours = pts[s : s + m * k].reshape(m, k, 2)
+            if out is not None:
+                fill_poly(out, contours, mat, line8, SHIFT)
+            if ids is not None:
+                _fill_ids(ids, i, contours, range(m))
             continue
         # Per contour: cull again, fill the clean ones directly and clip only the rest.
         sl = slice(s, s + m * k)
         gone = beyond[:, sl].reshape(5, m, k).all(2).any(0)
         needs = needs_clip[sl].reshape(m, k).any(1)
-        contours = [pts[s + j * k : s + (j + 1) * k] for j in np.flatnonzero(~needs & ~gone)]
-        for j in np.flatnonzero(needs & ~gone):
+        index = np.flatnonzero(~needs & ~gone).tolist()
+        contours = [pts[s + j * k : s + (j + 1) * k] for j in index]
+        for j in np.flatnonzero(needs & ~gone).tolist():
             a = s + j * k
             c = _clip(xc[a : a + k], yc[a : a + k], zc[a : a + k], cam, w, h)
             if c is not None:
                 contours.append(c)
+                index.append(j)
         if contours:
-            fill_poly(out, contours, mat, line8, SHIFT)
+            if out is not None:
+                fill_poly(out, contours, mat, line8, SHIFT)
+            if ids is not None:
+                _fill_ids(ids, i, contours, index)
+
+
+def _fill_ids(ids: IdFill, call: int, contours: np.ndarray | list[np.ndarray], index: range | list[int]) -> None:
+    """A call's contours into the id map: one id for all (filled together, even-odd like the materials),
+    or one per contour where the call is split."""
+    target, first, split = ids
+    if not split[call]:
+        cv2.fillPoly(target, contours, first[call], cv2.LINE_8, SHIFT)
+        return
+    for c, j in zip(contours, index, strict=True):
+        cv2.fillPoly(target, [c], first[call] + j, cv2.LINE_8, SHIFT)
 
 
 def _clip(xc: np.ndarray, yc: np.ndarray, zc: np.ndarray, cam: _Camera, w: int, h: int) -> np.ndarray | None:

@@ -140,8 +140,8 @@ class Scene:
         layer.cache[index] = entry
         return entry
 
-    def visible(self, t: float, cam_z: float) -> list[tuple[int, float, Thing, float]]:
-        """(group, depth, thing, z offset) of everything in view at frame t, in draw order."""
+    def visible(self, t: float, cam_z: float) -> list[tuple[int, float, Thing, float, Layer]]:
+        """(group, depth, thing, z offset, layer) of everything in view at frame t, in draw order."""
         out = []
         for layer in self.layers:
             off = layer.offset(t)
@@ -155,7 +155,7 @@ class Scene:
                     depth = thing.z_lo + off - cam_z
                     if thing.group == STREET and depth > STREET_FAR_M:
                         continue
-                    out.append((thing.group, depth, thing, off))
+                    out.append((thing.group, depth, thing, off, layer))
         out.sort(key=lambda e: (e[0], -e[1]))
         return out
 

@@ -1,9 +1,16 @@
 """Temporal consistency TC, as defined by Liu, Shen, Yu and Wang, "Efficient Semantic Video Segmentation
 with Per-frame Inference" (ECCV 2020), appendix B.1, eq. 7-8.
 
-For each frame t the previous prediction Q_{t-1} is warped to frame t with optical flow
-(OpenCV DIS) and compared with Q_t by IoU; intersections and unions are summed over the
-sequence (eq. 8's statistical average), then the per-sequence mIoUs are averaged.
+For each frame t the previous prediction Q_{t-1} is warped to frame t with optical flow and
+compared with Q_t by IoU on the pixels the flow is valid on; intersections and unions are summed
+over the sequence (eq. 8's statistical average), then the per-sequence mIoUs are averaged.
+
+The flow is the synthetic generator's exact one where a frame carries it (Frame.flow_prev, with its
+visibility mask: occluded and disoccluded pixels are left out, as ETC leaves out non-occluded ones),
+else OpenCV DIS between the two images, valid wherever it points inside the frame. `flow` names what
+was used. The two differ: DIS follows the pixels of a degraded image (a frozen frame "does not
+move"), the exact flow follows the scene, so a model that freezes its output on a frozen frame
+scores as inconsistent with exact flow and as consistent with DIS.
 """
 
 from __future__ import annotations
@@ -24,19 +31,41 @@ class TemporalConsistency:
         self._previous: tuple[np.ndarray, np.ndarray] | None = None
         self._current = ConfusionMatrix(num_classes)
         self.per_sequence: list[float] = []
+        self.sources: set[str] = set()
 
-    def update(self, image_bgr: np.ndarray, prediction: np.ndarray, sequence: str = "") -> None:
+    def update(
+        self,
+        image_bgr: np.ndarray,
+        prediction: np.ndarray,
+        sequence: str = "",
+        flow: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray | None:
+        """Score `prediction` against the previous one of its sequence, warped by `flow` (exact backward flow
+        and its mask) or by DIS; returns that warped previous prediction (255 where not valid), None on a
+        sequence's first frame."""
         gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
         if sequence != self._sequence:
             self._close_sequence()
             self._sequence = sequence
+        reference = None
         if self._previous is not None:
             prev_gray, prev_pred = self._previous
-            flow = self._dis.calc(gray, prev_gray, None)
-            warped, valid = warp_with_flow(prev_pred, flow)
-            label = np.where(valid, warped, 255).astype(np.uint8)
-            self._current.update(prediction, label)
+            if flow is not None:
+                motion, trusted = flow
+                self.sources.add("exact")
+            else:
+                motion, trusted = self._dis.calc(gray, prev_gray, None), True
+                self.sources.add("dis")
+            warped, inside = warp_with_flow(prev_pred, motion)
+            reference = np.where(inside & trusted, warped, 255).astype(np.uint8)
+            self._current.update(prediction, reference)
         self._previous = (gray, prediction.copy())
+        return reference
+
+    @property
+    def flow(self) -> str | None:
+        """The flow the figure rests on: "exact", "dis", "dis+exact" (a mix), None before two frames."""
+        return "+".join(sorted(self.sources)) or None
 
     def value(self) -> float | None:
         """Mean over sequences of the warp-mIoU; None before two frames of one sequence."""

@@ -6,6 +6,11 @@ recomputed on every resample from the summed intersections and unions (FLAME pap
 averaged over sequences. Frames are split into clean and degraded (the synthetic generator marks a
 transient degradation on the frame), so a temporal model's gain where the current frame is damaged
 and its cost where it is not are reported apart.
+
+Temporal consistency (subset "tc") is kept the same way: per sequence, the confusion of each
+prediction with the previous one warped onto its frame (metrics/consistency.py). As ETC defines TC
+(appendix B.1, eq. 8), it is the mean over sequences of each sequence's warp-mIoU, so its resamples
+average sequences instead of summing their counts.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from tempseg.metrics.segmentation import ConfusionMatrix
 
 # degraded_first: a degraded frame right after a clean one (the previous frame still saw the scene);
 # degraded_later: the 2nd or 3rd frame of an event, whose previous frame was degraded too.
-SUBSETS = ("all", "clean", "degraded", "degraded_first", "degraded_later")
+SUBSETS = ("all", "clean", "degraded", "degraded_first", "degraded_later", "tc")
 RESAMPLES = 2000
 
 
@@ -35,6 +40,7 @@ class StreamScores:
         self._later: dict[str, ConfusionMatrix] = {}  # degraded after a degraded frame
         self._previous_degraded: dict[str, bool] = {}
         self.by_kind: dict[str, ConfusionMatrix] = {}
+        self._tc: dict[str, ConfusionMatrix] = {}  # prediction vs the previous one warped onto this frame
 
     def update(
         self, sequence: str, index: int, degraded: str | None, prediction: np.ndarray, label: np.ndarray
@@ -53,10 +59,20 @@ class StreamScores:
         if degraded is not None:
             self.by_kind.setdefault(degraded, ConfusionMatrix(self.num_classes)).update(prediction, label)
 
+    def update_consistency(self, sequence: str, prediction: np.ndarray, warped_previous: np.ndarray) -> None:
+        """Score one frame's prediction against the previous prediction warped onto it (255: not valid)."""
+        self._tc.setdefault(sequence, ConfusionMatrix(self.num_classes)).update(prediction, warped_previous)
+
     def counts(self, subset: str = "all") -> np.ndarray:
         """[sequences, C, C] confusion counts of `subset` ("all", "clean" or "degraded")."""
         if subset not in SUBSETS:
             raise ValueError(f"unknown subset {subset!r}: use one of {SUBSETS}")
+        if subset == "tc":
+            out = np.zeros((len(self.sequences), self.num_classes, self.num_classes), np.int64)
+            for i, name in enumerate(self.sequences):
+                if name in self._tc:
+                    out[i] = self._tc[name].counts
+            return out
         parts = {
             "all": (self._clean, self._first, self._later),
             "clean": (self._clean,),
@@ -76,7 +92,8 @@ class StreamScores:
         return total
 
     def miou(self, subset: str = "all") -> float | None:
-        value = self.matrix(subset).miou()
+        """mIoU of `subset` from its summed counts; for "tc", ETC's TC (the mean of the sequences' warp-mIoU)."""
+        value = _statistic(self.counts(subset), subset)
         return None if np.isnan(value) else round(float(value), 5)
 
     def summary(self, class_names: list[str]) -> dict:
@@ -92,6 +109,7 @@ class StreamScores:
             "per_class_iou": overall["per_class_iou"],
             "per_class_iou_clean": self.matrix("clean").summary(class_names)["per_class_iou"],
             "miou_by_degradation": {k: _round(m.miou()) for k, m in sorted(self.by_kind.items())},
+            "tc": self.miou("tc") if self._tc else None,
             "sequences": len(self.sequences),
             "frames": sum(len(f) for f in self.frames.values()),
         }
@@ -104,6 +122,7 @@ class StreamScores:
             "clean": self.counts("clean"),
             "degraded_first": self.counts("degraded_first"),
             "degraded_later": self.counts("degraded_later"),
+            "tc": self.counts("tc"),
         }
 
     @classmethod
@@ -119,6 +138,9 @@ class StreamScores:
             ):
                 table[name] = ConfusionMatrix(scores.num_classes)
                 table[name].counts = arrays[key][i].copy()
+            if "tc" in arrays and arrays["tc"][i].any():  # saved before TC was kept: none
+                scores._tc[name] = ConfusionMatrix(scores.num_classes)
+                scores._tc[name].counts = arrays["tc"][i].copy()
         return scores
 
 
@@ -152,10 +174,10 @@ def paired_delta(
     check_same_frames(a, b)
     counts_a, counts_b = a.counts(subset), b.counts(subset)
     n = len(a.sequences)
-    point = 100.0 * (_miou(counts_a.sum(0)) - _miou(counts_b.sum(0)))
+    point = 100.0 * (_statistic(counts_a, subset) - _statistic(counts_b, subset))
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, n, size=(resamples, n))
-    deltas = np.array([_miou(counts_a[p].sum(0)) - _miou(counts_b[p].sum(0)) for p in picks]) * 100.0
+    deltas = np.array([_statistic(counts_a[p], subset) - _statistic(counts_b[p], subset) for p in picks]) * 100.0
     low, high = np.nanpercentile(deltas, [2.5, 97.5])
     return Delta(round(point, 2), round(float(low), 2), round(float(high), 2), n)
 
@@ -167,7 +189,7 @@ def miou_interval(
     counts = scores.counts(subset)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(counts), size=(resamples, len(counts)))
-    values = np.array([_miou(counts[p].sum(0)) for p in picks])
+    values = np.array([_statistic(counts[p], subset) for p in picks])
     low, high = np.nanpercentile(values, [2.5, 97.5])
     return round(float(low), 5), round(float(high), 5)
 
@@ -183,6 +205,14 @@ def pooled_delta(deltas: Iterable[Delta]) -> float:
     """Mean of several seeds' point deltas (their intervals are reported one by one)."""
     values = [d.delta for d in deltas]
     return round(float(np.mean(values)), 2)
+
+
+def _statistic(counts: np.ndarray, subset: str) -> float:
+    """mIoU of [sequences, C, C] counts: of their sum, or for "tc" the mean of the sequences' own."""
+    if subset != "tc":
+        return _miou(counts.sum(0))
+    per_sequence = [_miou(c) for c in counts if c.any()]
+    return float(np.mean(per_sequence)) if per_sequence else float("nan")
 
 
 def _miou(counts: np.ndarray) -> float:

@@ -1,10 +1,14 @@
 """Model names as one grammar: a name parses into the architecture it means.
 
-    fcresnet{18|34|50}[x{0.75|0.5|0.25}][_t{out}{in}[k{kernel}][_add]]
+    fcresnet{18|34|50}[x{0.75|0.5|0.25}][_t{out}{in}[k{kernel}][_add]][+tc][+kd]
 
 e.g. `fcresnet18`, `fcresnet18_t66` (connection 6-6, concat, 1x1 temporal conv), `fcresnet18_t55_add`,
 `fcresnet18_t66k3` (3x3 temporal conv), `fcresnet18x0.5_t66`. `list_models()` enumerates the standard
 zoo (every depth, width, connection and merge with the 1x1 conv) for listings and tests.
+
+A `+tag` names a training variant of the same architecture: `fcresnet18+tc` is fcresnet18 trained with
+ETC's temporal-consistency loss, `+kd` with ETC's distillation from a teacher (train/config.py
+TAG_OVERRIDES). Its graph is fcresnet18's; its runs, reports and compare rows carry the full name.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ NAME_PATTERN = re.compile(
 )
 
 
+TRAINING_TAGS = ("tc", "kd")
+
+
 class UnknownModelError(KeyError):
     """A name outside the grammar; the message says why and lists the closest names."""
 
@@ -31,8 +38,21 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
+def split_name(name: str) -> tuple[str, tuple[str, ...]]:
+    """(architecture, training tags): `fcresnet18+tc` -> ("fcresnet18", ("tc",))."""
+    architecture, *tags = name.split("+")
+    for tag in tags:
+        if tag not in TRAINING_TAGS:
+            known = ", ".join("+" + t for t in TRAINING_TAGS)
+            raise _unknown(name, f"+{tag} is not a training variant (known: {known})")
+    if len(set(tags)) != len(tags):
+        raise _unknown(name, "a training tag is repeated")
+    return architecture, tuple(tags)
+
+
 def model_config(name: str, *, num_classes: int = 19) -> FCResNetConfig:
-    """The architecture `name` means; UnknownModelError when it means none."""
+    """The architecture `name` means (training tags aside); UnknownModelError when it means none."""
+    name = split_name(name)[0]
     match = NAME_PATTERN.match(name)
     if match is None:
         raise _unknown(name, "not of the form fcresnet{18|34|50}[x{width}][_t{out}{in}[k{kernel}][_add]]")
@@ -113,6 +133,7 @@ def _unknown(name: str, reason: str) -> UnknownModelError:
 
 
 __all__ = [
+    "TRAINING_TAGS",
     "FeedbackConnectionError",
     "UnknownModelError",
     "build_model",
@@ -120,5 +141,6 @@ __all__ = [
     "model_config",
     "random_model",
     "resolve_name",
+    "split_name",
     "variant_name",
 ]

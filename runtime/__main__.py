@@ -80,7 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     selection = select(args.model_dir, args.precision, args.backend, onnx=args.onnx, engine=args.engine)
     contract = selection.contract
     frames = args.frames or (300 if args.source.startswith("synthetic") else None)
-    source = open_source(args.source, height=contract.height, width=contract.width, frames=frames)
+    # synthetic frames carry their exact flow for TC (DIS follows degraded pixels, not the scene)
+    source = open_source(
+        args.source, height=contract.height, width=contract.width, frames=frames, with_flow=not args.no_tc
+    )
     runner = make_runner(selection, threads=args.threads, device=args.device, cuda_graphs=args.cuda_graphs)
     options = LoopOptions(
         warmup=args.warmup,

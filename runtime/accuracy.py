@@ -25,7 +25,10 @@ class AccuracyTracker:
             self.labelled_frames += 1
         self.flame.update(prediction, frame.label, frame.sequence)
         if self.tc is not None:
-            self.tc.update(frame.image, prediction, frame.sequence)
+            flow = (frame.flow_prev, frame.flow_valid) if frame.flow_prev is not None else None
+            reference = self.tc.update(frame.image, prediction, frame.sequence, flow)
+            if reference is not None and frame.label is not None:
+                self.scores.update_consistency(frame.sequence, prediction, reference)
 
     def summary(self, class_names: list[str], latency_ms: float, source_fps: float) -> dict:
         out: dict = {"labelled_frames": self.labelled_frames}
@@ -34,4 +37,5 @@ class AccuracyTracker:
             out.update(self.scores.summary(class_names))
             out.update(flame_miou=flame["flame_miou"], flame=flame)
         out["tc"] = None if self.tc is None else self.tc.value()
+        out["tc_flow"] = None if self.tc is None else self.tc.flow
         return out

@@ -104,16 +104,21 @@ def format_report(report: dict) -> str:
         lines.append(
             f"  accuracy      mIoU {_num(acc['miou'])}  pixel acc {_num(acc['pixel_acc'])}  "
             f"FLAME {_num(acc['flame_miou'])} (k={flame['offset_frames']} at {report['source_fps']:g} fps)  "
-            f"TC {_num(acc['tc'])}"
+            f"TC {_num(acc['tc'])}{_flow(acc)}"
         )
         lines.append(
             f"  frames        clean mIoU {_num(acc['miou_clean'])}  degraded mIoU {_num(acc['miou_degraded'])}  "
             f"({acc['frames']} labelled frames in {acc['sequences']} sequences)"
         )
     elif acc:
-        lines.append(f"  accuracy      no labels in the source; TC {_num(acc['tc'])}")
+        lines.append(f"  accuracy      no labels in the source; TC {_num(acc['tc'])}{_flow(acc)}")
     lines.append("  resets        " + ", ".join(f"{k} {v}" for k, v in report["resets"].items()))
     return "\n".join(lines)
+
+
+def _flow(accuracy: dict) -> str:
+    """Which optical flow the TC figure rests on ("exact": the synthetic generator's; "dis": OpenCV DIS)."""
+    return f" ({accuracy['tc_flow']} flow)" if accuracy.get("tc_flow") else ""
 
 
 def _num(value: float | None) -> str:

@@ -175,7 +175,7 @@ def test_augmentation_keeps_frames_and_label_aligned():
     flips = set()
     for seed in range(8):
         rng = np.random.default_rng(seed)
-        images, out = augment_clip(clip_from_label(label), label, rng, crop=(40, 96), colour=False)
+        images, out, _ = augment_clip(clip_from_label(label), label, rng, crop=(40, 96), colour=False)
         assert out.shape == (40, 96)
         assert all(im.shape == (40, 96, 3) for im in images)
         assert all(np.array_equal(im, colorize(out)) for im in images)
@@ -189,7 +189,7 @@ def test_flip_twice_is_identity():
     label = SyntheticVideo(2, H, W).render(0).label
     seen = 0
     for seed in range(6):
-        images, out = augment_clip([colorize(label)], label, np.random.default_rng(seed), colour=False)
+        images, out, _ = augment_clip([colorize(label)], label, np.random.default_rng(seed), colour=False)
         if not np.array_equal(out, label):
             seen += 1
             assert np.array_equal(cv2.flip(out, 1), label)
@@ -199,7 +199,7 @@ def test_flip_twice_is_identity():
 
 def test_colour_jitter_is_the_same_on_every_frame():
     frame = SyntheticVideo(3, H, W).render(0)
-    images, out = augment_clip([frame.image, frame.image.copy()], frame.label, np.random.default_rng(0), flip=False)
+    images, out, _ = augment_clip([frame.image, frame.image.copy()], frame.label, np.random.default_rng(0), flip=False)
     assert np.array_equal(images[0], images[1])
     assert np.array_equal(out, frame.label)
     assert np.abs(images[0].astype(int) - frame.image).mean() > 2.0

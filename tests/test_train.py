@@ -18,7 +18,7 @@ from tempseg.models.checkpoint import save_checkpoint
 from tempseg.train.__main__ import main as train_main
 from tempseg.train.config import preset_config, recipe
 from tempseg.train.init import init_from_checkpoint, load_pretrained_backbone
-from tempseg.train.trainer import ClipForward, TrainingRun, lr_factor, supervised_labels
+from tempseg.train.trainer import ClipForward, TrainingRun, lr_factor, supervised
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -151,7 +151,7 @@ def test_control_and_temporal_model_see_the_same_clips_and_score_the_same_frames
         run.initialise()
         logits = ClipForward(run.model.eval())(clip)
         assert logits.shape[1] == 1  # frame 1 only: frame 0 feeds the state
-        assert supervised_labels(torch.from_numpy(batches[0].labels)).shape[1] == 1
+        assert supervised(torch.from_numpy(batches[0].labels)).shape[1] == 1
     with torch.no_grad():  # the temporal model starts as the control (zero weights on the state channels)
         control, temporal = (ClipForward(r.model.eval())(clip) for r in runs.values())
     torch.testing.assert_close(control, temporal)

@@ -43,6 +43,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--class-weights", choices=("erfnet", "none"), help="per-class loss weights")
     p.add_argument("--clip-length", type=int, help="frames per clip (temporal models; >2 unrolls)")
     p.add_argument("--target-offset", type=int, help="train for the label of frame t+k (latency-aware, FLAME)")
+    p.add_argument(
+        "--tc-loss",
+        type=float,
+        metavar="WEIGHT",
+        help="weight of ETC's temporal-consistency loss (0: off; a MODEL+tc name sets the paper's 0.1)",
+    )
+    p.add_argument("--teacher", help="trained tempseg checkpoint to distil from (with --kd-loss or a MODEL+kd name)")
+    p.add_argument(
+        "--kd-loss", type=float, metavar="WEIGHT", help="weight of ETC's distillation terms (a MODEL+kd name: 0.1)"
+    )
     p.add_argument("--eval-every", type=int, help="steps between validations")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--pretrained", help="torchvision-format ResNet state dict for the encoder")
@@ -74,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         class_weights=args.class_weights,
         clip_length=args.clip_length,
         target_offset=args.target_offset,
+        tc_loss=args.tc_loss,
+        kd_loss=args.kd_loss,
+        teacher=args.teacher,
         eval_every=args.eval_every,
         seed=args.seed,
         pretrained=args.pretrained,

@@ -5,6 +5,10 @@ state of the one before it and has a loss (synthetic video is labelled on every 
 clip of L frames gives L-1 supervised frames at the cost of L forwards. The paper's scheme is
 L=2: previous frame -> state, current frame -> loss. Cityscapes is labelled on one frame per
 snippet, so only the last frame of its clips is supervised.
+
+With `with_flow` (the temporal-consistency loss, ETC) a clip also carries the backward flow of each
+frame after the first to the frame before it, with its validity mask: exact from the synthetic
+generator (data/flow.py), OpenCV DIS with ETC's photometric mask on Cityscapes.
 """
 
 from __future__ import annotations
@@ -17,16 +21,24 @@ import numpy as np
 from tempseg.common.errors import UserError
 from tempseg.common.preprocess import normalize_bgr
 from tempseg.data import CityscapesClips, SyntheticVideo, augment_clip, split_seed
-from tempseg.data.frames import resize_image, resize_label
+from tempseg.data.augment import Flow
+from tempseg.data.flow import dis_flow
+from tempseg.data.frames import resize_flow, resize_image, resize_label
 from tempseg.metrics import IGNORE_INDEX
 
 
 @dataclass
 class ClipBatch:
-    """images: float32 [B, L, 3, H, W] normalised; labels: int64 [B, L, H, W] (255 = no label)."""
+    """images: float32 [B, L, 3, H, W] normalised; labels: int64 [B, L, H, W] (255 = no label); with flow,
+    flows: float32 [B, L-1, H, W, 2], frame j+1 -> frame j in pixels, and flow_valid: bool [B, L-1, H, W]."""
 
     images: np.ndarray
     labels: np.ndarray
+    flows: np.ndarray | None = None
+    flow_valid: np.ndarray | None = None
+
+
+Clip = tuple[list[np.ndarray], list[np.ndarray], list[Flow]]  # images, labels, flows (frames 1.. -> the one before)
 
 
 class SyntheticClipSampler:
@@ -44,18 +56,21 @@ class SyntheticClipSampler:
         min_scale: float = 1.0,
         cache: int = 1024,
         frame_cache_mb: int = 0,
+        with_flow: bool = False,
     ) -> None:
         self.sequences, self.length = sequences, length
+        self.with_flow = with_flow
         self.height, self.width = height, width
         self.min_size, self.min_scale = min_size, min_scale
         self.target_offset = target_offset
         self._videos: OrderedDict[int, SyntheticVideo] = OrderedDict()
         self._cache = cache  # scenes are costly to build (~50 ms) and small to keep: hold them all
         # A full-size frame costs ~5 ms to render and 0.5 MB to keep; a default run draws each one ~8 times.
-        self._frames: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._frame_budget = frame_cache_mb * 2**20 // (height * width * 4)
+        self._frames: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray, Flow | None]] = OrderedDict()
+        bytes_per_frame = height * width * (4 + (9 if with_flow else 0))  # image, label (+ flow, mask)
+        self._frame_budget = frame_cache_mb * 2**20 // bytes_per_frame
 
-    def clip(self, rng: np.random.Generator, clip_length: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def clip(self, rng: np.random.Generator, clip_length: int) -> Clip:
         last_start = self.length - clip_length - self.target_offset
         if last_start < 0:
             raise UserError(
@@ -67,9 +82,10 @@ class SyntheticClipSampler:
         size = self._size(rng)
         # Each frame is rendered once; with a target offset k the labels come from frames t+k.
         rendered = [self._frame(index, start + j, size) for j in range(clip_length + self.target_offset)]
-        frames = [image for image, _ in rendered[:clip_length]]
-        labels = [label for _, label in rendered[self.target_offset : self.target_offset + clip_length]]
-        return frames, labels
+        frames = [image for image, _, _ in rendered[:clip_length]]
+        labels = [label for _, label, _ in rendered[self.target_offset : self.target_offset + clip_length]]
+        flows = [flow for _, _, flow in rendered[1:clip_length]] if self.with_flow else []
+        return frames, labels, flows
 
     def warm_cache(self) -> None:
         """Render every training frame into the cache (as a long run has by its end), as far as it holds."""
@@ -78,20 +94,25 @@ class SyntheticClipSampler:
                 if len(self._frames) < self._frame_budget:
                     self._frame(index, t, (self.height, self.width))
 
-    def _frame(self, index: int, t: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """(image, label) of frame t at `size`: a full-size render from the cache, resized."""
+    def _frame(self, index: int, t: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, Flow | None]:
+        """(image, label, flow to frame t-1 or None) of frame t at `size`: a full-size render from the
+        cache, resized."""
         if not self._frame_budget:
-            frame = self._video(index).render(t, size)
-            return frame.image, frame.label
+            return self._render(index, t, size)
         key = (index, t)
         if key not in self._frames:
-            frame = self._video(index).render(t)
-            self._frames[key] = (frame.image, frame.label)
+            self._frames[key] = self._render(index, t, None)
             while len(self._frames) > self._frame_budget:
                 self._frames.popitem(last=False)
         self._frames.move_to_end(key)
-        image, label = self._frames[key]
-        return resize_image(image, *size), resize_label(label, *size)
+        image, label, flow = self._frames[key]
+        resized_flow = resize_flow(*flow, *size) if flow is not None else None
+        return resize_image(image, *size), resize_label(label, *size), resized_flow
+
+    def _render(self, index: int, t: int, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray, Flow | None]:
+        frame = self._video(index).render(t, size)  # with_flow: the flow comes from the same render pass
+        flow = (frame.flow_prev, frame.flow_valid) if frame.flow_prev is not None else None
+        return frame.image, frame.label, flow
 
     def _size(self, rng: np.random.Generator) -> tuple[int, int]:
         """Random render size: scale augmentation, never smaller than the crop."""
@@ -101,7 +122,7 @@ class SyntheticClipSampler:
     def _video(self, index: int) -> SyntheticVideo:
         if index not in self._videos:
             self._videos[index] = SyntheticVideo(
-                split_seed("train", index), self.height, self.width, length=self.length
+                split_seed("train", index), self.height, self.width, length=self.length, with_flow=self.with_flow
             )
             while len(self._videos) > self._cache:
                 self._videos.popitem(last=False)
@@ -112,16 +133,21 @@ class SyntheticClipSampler:
 class CityscapesClipSampler:
     """Clips ending at the annotated frames of Cityscapes train; only the last frame is labelled."""
 
-    def __init__(self, root: str, *, height: int, width: int, clip_length: int, target_offset: int) -> None:
+    def __init__(
+        self, root: str, *, height: int, width: int, clip_length: int, target_offset: int, with_flow: bool = False
+    ) -> None:
         self.dataset = CityscapesClips(
             root, "train", clip_length=clip_length, target_offset=target_offset, height=height, width=width
         )
         self.clip_length = clip_length
+        self.with_flow = with_flow
 
-    def clip(self, rng: np.random.Generator, clip_length: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def clip(self, rng: np.random.Generator, clip_length: int) -> Clip:
         frames, label = self.dataset[int(rng.integers(len(self.dataset)))]
         unlabelled = np.full_like(label, IGNORE_INDEX)
-        return list(frames), [unlabelled] * (len(frames) - 1) + [label]
+        # No exact motion here: DIS between the decoded frames, with ETC's photometric mask.
+        flows = [dis_flow(frames[j], frames[j - 1]) for j in range(1, len(frames))] if self.with_flow else []
+        return list(frames), [unlabelled] * (len(frames) - 1) + [label], flows
 
 
 def make_sampler(
@@ -136,8 +162,9 @@ def make_sampler(
     crop: tuple[int, int] | None = None,
     min_scale: float = 1.0,
     frame_cache_mb: int = 0,
+    with_flow: bool = False,
 ) -> SyntheticClipSampler | CityscapesClipSampler:
-    """The clip sampler of a `--data` spec: "synthetic" or "cityscapes:PATH"."""
+    """The clip sampler of a `--data` spec: "synthetic" or "cityscapes:PATH"; `with_flow` adds the flows."""
     if data == "synthetic":
         return SyntheticClipSampler(
             sequences=sequences,
@@ -148,10 +175,16 @@ def make_sampler(
             min_size=crop or (height, width),
             min_scale=min_scale,
             frame_cache_mb=frame_cache_mb,
+            with_flow=with_flow,
         )
     if data.startswith("cityscapes:"):
         return CityscapesClipSampler(
-            data.split(":", 1)[1], height=height, width=width, clip_length=clip_length, target_offset=target_offset
+            data.split(":", 1)[1],
+            height=height,
+            width=width,
+            clip_length=clip_length,
+            target_offset=target_offset,
+            with_flow=with_flow,
         )
     raise UserError(f"unknown training data {data!r}: use 'synthetic' or 'cityscapes:PATH'")
 
@@ -167,16 +200,21 @@ def sample_batch(
     crop: tuple[int, int] | None,
 ) -> ClipBatch:
     """Batch of step `step` on process `rank`: reproducible, so a resumed run sees the same data."""
-    images, labels = [], []
+    images, labels, flows = [], [], []
     for item in range(batch_size):
         rng = np.random.default_rng((seed, rank, step, item))
-        frames, frame_labels = sampler.clip(rng, clip_length)
+        frames, frame_labels, frame_flows = sampler.clip(rng, clip_length)
         # augment_clip transforms every image and one label identically; stack the labels as extra images
         stacked = np.stack(frame_labels, axis=-1)
-        frames, stacked = augment_clip(frames, stacked, rng, crop=crop)
+        frames, stacked, frame_flows = augment_clip(frames, stacked, rng, crop=crop, flows=frame_flows)
         images.append(np.stack(frames))
         labels.append(np.moveaxis(stacked.reshape(*stacked.shape[:2], -1), -1, 0))
+        flows.append(frame_flows)
     images_arr = np.stack(images)  # [B, L, H, W, 3] uint8
     b, length = images_arr.shape[:2]
     normalized = normalize_bgr(images_arr.reshape(b * length, *images_arr.shape[2:]))
-    return ClipBatch(normalized.reshape(b, length, *normalized.shape[1:]), np.stack(labels).astype(np.int64))
+    batch = ClipBatch(normalized.reshape(b, length, *normalized.shape[1:]), np.stack(labels).astype(np.int64))
+    if flows[0]:
+        batch.flows = np.stack([np.stack([f for f, _ in clip]) for clip in flows])
+        batch.flow_valid = np.stack([np.stack([v for _, v in clip]) for clip in flows])
+    return batch

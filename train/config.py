@@ -17,6 +17,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from tempseg.models.registry import split_name
+
+TC_WEIGHT = 0.1  # ETC's weight of every regularisation term ("λ is set to 0.1", its section 3)
+
 STAGES = ("base", "finetune")
 
 
@@ -43,6 +47,9 @@ class TrainConfig:
     class_weights: str = "erfnet"  # "erfnet": loss weight 1/ln(1.10 + p) per class frequency p (ERFNet); "none"
     clip_length: int = 1  # frames per clip: frames 1..L-1 are supervised when L > 1 (temporal models need 2+)
     target_offset: int = 0  # k > 0 trains for the latency-aware target: the label of frame t + k (FLAME paper)
+    tc_loss: float = 0.0  # weight of ETC's temporal-consistency loss between consecutive frames (0: off; `+tc`)
+    kd_loss: float = 0.0  # weight of ETC's distillation terms (pixel-wise and pair-wise-frame) from `teacher` (`+kd`)
+    teacher: str | None = None  # trained tempseg checkpoint to distil from (recorded by its model and sha256)
     train_sequences: int = 192  # synthetic training sequences (train split seeds): scenes differ by seed
     sequence_length: int = 20  # frames per synthetic sequence: many short ones show more scenes per cached frame
     val_sequences: int = 16  # synthetic val sequences, streamed with the state carried
@@ -64,14 +71,21 @@ class TrainConfig:
 
 # What makes two trainings comparable: everything but the model, paths, device and bookkeeping.
 NOT_RECIPE = ("model", "init_from", "pretrained", "device", "checkpoint_every", "frame_cache_mb", "time_note")
+NOT_RECIPE += ("teacher",)  # a path: the record holds the teacher's model and sha256 instead
 NOT_RECIPE += ("eval_every", "val_sequences", "val_frames")  # evaluation, not training
 RECIPE_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in NOT_RECIPE)
+_FIELD_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+
+# Training variants named by a `+tag` on the model name (models/registry.py): the same architecture,
+# trained with these fields changed. `fcresnet18+tc` is fcresnet18 with ETC's temporal-consistency loss.
+TAG_OVERRIDES: dict[str, dict[str, Any]] = {"tc": {"tc_loss": TC_WEIGHT}, "kd": {"kd_loss": TC_WEIGHT}}
 
 
 def recipe(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
-    """The fields of a config (or of its saved dict) that define how a model was trained."""
+    """The fields of a config (or of its saved dict) that define how a model was trained; a field a saved
+    dict lacks (a run older than the field) had the field's default then."""
     data = asdict(config) if isinstance(config, TrainConfig) else config
-    out = {k: data.get(k) for k in RECIPE_FIELDS}
+    out = {k: data.get(k, _FIELD_DEFAULTS.get(k)) for k in RECIPE_FIELDS}
     if out["crop"] is not None:
         out["crop"] = list(out["crop"])
     return out
@@ -150,10 +164,14 @@ PRESETS: dict[str, dict[str, TrainConfig]] = {
 
 
 def preset_config(name: str, stage: str, /, **overrides: Any) -> TrainConfig:
-    """The configuration of one stage of the preset `name`, with `overrides` (None values ignored; an
-    override of `preset` renames the recipe, as the paper harness does for its own budget)."""
+    """The configuration of one stage of the preset `name`, with the changes the model's `+tags` make and
+    then `overrides` (None values ignored; an override of `preset` renames the recipe, as the paper
+    harness does for its own budget)."""
     if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}")
     if stage not in STAGES:
         raise KeyError(f"unknown stage {stage!r}: use {' or '.join(STAGES)}")
-    return PRESETS[name][stage].with_overrides(**overrides)
+    tagged: dict[str, Any] = {}
+    for tag in split_name(overrides["model"])[1] if overrides.get("model") else ():
+        tagged.update(TAG_OVERRIDES[tag])
+    return PRESETS[name][stage].with_overrides(**tagged).with_overrides(**overrides)

@@ -25,20 +25,26 @@ from tempseg.train.config import TrainConfig
 
 
 def stream_scores(
-    model: FCResNet, config: TrainConfig, device: torch.device, *, zero_state: bool = False
+    model: FCResNet,
+    config: TrainConfig,
+    device: torch.device,
+    *,
+    zero_state: bool = False,
+    consistency: bool = False,
 ) -> StreamScores:
     """Scores of `config.val_sequences` synthetic val sequences of `config.val_frames` frames each
-    (Cityscapes val clips when the config trains on Cityscapes), through the runtime's loop."""
+    (Cityscapes val clips when the config trains on Cityscapes), through the runtime's loop;
+    `consistency` adds TC (exact flow on synthetic frames, DIS elsewhere)."""
     contract = build_contract(model, config.model, height=config.height, width=config.width)
     runner = TorchRunner(contract, model=model, device=device.type)
     policy = StatePolicy(reset_every=1 if zero_state else None)
-    options = LoopOptions(warmup=0, policy=policy, consistency=False, progress=False)
+    options = LoopOptions(warmup=0, policy=policy, consistency=consistency, progress=False)
     with runner:
-        result = run_loop(runner, val_frames(config), options, source_fps=17.0)
+        result = run_loop(runner, val_frames(config, with_flow=consistency), options, source_fps=17.0)
     return result.accuracy.scores
 
 
-def val_frames(config: TrainConfig) -> Iterator[Frame]:
+def val_frames(config: TrainConfig, *, with_flow: bool = False) -> Iterator[Frame]:
     """The validation frames of `config`'s data, in stream order, labelled where the truth is known."""
     if config.data.startswith("cityscapes:"):
         yield from cityscapes_frames(config)
@@ -51,6 +57,7 @@ def val_frames(config: TrainConfig) -> Iterator[Frame]:
         width=config.width,
         frames=config.val_sequences * (config.val_frames + k),
         sequence_length=config.val_frames + k,
+        with_flow=with_flow,
     )
     with source:
         yield from labels_ahead(source, k)

@@ -31,9 +31,10 @@ from tqdm import tqdm
 from tempseg.common.errors import UserError
 from tempseg.common.io import sha256_file, write_json
 from tempseg.models import FCResNet, build_model, check_input_size
-from tempseg.models.checkpoint import read_checkpoint, save_checkpoint
+from tempseg.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from tempseg.train.clips import make_sampler, sample_batch
 from tempseg.train.config import TrainConfig, recipe
+from tempseg.train.consistency import pairwise_frames, pixel_distillation, temporal_loss
 from tempseg.train.evaluate import evaluate
 from tempseg.train.init import init_from_checkpoint, load_pretrained_backbone
 
@@ -75,7 +76,7 @@ def class_weights(kind: str, sampler, num_classes: int, *, seed: int, clips: int
         raise UserError(f"unknown class weighting {kind!r}: use 'erfnet' or 'none'")
     counts = np.zeros(num_classes, np.int64)
     for item in range(clips):
-        _, labels = sampler.clip(np.random.default_rng((seed, 1 << 20, item)), 1)
+        _, labels, _ = sampler.clip(np.random.default_rng((seed, 1 << 20, item)), 1)
         counts += np.bincount(labels[0].ravel(), minlength=256)[:num_classes]
     frequency = counts / max(1, counts.sum())
     return torch.from_numpy(1.0 / np.log(1.10 + frequency)).float()
@@ -104,31 +105,38 @@ class ClipForward(nn.Module):
     fine-tuned on the same clips is scored on the same frames.
     """
 
-    def __init__(self, model: FCResNet) -> None:
+    def __init__(self, model: FCResNet, *, first_frame: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.first_frame = first_frame  # frame 0's logits too (the consistency loss compares it with frame 1)
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         if self.model.num_states == 0:
-            frames = clip if clip.shape[1] == 1 else clip[:, 1:]
+            frames = clip if clip.shape[1] == 1 or self.first_frame else clip[:, 1:]
             b, length = frames.shape[:2]
             return self.model(frames.flatten(0, 1))[0].unflatten(0, (b, length))
-        states = self.model.next_states(clip[:, 0])
-        outputs = []
+        if self.first_frame:  # the full frame-0 forward from the zero state, as the runtime's first frame
+            logits, *states = self.model(clip[:, 0], *self.model.initial_states(clip[:, 0]))
+            outputs = [logits]
+        else:
+            states, outputs = self.model.next_states(clip[:, 0]), []
         for t in range(1, clip.shape[1]):
             logits, *states = self.model(clip[:, t], *states)
             outputs.append(logits)
         return torch.stack(outputs, dim=1)
 
 
-def supervised_labels(labels: torch.Tensor) -> torch.Tensor:
-    """Labels of the frames ClipForward returns logits for."""
-    return labels if labels.shape[1] == 1 else labels[:, 1:]
+def supervised(values: torch.Tensor) -> torch.Tensor:
+    """The supervised frames of a clip's labels (or of ClipForward's logits with `first_frame`): frames
+    1..L-1, or the one frame when L = 1."""
+    return values if values.shape[1] == 1 else values[:, 1:]
 
 
 def clip_length_of(model: FCResNet, config: TrainConfig) -> int:
-    """Frames per clip: the config's, at least 2 for a temporal model (a state needs a frame before)."""
-    return max(2, config.clip_length) if model.num_states else max(1, config.clip_length)
+    """Frames per clip: the config's, at least 2 for a temporal model (a state needs a frame before) and
+    for ETC's terms (they compare consecutive frames)."""
+    pairs = model.num_states or config.tc_loss or config.kd_loss
+    return max(2, config.clip_length) if pairs else max(1, config.clip_length)
 
 
 class TrainingRun:
@@ -147,6 +155,10 @@ class TrainingRun:
             check_input_size(config.height, config.width)
         except ValueError as err:
             raise UserError(str(err)) from None
+        if config.tc_loss < 0 or config.kd_loss < 0:
+            raise UserError(f"loss weights are >= 0 (--tc-loss {config.tc_loss}, --kd-loss {config.kd_loss})")
+        if config.kd_loss and not config.teacher:
+            raise UserError("distillation (+kd, --kd-loss) needs a trained teacher: pass --teacher CHECKPOINT")
         if config.stage == "finetune" and not config.init_from:
             raise UserError("the finetune stage starts from a trained base: pass --init-from BASE/checkpoint.pt")
         torch.manual_seed(config.seed)
@@ -156,7 +168,9 @@ class TrainingRun:
         self.clip_length = clip_length_of(self.model, config)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(config))
-        self.forward = ClipForward(self.model)
+        self.all_frames = config.tc_loss > 0 or config.kd_loss > 0  # ETC's terms need frame 0's prediction too
+        self.forward = ClipForward(self.model, first_frame=self.all_frames)
+        self.teacher = self._teacher(config, model.config.num_classes) if config.kd_loss else None
         if world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward = DistributedDataParallel(self.forward, device_ids=ids)
@@ -171,9 +185,20 @@ class TrainingRun:
             crop=config.crop,
             min_scale=config.min_scale,
             frame_cache_mb=config.frame_cache_mb,
+            with_flow=config.tc_loss > 0,
         )
         self.weights = class_weights(config.class_weights, self.sampler, model.config.num_classes, seed=config.seed)
         self.weights = self.weights.to(self.device)
+
+    def _teacher(self, config: TrainConfig, num_classes: int) -> ClipForward:
+        """The frozen teacher, streaming each clip from frame 0 as the student does."""
+        if not Path(config.teacher).is_file():
+            raise UserError("teacher checkpoint not found", config.teacher)
+        teacher, _ = load_model(config.teacher, expect_classes=num_classes)
+        teacher = teacher.to(self.device).eval().requires_grad_(False)
+        if self.config.channels_last:
+            teacher = teacher.to(memory_format=torch.channels_last)
+        return ClipForward(teacher, first_frame=True)
 
     def initialise(self) -> None:
         """Pretrained encoder and/or the trained base (paper III-E), for a run that does not resume."""
@@ -196,12 +221,25 @@ class TrainingRun:
             crop=config.crop,
         )
         images = torch.from_numpy(batch.images).to(self.device)
-        labels = supervised_labels(torch.from_numpy(batch.labels).to(self.device))
+        labels = supervised(torch.from_numpy(batch.labels).to(self.device))
         with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
             logits = self.forward(images)
+        scored = supervised(logits) if self.all_frames else logits  # frame 0 is scored by ETC's terms only
         loss = nn.functional.cross_entropy(
-            logits.float().flatten(0, 1), labels.flatten(0, 1), weight=self.weights, ignore_index=255
+            scored.float().flatten(0, 1), labels.flatten(0, 1), weight=self.weights, ignore_index=255
         )
+        if config.tc_loss:
+            flows, valid = (torch.from_numpy(a).to(self.device) for a in (batch.flows, batch.flow_valid))
+            loss = loss + config.tc_loss * temporal_loss(logits, flows, valid)
+        if self.teacher is not None:
+            with (
+                torch.no_grad(),
+                torch.autocast(
+                    self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None
+                ),
+            ):
+                target = self.teacher(images)
+            loss = loss + config.kd_loss * (pixel_distillation(logits, target) + pairwise_frames(logits, target))
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss became {loss.item()} at step {step}; lower --lr")
         self.optimizer.zero_grad(set_to_none=True)
@@ -347,6 +385,8 @@ def _restore(path: Path, run: TrainingRun, config: TrainConfig) -> tuple[int, li
 def recipe_record(config: TrainConfig, autocast: torch.dtype | None) -> dict[str, Any]:
     """How this model is trained (autocast as resolved here), with the model, hash and recipe of its base."""
     record = {**recipe(config), "amp": "bf16" if autocast is not None else "fp32"}
+    if config.teacher:
+        record["teacher"] = {"model": read_checkpoint(config.teacher)["model"], "sha256": sha256_file(config.teacher)}
     if config.init_from:
         base = read_checkpoint(config.init_from)
         record["init"] = {
