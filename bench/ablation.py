@@ -31,7 +31,7 @@ from tempseg.common.io import atomic_write, sha256_file, write_json
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.models import resolve_name
 from tempseg.models.checkpoint import load_model
-from tempseg.models.registry import split_name
+from tempseg.models.registry import base_model, split_name
 from tempseg.train.config import TrainConfig, preset_config, recipe
 from tempseg.train.evaluate import stream_scores
 from tempseg.train.trainer import train
@@ -60,7 +60,7 @@ class Variant:
 
     @property
     def control(self) -> Variant:
-        return Variant(split_name(self.model)[0].split("_", 1)[0], self.clip_length, self.steps)
+        return Variant(base_model(self.model), self.clip_length, self.steps)
 
     @property
     def tag(self) -> str:

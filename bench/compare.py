@@ -37,7 +37,7 @@ from tempseg.common.io import atomic_path, atomic_write, write_json
 from tempseg.data import Frame, open_source
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.metrics.paired import miou_interval
-from tempseg.models.registry import model_config, split_name
+from tempseg.models.registry import base_model, model_config
 from tempseg.runtime.loop import LoopOptions, run_loop
 from tempseg.runtime.policy import StatePolicy
 from tempseg.runtime.report import build_report
@@ -197,12 +197,6 @@ def measure(
         np.savez(tmp, **scores.to_arrays())
     write_json(path, report)
     return report, scores
-
-
-def base_model(name: str) -> str:
-    """The frame-by-frame model of the same depth and width, trained without extras: fcresnet18x0.5_t66 ->
-    fcresnet18x0.5, fcresnet18+tc -> fcresnet18."""
-    return split_name(name)[0].split("_", 1)[0]
 
 
 def deployed_memory(report: dict, engine: dict | None) -> dict:

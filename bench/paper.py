@@ -38,6 +38,7 @@ from tempseg.data import CLASS_NAMES
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.models import build_model
 from tempseg.models.checkpoint import load_model
+from tempseg.models.registry import base_model
 from tempseg.models.summary import count_parameters
 from tempseg.train.config import TrainConfig, preset_config
 from tempseg.train.evaluate import stream_scores
@@ -122,10 +123,6 @@ def run(model: str, budget: Budget, out: Path, *, stage: str, init_from: Path | 
     return out / "checkpoint.pt"
 
 
-def base_of(model: str) -> str:
-    return model.split("_", 1)[0]
-
-
 def run_all(budget: Budget, out: Path, *, connections: Sequence[str] = CONNECTIONS, force: bool) -> dict[str, dict]:
     """Bases, then every table model fine-tuned from its base, scored on the same val frames."""
     bases = {
@@ -136,7 +133,7 @@ def run_all(budget: Budget, out: Path, *, connections: Sequence[str] = CONNECTIO
     results = {}
     for model in table_models(connections):
         started = time.perf_counter()
-        checkpoint = run(model, budget, out / model, stage="finetune", init_from=bases[base_of(model)], force=force)
+        checkpoint = run(model, budget, out / model, stage="finetune", init_from=bases[base_model(model)], force=force)
         trained, _ = load_model(checkpoint)
         scores[model] = stream_scores(trained, config_for(model, budget, stage="finetune", init_from=None), DEVICE)
         results[model] = _result(model, scores[model])

@@ -109,7 +109,6 @@ class StreamScores:
             "per_class_iou": overall["per_class_iou"],
             "per_class_iou_clean": self.matrix("clean").summary(class_names)["per_class_iou"],
             "miou_by_degradation": {k: _round(m.miou()) for k, m in sorted(self.by_kind.items())},
-            "tc": self.miou("tc") if self._tc else None,
             "sequences": len(self.sequences),
             "frames": sum(len(f) for f in self.frames.values()),
         }

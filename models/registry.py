@@ -50,6 +50,12 @@ def split_name(name: str) -> tuple[str, tuple[str, ...]]:
     return architecture, tuple(tags)
 
 
+def base_model(name: str) -> str:
+    """The frame-by-frame model of the same depth and width, trained without extras: the base a model is
+    fine-tuned from and its control. fcresnet18x0.5_t66 -> fcresnet18x0.5, fcresnet18+tc -> fcresnet18."""
+    return split_name(name)[0].split("_", 1)[0]
+
+
 def model_config(name: str, *, num_classes: int = 19) -> FCResNetConfig:
     """The architecture `name` means (training tags aside); UnknownModelError when it means none."""
     name = split_name(name)[0]
@@ -136,6 +142,7 @@ __all__ = [
     "TRAINING_TAGS",
     "FeedbackConnectionError",
     "UnknownModelError",
+    "base_model",
     "build_model",
     "list_models",
     "model_config",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 import pytest
@@ -122,6 +124,27 @@ def _project(cam: _Camera, scene, verts: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.stack([cam.cx + cam.f * xc / zc, cam.cy + cam.f * yc / zc, np.ones_like(zc)], axis=1), zc
 
 
+class Surfaces(NamedTuple):
+    cam: _Camera
+    prev_cam: _Camera
+    id_map: np.ndarray
+    parts: list
+    first: list[int]
+    h: np.ndarray  # homography of each surface id, frame t -> t-1
+    ok: np.ndarray
+    owner: np.ndarray  # the part id each id belongs to (fan triangles from `count` on)
+    count: int  # ids of parts; fan triangles come after
+
+
+def _surfaces(scene, t: int) -> Surfaces:
+    """Frame t's id pass and the per-surface homographies to frame t-1, as ExactFlow computes them."""
+    ids = _Ids(FIRST_CLOUD + len(scene.clouds))
+    cam, id_map, parts, first = _id_pass(scene, t, H, W, ids)
+    prev_cam = _Camera(scene, t - 1, H, W)
+    h, ok, _, owner = _homographies(scene, t, cam, prev_cam, parts, first, ids.next)
+    return Surfaces(cam, prev_cam, id_map, parts, first, h, ok, owner, ids.next)
+
+
 def test_every_surface_maps_its_vertices_to_where_they_were():
     """The per-surface homographies carry each part's vertices, as projected in frame t, onto the same
     vertices projected in frame t-1: still parts, moving layers, swinging limbs and folded outlines (split
@@ -129,14 +152,11 @@ def test_every_surface_maps_its_vertices_to_where_they_were():
     limbs = folds = 0
     for seed, t in [*CASES, (4, 30)]:
         scene = SyntheticVideo(seed, H, W).scene
-        ids = _Ids(FIRST_CLOUD + len(scene.clouds))
-        cam, _, parts, first = _id_pass(scene, t, H, W, ids)
-        prev_cam = _Camera(scene, t - 1, H, W)
-        h, ok, _, owner = _homographies(scene, t, cam, prev_cam, parts, first, ids.next)
-        for (thing, i, part, off, layer), f in zip(parts, first, strict=True):
+        s = _surfaces(scene, t)
+        for (thing, i, part, off, layer), f in zip(s.parts, s.first, strict=True):
             now, before = part.polys, thing.parts_at(t - 1)[i].polys
             m, k = now.shape[:2]
-            triangles = ids.next + np.flatnonzero(owner[ids.next :] == f)
+            triangles = s.count + np.flatnonzero(s.owner[s.count :] == f)
             # Exact (0.05 px) but for two approximations of rigid parts, each well under a pixel: a moving
             # layer's sideways shift along the curved road is taken at the part's centre, and a long part's
             # contours (a facade's windows) bent by the curve share one fitted plane.
@@ -152,11 +172,11 @@ def test_every_surface_maps_its_vertices_to_where_they_were():
             else:
                 surface = np.full(m * k, f)
                 tolerance = 0.5 if moving or m > 1 else 0.05
-            p0, z0 = _project(cam, scene, now.reshape(-1, 3) + np.array([0.0, 0.0, off]))
-            p1, z1 = _project(prev_cam, scene, before.reshape(-1, 3) + np.array([0.0, 0.0, layer.offset(t - 1)]))
-            mapped = np.einsum("nij,nj->ni", h[surface], p0)
+            p0, z0 = _project(s.cam, scene, now.reshape(-1, 3) + np.array([0.0, 0.0, off]))
+            p1, z1 = _project(s.prev_cam, scene, before.reshape(-1, 3) + np.array([0.0, 0.0, layer.offset(t - 1)]))
+            mapped = np.einsum("nij,nj->ni", s.h[surface], p0)
             err = np.linalg.norm(mapped[:, :2] / mapped[:, 2:] - p1[:, :2], axis=1)
-            seen = (z0 > 2.0) & (z1 > 2.0) & ok[surface]  # in front of both cameras
+            seen = (z0 > 2.0) & (z1 > 2.0) & s.ok[surface]  # in front of both cameras
             assert err[seen].max(initial=0.0) < tolerance, (seed, t, thing, i)
     assert limbs > 10
     assert folds > 10
@@ -171,24 +191,21 @@ def test_flow_at_each_part_follows_its_surface_point():
         video = SyntheticVideo(seed, H, W)
         scene = video.scene
         flow, valid = video.flow(t)
-        ids = _Ids(FIRST_CLOUD + len(scene.clouds))
-        cam, id_map, parts, first = _id_pass(scene, t, H, W, ids)
-        prev_cam = _Camera(scene, t - 1, H, W)
-        _, _, _, owner = _homographies(scene, t, cam, prev_cam, parts, first, ids.next)
-        for (thing, i, part, off, layer), f in zip(parts, first, strict=True):
+        s = _surfaces(scene, t)
+        for (thing, i, part, off, layer), f in zip(s.parts, s.first, strict=True):
             now, before = part.polys, thing.parts_at(t - 1)[i].polys
             inner = now.mean(axis=1, keepdims=True) + 0.9 * (now - now.mean(axis=1, keepdims=True))
             earlier = before.mean(axis=1, keepdims=True) + 0.9 * (before - before.mean(axis=1, keepdims=True))
-            p0, z0 = _project(cam, scene, inner.reshape(-1, 3) + np.array([0.0, 0.0, off]))
-            p1, z1 = _project(prev_cam, scene, earlier.reshape(-1, 3) + np.array([0.0, 0.0, layer.offset(t - 1)]))
+            p0, z0 = _project(s.cam, scene, inner.reshape(-1, 3) + np.array([0.0, 0.0, off]))
+            p1, z1 = _project(s.prev_cam, scene, earlier.reshape(-1, 3) + np.array([0.0, 0.0, layer.offset(t - 1)]))
             col, row = np.rint(p0[:, 0]).astype(int), np.rint(p0[:, 1]).astype(int)
             seen = (z0 > 2.0) & (z1 > 2.0) & (col >= 0) & (col < W) & (row >= 0) & (row < H)
             col, row, p0, p1 = col[seen], row[seen], p0[seen], p1[seen]
             surface = f + (np.repeat(np.arange(now.shape[0]), now.shape[1])[seen] if _split(thing, i) else 0)
-            mine = (id_map[row, col] == surface) & valid[row, col]
+            mine = (s.id_map[row, col] == surface) & valid[row, col]
             # The flow varies little within the pixel's distance (<= 0.71 px) to the projected point.
             err = np.linalg.norm(flow[row, col] - (p1[:, :2] - p0[:, :2]), axis=1)[mine]
-            (folded_errors if (owner[ids.next :] == f).any() else errors).extend(err.tolist())
+            (folded_errors if (s.owner[s.count :] == f).any() else errors).extend(err.tolist())
     assert len(errors) > 1000
     assert len(folded_errors) > 50
     assert np.median(errors) < 0.05

@@ -200,6 +200,10 @@ class TrainingRun:
             teacher = teacher.to(memory_format=torch.channels_last)
         return ClipForward(teacher, first_frame=True)
 
+    def _autocast(self) -> torch.autocast:
+        """The run's autocast (bf16 where resolved so, else a disabled context)."""
+        return torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None)
+
     def initialise(self) -> None:
         """Pretrained encoder and/or the trained base (paper III-E), for a run that does not resume."""
         if self.config.pretrained:
@@ -222,7 +226,7 @@ class TrainingRun:
         )
         images = torch.from_numpy(batch.images).to(self.device)
         labels = supervised(torch.from_numpy(batch.labels).to(self.device))
-        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+        with self._autocast():
             logits = self.forward(images)
         scored = supervised(logits) if self.all_frames else logits  # frame 0 is scored by ETC's terms only
         loss = nn.functional.cross_entropy(
@@ -232,12 +236,7 @@ class TrainingRun:
             flows, valid = (torch.from_numpy(a).to(self.device) for a in (batch.flows, batch.flow_valid))
             loss = loss + config.tc_loss * temporal_loss(logits, flows, valid)
         if self.teacher is not None:
-            with (
-                torch.no_grad(),
-                torch.autocast(
-                    self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None
-                ),
-            ):
+            with torch.no_grad(), self._autocast():
                 target = self.teacher(images)
             loss = loss + config.kd_loss * (pixel_distillation(logits, target) + pairwise_frames(logits, target))
         if not torch.isfinite(loss):
