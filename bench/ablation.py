@@ -6,7 +6,8 @@ same val frames. Each variant's delta against its control comes with its 95 % bo
 over sequences, on all, clean and degraded frames, and on degraded frames split by whether the
 frame before was clean (`first`: the state saw the scene) or degraded too (`later`: a state from one
 frame back has nothing clean to give). Temporal consistency (TC, ETC's warp-mIoU with the
-generator's exact flow) is paired the same way. Several seeds repeat the fine-tunes with other clips.
+generator's exact flow) is paired the same way, on all frames and on clean and degraded frames
+apart. Several seeds repeat the fine-tunes with other clips.
 
     python -m bench.ablation --base runs/fcresnet18/base/checkpoint.pt \\
         --variants fcresnet18_t66 fcresnet18_t66_add fcresnet18_t66k3 fcresnet18_t44 fcresnet18_t66:clip=4
@@ -36,7 +37,7 @@ from tempseg.train.config import TrainConfig, preset_config, recipe
 from tempseg.train.evaluate import stream_scores
 from tempseg.train.trainer import train
 
-SUBSETS = ("all", "clean", "degraded", "degraded_first", "degraded_later", "tc")
+SUBSETS = ("all", "clean", "degraded", "degraded_first", "degraded_later", "tc", "tc_clean", "tc_degraded")
 
 
 @dataclass(frozen=True)
@@ -138,17 +139,19 @@ def markdown(rows: list[dict], preset: str, base: Path) -> str:
         f"Paired ablation: every row and its control fine-tuned from {base} with the `{preset}` preset's fine-tune "
         "stage (same steps, same clips), scored on the same val frames. Δ mIoU in points against the control, "
         "95 % bootstrap interval over sequences. degraded first: the frame before was clean; later: it was "
-        "degraded too. TC: temporal consistency with the exact flow (ETC), and its paired Δ.",
+        "degraded too. TC: temporal consistency with the exact flow (ETC), and its paired Δ on all frames and "
+        "on clean and degraded frames apart (by the frame scored).",
         "",
         "| variant | control | seed | mIoU clean | Δ all | Δ clean | Δ degraded | Δ deg. first | Δ deg. later "
-        "| TC | Δ TC |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| TC | Δ TC | Δ TC clean | Δ TC degraded |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         t = r["text"]
         lines.append(
             f"| {r['variant']} | {r['control']} | {r['seed']} | {r['miou']['clean']:.4f} | {t['all']} | {t['clean']} "
-            f"| {t['degraded']} | {t['degraded_first']} | {t['degraded_later']} | {r['miou']['tc']:.4f} | {t['tc']} |"
+            f"| {t['degraded']} | {t['degraded_first']} | {t['degraded_later']} | {r['miou']['tc']:.4f} | {t['tc']} "
+            f"| {t['tc_clean']} | {t['tc_degraded']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -152,8 +152,10 @@ def recipe_text(rec: dict, preset: str) -> str:
 
     return (
         f"Recipe (preset `{preset}`, the same for every row): base from scratch: {stage(base)}; "
-        f"then every row fine-tuned from its backbone's base: {stage(rec)}. The frame-by-frame row of a "
-        "backbone is the control of its temporal rows (same base, steps and clips)."
+        f"then every row fine-tuned from its backbone's base: {stage(rec)}; a memory of S frames reads clips "
+        "of S+1, the loss on the last frame of each clip for every temporal row (one supervised frame per clip, "
+        "as the control's). The frame-by-frame row of a backbone is the control of its temporal rows (same base, "
+        "steps and clips)."
     )
 
 
@@ -273,8 +275,12 @@ def _interval(scores: StreamScores | None) -> dict:
 
 def _deltas(scores: StreamScores | None, control: StreamScores | None) -> dict:
     out: dict = {}
-    for subset, key in (("clean", "d_miou_clean"), ("degraded", "d_miou_degraded"), ("tc", "d_tc")):
-        paired = scores is not None and control is not None and (subset != "tc" or scores.miou("tc") is not None)
+    subsets = (("clean", "d_miou_clean"), ("degraded", "d_miou_degraded"), ("tc", "d_tc"))
+    subsets += (("tc_clean", "d_tc_clean"), ("tc_degraded", "d_tc_degraded"))
+    for subset, key in subsets:
+        # TC exists where the run kept it (and its clean/degraded split where saved since the split)
+        paired = scores is not None and control is not None
+        paired = paired and (not subset.startswith("tc") or None not in (scores.miou(subset), control.miou(subset)))
         delta = paired_delta(scores, control, subset) if paired else None
         out[key] = None if delta is None else delta.delta
         out[f"{key}_ci"] = None if delta is None else [delta.low, delta.high]
@@ -304,6 +310,8 @@ COLUMNS = [
     ("d_miou_clean", "ΔmIoU clean (pts, 95 % CI)"),
     ("d_miou_degraded", "ΔmIoU degraded (pts, 95 % CI)"),
     ("d_tc", "ΔTC (pts, 95 % CI)"),
+    ("d_tc_clean", "ΔTC clean frames"),
+    ("d_tc_degraded", "ΔTC degraded frames"),
     ("d_latency", "Δlatency %"),
     ("d_memory", "Δmemory %"),
 ]
@@ -318,13 +326,13 @@ def markdown(rows: list[dict], header: str) -> str:
         "Δ columns: against the frame-by-frame model of the same depth and width at the same precision, its "
         "control (the format of LMANet's Tables IV/V); ΔmIoU and ΔTC on the same frames, with the 95 % "
         "bootstrap interval over sequences in brackets. TC: ETC's warp-mIoU of consecutive predictions, "
-        "with the synthetic generator's exact flow.",
+        "with the synthetic generator's exact flow; its clean/degraded split by the frame scored.",
     ]
     return "\n".join(lines) + "\n"
 
 
 def _row_cell(row: dict, key: str) -> str:
-    if (key.startswith("d_miou") or key == "d_tc") and row.get(key) is not None:
+    if (key.startswith("d_miou") or key.startswith("d_tc")) and row.get(key) is not None:
         low, high = row[f"{key}_ci"]
         return f"{row[key]:+.1f} [{low:+.1f}, {high:+.1f}]"
     return _cell(row.get(key), signed=key.startswith("d_"))
@@ -548,7 +556,7 @@ def state_gains(
     """Carried minus zeroed state on the same frames, for every temporal model with an FP32 row."""
     gains = {}
     for model in args.models:
-        if model_config(model).temporal is None or "fp32" not in args.precisions:  # no state to zero
+        if not model_config(model).stateful or "fp32" not in args.precisions:  # no state to zero
             continue
         _, zeroed = measure(
             model, "fp32", args.backend, frames, source_tag, runs=runs, force=args.force, zero_state=True

@@ -87,13 +87,17 @@ def format_summary(report: dict) -> str:
     t = report["timing_s"]
     params = ", ".join(f"{k} {v}" for k, v in report["method_params"].items())
     float_nodes = report["quantization"]["float_nodes"]
+    groups = report["quantization"].get("keep_float") or []
+    shown = ", ".join(float_nodes[:8])
+    if len(float_nodes) > 8:
+        shown += f", ... ({len(float_nodes)} nodes; calib.json lists them)"
     return "\n".join(
         [
             first,
             f"  method {report['method']}" + (f" ({params})" if params else "") + f", {len(report['tensors'])} tensors",
             f"  seconds: pre-process {t['preprocess']:.2f}, collect ranges {t['collect_ranges']:.2f}, "
             f"quantize {t['quantize']:.2f}",
-            f"  float nodes: {', '.join(float_nodes) if float_nodes else 'none'}",
+            f"  float nodes: {shown or 'none'}" + (f" (groups: {', '.join(groups)})" if groups and float_nodes else ""),
             f"  {report['source_onnx']['path']} {report['source_onnx']['bytes'] / 2**20:.1f} MiB -> "
             f"{report['int8_onnx']['path']} {report['int8_onnx']['bytes'] / 2**20:.1f} MiB",
         ]

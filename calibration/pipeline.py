@@ -13,6 +13,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import onnx
@@ -24,6 +25,7 @@ from tempseg.calibration.evaluate import accuracy_report
 from tempseg.calibration.frames import calibration_frames, eval_sequences, take_frames
 from tempseg.calibration.quantize import (
     activation_table,
+    default_keep_float,
     finish_int8,
     keep_float_nodes,
     preprocess,
@@ -100,6 +102,8 @@ def calibrate(
         given = take_frames(frames, config.frames, height=contract.height, width=contract.width, source=GIVEN)
     data_id = config.data if given is None else f"frames sha256 {_frames_digest(given)}"
     key, key_fields = calibration_key(onnx_sha, config, data=data_id)
+    # Groups this contract always keeps in float join the user's (not part of the key: ranges are shared).
+    config = replace(config, keep_float=tuple(dict.fromkeys(default_keep_float(contract) + config.keep_float)))
     cache_path = cache_file(out_path, key)
     hit = _cache_usable(cache_path, config)
 

@@ -102,7 +102,9 @@ def keep_float_nodes(graph: onnx.ModelProto, contract: Contract, names: Sequence
     Groups are found from the graph structure, so they hold for any contract graph:
     first-conv: the nodes reading the image; temporal: the processing conv chain that writes each
     state_out, the merge node reading each state_in and the weighted layers reading the merge;
-    last-upsample: the weighted layer chain that writes the logits.
+    last-upsample: the weighted layer chain that writes the logits;
+    memory-read: a memory-attention model's read and shift (every node the state inputs reach before a
+    weighted layer: the masked correlation, the softmax, the weighted sum of values, the shifted memory).
     """
     nodes = {n.name: n for n in graph.graph.node}
     found: list[str] = []
@@ -115,6 +117,8 @@ def keep_float_nodes(graph: onnx.ModelProto, contract: Contract, names: Sequence
                 for merge in _consumers(graph, state.input):
                     found.append(merge.name)
                     found += [n.name for n in _consumers(graph, merge.output[0]) if n.op_type in WEIGHTED_OPS]
+        elif name == "memory-read":
+            found += _reached_before_weighted(graph, [s.input for s in contract.states])
         elif name == "last-upsample":
             output = contract.logits.name if contract.logits is not None else contract.labels.name
             found += _producer_chain(graph, output)
@@ -124,6 +128,28 @@ def keep_float_nodes(graph: onnx.ModelProto, contract: Contract, names: Sequence
             groups = ", ".join(KEEP_FLOAT_GROUPS)
             raise UserError(f"--keep-float: '{name}' is neither a group ({groups}) nor a node of the graph")
     return list(dict.fromkeys(found))
+
+
+def default_keep_float(contract: Contract) -> tuple[str, ...]:
+    """Groups every graph of this contract keeps in float. A memory's read: TensorRT refuses the quantized
+    scalar of its empty-slot mask (tensorrt_rtx 1.7: "Quantized constant ... is only allowed before DQ"),
+    and the -1e4 mask would take the whole int8 range of the logits the softmax reads."""
+    return ("memory-read",) if contract.extra.get("memory") else ()
+
+
+def _reached_before_weighted(graph: onnx.ModelProto, tensors: Sequence[str]) -> list[str]:
+    """Nodes reachable from `tensors` without passing through a weighted layer (those are not included)."""
+    found: list[str] = []
+    frontier = list(tensors)
+    seen: set[str] = set()
+    while frontier:
+        for node in _consumers(graph, frontier.pop()):
+            if node.name in seen or node.op_type in WEIGHTED_OPS:
+                continue
+            seen.add(node.name)
+            found.append(node.name)
+            frontier.extend(node.output)
+    return found
 
 
 def _consumers(graph: onnx.ModelProto, tensor: str) -> list[onnx.NodeProto]:

@@ -25,7 +25,7 @@ from tempseg.data import SyntheticVideo, split_seed
 from tempseg.export.fp16 import convert_fp16
 from tempseg.export.onnx_graph import build_contract, export_fp32, save_onnx
 from tempseg.export.parity import FP16_TARGET_AGREEMENT, ParityError, check_fp32, merge, streaming_parity
-from tempseg.models import FCResNet, UnknownModelError, check_input_size, resolve_name
+from tempseg.models import FCResNet, UnknownModelError, check_model_input, model_config, resolve_name
 from tempseg.models.checkpoint import load_model
 
 log = logging.getLogger("tempseg.export")
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         name = resolve_name(args.model)
-        check_input_size(args.height, args.width)
+        check_model_input(model_config(name), args.height, args.width)
     except (UnknownModelError, ValueError) as err:
         raise UserError(str(err)) from None
     if args.batch < 1 or args.parity_frames < 1:

@@ -105,9 +105,8 @@ def save_onnx(graph: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
 @contextlib.contextmanager
 def _quiet_exporter():
     """The exporter prints progress and torchvision notices; keep them out of the stage's output."""
-    loggers = [
-        logging.getLogger(n) for n in ("torch.onnx", "torch.onnx._internal.exporter._registration", "onnxscript")
-    ]
+    names = ("torch.onnx", "torch.onnx._internal.exporter._registration", "onnxscript", "onnx_ir")
+    loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)

@@ -10,7 +10,8 @@ and its cost where it is not are reported apart.
 Temporal consistency (subset "tc") is kept the same way: per sequence, the confusion of each
 prediction with the previous one warped onto its frame (metrics/consistency.py). As ETC defines TC
 (appendix B.1, eq. 8), it is the mean over sequences of each sequence's warp-mIoU, so its resamples
-average sequences instead of summing their counts.
+average sequences instead of summing their counts. "tc_clean" and "tc_degraded" split it by the frame
+scored: flicker on clean frames, and how far a prediction jumps when its frame is damaged.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from tempseg.metrics.segmentation import ConfusionMatrix
 
 # degraded_first: a degraded frame right after a clean one (the previous frame still saw the scene);
 # degraded_later: the 2nd or 3rd frame of an event, whose previous frame was degraded too.
-SUBSETS = ("all", "clean", "degraded", "degraded_first", "degraded_later", "tc")
+SUBSETS = ("all", "clean", "degraded", "degraded_first", "degraded_later", "tc", "tc_clean", "tc_degraded")
+TC_SUBSETS = ("tc", "tc_clean", "tc_degraded")
 RESAMPLES = 2000
 
 
@@ -40,7 +42,10 @@ class StreamScores:
         self._later: dict[str, ConfusionMatrix] = {}  # degraded after a degraded frame
         self._previous_degraded: dict[str, bool] = {}
         self.by_kind: dict[str, ConfusionMatrix] = {}
-        self._tc: dict[str, ConfusionMatrix] = {}  # prediction vs the previous one warped onto this frame
+        # prediction vs the previous one warped onto this frame, by whether this frame is degraded
+        self._tc_clean: dict[str, ConfusionMatrix] = {}
+        self._tc_degraded: dict[str, ConfusionMatrix] = {}
+        self._tc_unsplit: dict[str, ConfusionMatrix] = {}  # read from scores saved before the split
 
     def update(
         self, sequence: str, index: int, degraded: str | None, prediction: np.ndarray, label: np.ndarray
@@ -59,19 +64,28 @@ class StreamScores:
         if degraded is not None:
             self.by_kind.setdefault(degraded, ConfusionMatrix(self.num_classes)).update(prediction, label)
 
-    def update_consistency(self, sequence: str, prediction: np.ndarray, warped_previous: np.ndarray) -> None:
+    def update_consistency(
+        self, sequence: str, prediction: np.ndarray, warped_previous: np.ndarray, *, degraded: bool = False
+    ) -> None:
         """Score one frame's prediction against the previous prediction warped onto it (255: not valid)."""
-        self._tc.setdefault(sequence, ConfusionMatrix(self.num_classes)).update(prediction, warped_previous)
+        table = self._tc_degraded if degraded else self._tc_clean
+        table.setdefault(sequence, ConfusionMatrix(self.num_classes)).update(prediction, warped_previous)
 
     def counts(self, subset: str = "all") -> np.ndarray:
         """[sequences, C, C] confusion counts of `subset` ("all", "clean" or "degraded")."""
         if subset not in SUBSETS:
             raise ValueError(f"unknown subset {subset!r}: use one of {SUBSETS}")
-        if subset == "tc":
+        if subset in TC_SUBSETS:
+            tables = {
+                "tc": (self._tc_clean, self._tc_degraded, self._tc_unsplit),
+                "tc_clean": (self._tc_clean,),
+                "tc_degraded": (self._tc_degraded,),
+            }[subset]
             out = np.zeros((len(self.sequences), self.num_classes, self.num_classes), np.int64)
             for i, name in enumerate(self.sequences):
-                if name in self._tc:
-                    out[i] = self._tc[name].counts
+                for table in tables:
+                    if name in table:
+                        out[i] += table[name].counts
             return out
         parts = {
             "all": (self._clean, self._first, self._later),
@@ -92,7 +106,8 @@ class StreamScores:
         return total
 
     def miou(self, subset: str = "all") -> float | None:
-        """mIoU of `subset` from its summed counts; for "tc", ETC's TC (the mean of the sequences' warp-mIoU)."""
+        """mIoU of `subset` from its summed counts; for the TC subsets, ETC's TC (the mean of the sequences'
+        warp-mIoU)."""
         value = _statistic(self.counts(subset), subset)
         return None if np.isnan(value) else round(float(value), 5)
 
@@ -121,7 +136,8 @@ class StreamScores:
             "clean": self.counts("clean"),
             "degraded_first": self.counts("degraded_first"),
             "degraded_later": self.counts("degraded_later"),
-            "tc": self.counts("tc"),
+            "tc_clean": self.counts("tc_clean"),
+            "tc_degraded": self.counts("tc_degraded"),
         }
 
     @classmethod
@@ -137,9 +153,12 @@ class StreamScores:
             ):
                 table[name] = ConfusionMatrix(scores.num_classes)
                 table[name].counts = arrays[key][i].copy()
-            if "tc" in arrays and arrays["tc"][i].any():  # saved before TC was kept: none
-                scores._tc[name] = ConfusionMatrix(scores.num_classes)
-                scores._tc[name].counts = arrays["tc"][i].copy()
+            # scores saved before the split have "tc" only: it counts for "tc", the split stays empty
+            saved = {"tc_clean": scores._tc_clean, "tc_degraded": scores._tc_degraded, "tc": scores._tc_unsplit}
+            for key, table in saved.items():
+                if key in arrays and arrays[key][i].any():
+                    table[name] = ConfusionMatrix(scores.num_classes)
+                    table[name].counts = arrays[key][i].copy()
         return scores
 
 
@@ -207,8 +226,8 @@ def pooled_delta(deltas: Iterable[Delta]) -> float:
 
 
 def _statistic(counts: np.ndarray, subset: str) -> float:
-    """mIoU of [sequences, C, C] counts: of their sum, or for "tc" the mean of the sequences' own."""
-    if subset != "tc":
+    """mIoU of [sequences, C, C] counts: of their sum, or for TC the mean of the sequences' own."""
+    if subset not in TC_SUBSETS:
         return _miou(counts.sum(0))
     per_sequence = [_miou(c) for c in counts if c.any()]
     return float(np.mean(per_sequence)) if per_sequence else float("nan")

@@ -1,6 +1,7 @@
-"""FCResNet{18,34,50} with temporal connections; model names are one grammar (models/registry.py)."""
+"""FCResNet{18,34,50} with a temporal connection or a memory attention; names are one grammar (models/registry.py)."""
 
-from tempseg.models.fcresnet import NETWORK_STRIDE, FCResNet, FCResNetConfig, check_input_size
+from tempseg.models.fcresnet import NETWORK_STRIDE, FCResNet, FCResNetConfig, check_input_size, check_model_input
+from tempseg.models.memory import MemoryAttention
 from tempseg.models.registry import (
     UnknownModelError,
     build_model,
@@ -17,10 +18,12 @@ __all__ = [
     "FCResNet",
     "FCResNetConfig",
     "FeedbackConnectionError",
+    "MemoryAttention",
     "TemporalConnection",
     "UnknownModelError",
     "build_model",
     "check_input_size",
+    "check_model_input",
     "list_models",
     "model_config",
     "random_model",

@@ -47,6 +47,7 @@ def build_contract(
         checkpoint_sha256=checkpoint_sha256,
         extra={
             "temporal": model.config.to_dict()["temporal"],
+            "memory": model.config.to_dict()["memory"],
             "params": sum(p.numel() for p in model.parameters()),
             "opset": OPSET,
         },

@@ -4,10 +4,14 @@ The models of Yawei Liu, "Towards Efficient Temporal Neural Nets for Video Seman
 University of Technology): "the paper" in this package.
 
 Forward contract shared by every variant: `model(image, *states) -> (logits, *next_states)`.
-The state is the processed feature of the previous frame (already at the shape of the `in`
-position); a non-temporal model has no state. Because out <= in, the next state is taken
-before the merge, so it never depends on the state itself: streaming frame by frame is exactly
-the paper's (previous frame, current frame) scheme.
+Two temporal families share it (the design note's "one contract"):
+- feature feedback (`_t66`): the state is the processed feature of the previous frame (already at the
+  shape of the `in` position). Because out <= in, the next state is taken before the merge, so it never
+  depends on the state itself: streaming frame by frame is exactly the paper's (previous frame, current
+  frame) scheme.
+- memory attention (`_lma3r4`, models/memory.py): two states, the keys and values of the last S frames;
+  the module replaces the encoder output at its position, and each frame shifts the memory by one.
+A frame-by-frame model has no state.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from tempseg.models.memory import LocalMemoryAttention, MemoryAttention, check_radius
 from tempseg.models.resnet import ResNet
 from tempseg.models.temporal import POSITION_STRIDES, TemporalConnection, TemporalProcessor
 
@@ -30,25 +35,37 @@ class FCResNetConfig:
     depth: ResNet depth, 18, 34 or 50.
     width: channel multiplier of the encoder (0.5 halves every ResNet width).
     num_classes: output classes (19 Cityscapes train ids).
-    temporal: the temporal connection, or None for a frame-by-frame model.
+    temporal: the temporal connection (feature feedback), or None.
+    memory: the memory-attention module, or None; a model has at most one of the two.
     """
 
     depth: int
     width: float = 1.0
     num_classes: int = 19
     temporal: TemporalConnection | None = None
+    memory: MemoryAttention | None = None
+
+    def __post_init__(self) -> None:
+        if self.temporal is not None and self.memory is not None:
+            raise ValueError("a model has one temporal family: a connection or a memory, not both")
+
+    @property
+    def stateful(self) -> bool:
+        """True for a temporal model: it carries a state from frame to frame."""
+        return self.temporal is not None or self.memory is not None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> FCResNetConfig:
-        temporal = data.get("temporal")
+        temporal, memory = data.get("temporal"), data.get("memory")
         return cls(
             depth=int(data["depth"]),
             width=float(data["width"]),
             num_classes=int(data["num_classes"]),
             temporal=None if temporal is None else TemporalConnection(**temporal),
+            memory=None if memory is None else MemoryAttention(**memory),
         )
 
 
@@ -107,14 +124,23 @@ class FCResNet(nn.Module):
                 # Start as the frame-by-frame model: the added temporal term is zero at first.
                 nn.init.zeros_(self.temporal.conv.weight)
             nn.init.zeros_(self.temporal.conv.bias)
+        self.memory = None
+        if config.memory is not None:
+            self.memory = LocalMemoryAttention(config.memory, channels[config.memory.position])
 
     @property
     def num_states(self) -> int:
+        if self.config.memory is not None:
+            return 2
         return 0 if self.config.temporal is None else 1
 
     def state_shapes(self, height: int, width: int, batch: int = 1) -> list[tuple[int, ...]]:
         """Shapes of the state tensors for an input of `height` x `width` pixels."""
-        check_input_size(height, width)
+        check_model_input(self.config, height, width)
+        if self.memory is not None:
+            stride = POSITION_STRIDES[self.config.memory.position]
+            keys, values = self.memory.state_channels
+            return [(batch, c, height // stride, width // stride) for c in (keys, values)]
         conn = self.config.temporal
         if conn is None:
             return []
@@ -144,20 +170,52 @@ class FCResNet(nn.Module):
                 next_states.append(self.temporal(x))
             if conn is not None and pos == conn.in_:
                 x = self.merge(x, states[0])
+            if self.memory is not None and pos == self.config.memory.position:
+                x, *next_states = self.memory(x, *states)
             features[pos] = x
         return x, next_states
 
-    def next_states(self, image: Tensor) -> list[Tensor]:
-        """Only the states that `image` hands to the next frame (runs up to the `out` position)."""
-        conn = self.config.temporal
-        if conn is None:
+    def next_states(self, image: Tensor, *states: Tensor) -> list[Tensor]:
+        """Only the states that `image` hands to the next frame, given the states it received (runs up to the
+        position where the next state is taken; a memory only adds this frame's pair and shifts)."""
+        conn, memory = self.config.temporal, self.config.memory
+        if conn is None and memory is None:
             return []
         features: dict[int, Tensor] = {}
         x = image
-        for pos in range(1, conn.out + 1):
+        for pos in range(1, (conn.out if conn is not None else memory.position) + 1):
             x = self.stage(pos, x, features)
             features[pos] = x
+        if memory is not None:
+            self.memory.check_state(*states)
+            return list(self.memory.shift(*states, self.memory.memory_pair(x)))
         return [self.temporal(x)]
+
+    def clip_states(self, frames: Tensor, *, encoder_grad: bool = True) -> list[Tensor]:
+        """The states after streaming `frames` [N, L, 3, H, W] from the zero state, in one batched pass: a
+        feedback state depends on the last frame only; a memory holds the pairs of the last S frames, built
+        here by concatenation (the stream builds it by shifting; tests hold that both agree).
+
+        `encoder_grad=False` runs a memory's encoder without autograd (its key and value convs keep theirs):
+        training then backpropagates through one encoder pass per clip instead of S+1."""
+        n, length = frames.shape[:2]
+        empty = self.initial_states(frames[:, 0])
+        if self.memory is None or length == 0:
+            return self.next_states(frames[:, -1], *empty) if length else empty
+        recent = frames[:, -self.config.memory.frames :].flip(1)  # slot 0 = the newest frame
+        features: dict[int, Tensor] = {}
+        x = recent.flatten(0, 1)
+        with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
+            for pos in range(1, self.config.memory.position + 1):
+                x = self.stage(pos, x, features)
+                features[pos] = x
+        keys, values = (t.unflatten(0, (n, recent.shape[1])).flatten(1, 2) for t in self.memory.memory_pair(x))
+        return [torch.cat([new, old[:, new.shape[1] :]], dim=1) for new, old in zip((keys, values), empty, strict=True)]
+
+    def module_parameters(self) -> list[nn.Parameter]:
+        """Parameters of a temporal module that starts untrained and is warmed up alone first (paper of LMANet,
+        III-E): the memory attention. A feedback connection starts as the base exactly and needs none."""
+        return list(self.memory.parameters()) if self.memory is not None else []
 
     def stage(self, pos: int, x: Tensor, features: dict[int, Tensor]) -> Tensor:
         """Compute the feature at `pos` from the one before it (and the FCN skips)."""
@@ -176,6 +234,13 @@ class FCResNet(nn.Module):
         if self.config.temporal.merge == "concat":
             return torch.cat([current, previous], dim=1)
         return current + previous
+
+
+def check_model_input(config: FCResNetConfig, height: int, width: int) -> None:
+    """ValueError unless `config` runs on `height` x `width` frames: the stride, and a memory's window."""
+    check_input_size(height, width)
+    if config.memory is not None:
+        check_radius(config.memory, height, width, POSITION_STRIDES[config.memory.position])
 
 
 def check_input_size(height: int, width: int) -> None:

@@ -1,10 +1,12 @@
 """Model names as one grammar: a name parses into the architecture it means.
 
-    fcresnet{18|34|50}[x{0.75|0.5|0.25}][_t{out}{in}[k{kernel}][_add]][+tc][+kd]
+    fcresnet{18|34|50}[x{0.75|0.5|0.25}][_t{out}{in}[k{kernel}][_add] | _lma{S}r{R}[p{position}]][+tc][+kd]
 
 e.g. `fcresnet18`, `fcresnet18_t66` (connection 6-6, concat, 1x1 temporal conv), `fcresnet18_t55_add`,
-`fcresnet18_t66k3` (3x3 temporal conv), `fcresnet18x0.5_t66`. `list_models()` enumerates the standard
-zoo (every depth, width, connection and merge with the 1x1 conv) for listings and tests.
+`fcresnet18_t66k3` (3x3 temporal conv), `fcresnet18x0.5_t66`; `fcresnet18_lma3r4` (local memory attention,
+LMANet: S = 3 past frames, window radius 4, at the stride-16 encoder output; `p5` moves it to stride 32).
+`list_models()` enumerates the standard zoo (every depth, width, connection and merge with the 1x1 conv, and
+the memory lma3r4) for listings and tests; the grammar takes any S and R.
 
 A `+tag` names a training variant of the same architecture: `fcresnet18+tc` is fcresnet18 trained with
 ETC's temporal-consistency loss, `+kd` with ETC's distillation from a teacher (train/config.py
@@ -18,13 +20,15 @@ import fnmatch
 import re
 
 from tempseg.models.fcresnet import FCResNet, FCResNetConfig
+from tempseg.models.memory import MemoryAttention
 from tempseg.models.temporal import POSITIONS, FeedbackConnectionError, TemporalConnection
 
 WIDTHS = (1.0, 0.75, 0.5, 0.25)
 DEPTHS = (18, 34, 50)
 NAME_PATTERN = re.compile(
     r"^fcresnet(?P<depth>\d+)(?:x(?P<width>[0-9.]+))?"
-    r"(?:_t(?P<out>\d)(?P<in>\d)(?:k(?P<kernel>\d+))?(?P<add>_add)?)?$"
+    r"(?:_t(?P<out>\d)(?P<in>\d)(?:k(?P<kernel>\d+))?(?P<add>_add)?"
+    r"|_lma(?P<frames>\d+)r(?P<radius>\d+)(?:p(?P<position>\d))?)?$"
 )
 
 
@@ -61,7 +65,9 @@ def model_config(name: str, *, num_classes: int = 19) -> FCResNetConfig:
     name = split_name(name)[0]
     match = NAME_PATTERN.match(name)
     if match is None:
-        raise _unknown(name, "not of the form fcresnet{18|34|50}[x{width}][_t{out}{in}[k{kernel}][_add]]")
+        raise _unknown(
+            name, "not of the form fcresnet{18|34|50}[x{width}][_t{out}{in}[k{kernel}][_add] | _lma{S}r{R}[p{pos}]]"
+        )
     depth, width = int(match["depth"]), float(match["width"] or 1.0)
     if depth not in DEPTHS:
         raise _unknown(name, f"depth {depth} is not one of {', '.join(map(str, DEPTHS))}")
@@ -78,9 +84,16 @@ def model_config(name: str, *, num_classes: int = 19) -> FCResNetConfig:
             )
         except ValueError as err:  # FeedbackConnectionError, positions outside 1..7, an even kernel
             raise _unknown(name, str(err)) from None
-    config = FCResNetConfig(depth=depth, width=width, num_classes=num_classes, temporal=temporal)
-    if variant_name(depth, width, temporal) != name:  # one spelling per model: x0.50, _t66k1 are refused
-        raise _unknown(name, f"write it {variant_name(depth, width, temporal)}")
+    memory = None
+    if match["frames"]:
+        try:
+            memory = MemoryAttention(int(match["frames"]), int(match["radius"]), int(match["position"] or 4))
+        except ValueError as err:  # S outside 1..8, a position that is not an encoder output
+            raise _unknown(name, str(err)) from None
+    config = FCResNetConfig(depth=depth, width=width, num_classes=num_classes, temporal=temporal, memory=memory)
+    spelling = variant_name(depth, width, temporal, memory)
+    if spelling != name:  # one spelling per model: x0.50, _t66k1, _lma03r4, _lma3r4p4 are refused
+        raise _unknown(name, f"write it {spelling}")
     return config
 
 
@@ -115,10 +128,16 @@ def resolve_name(name: str) -> str:
     return name
 
 
-def variant_name(depth: int, width: float = 1.0, temporal: TemporalConnection | None = None) -> str:
-    """The name of an architecture: `fcresnet18x0.5_t66`."""
+def variant_name(
+    depth: int,
+    width: float = 1.0,
+    temporal: TemporalConnection | None = None,
+    memory: MemoryAttention | None = None,
+) -> str:
+    """The name of an architecture: `fcresnet18x0.5_t66`, `fcresnet18_lma3r4`."""
     name = f"fcresnet{depth}" + ("" if width == 1.0 else f"x{width:g}")
-    return name if temporal is None else f"{name}_{temporal.tag}"
+    family = temporal or memory
+    return name if family is None else f"{name}_{family.tag}"
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -129,7 +148,8 @@ def list_models(pattern: str = "*") -> list[str]:
 def _zoo() -> list[str]:
     pairs = [(o, i) for o in POSITIONS for i in POSITIONS if o <= i]
     connections = [None] + [TemporalConnection(o, i, merge) for o, i in pairs for merge in ("concat", "add")]
-    return [variant_name(d, w, c) for d in DEPTHS for w in WIDTHS for c in connections]
+    feedback = [variant_name(d, w, c) for d in DEPTHS for w in WIDTHS for c in connections]
+    return feedback + [variant_name(d, w, memory=MemoryAttention(3, 4)) for d in DEPTHS for w in WIDTHS]
 
 
 def _unknown(name: str, reason: str) -> UnknownModelError:

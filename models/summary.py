@@ -6,6 +6,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from tempseg.models.registry import build_model, resolve_name
+from tempseg.models.temporal import POSITION_STRIDES
 
 # Parameter counts, in millions, that Yawei Liu's "Towards Efficient Temporal Neural Nets for Video Semantic
 # Segmentation" gives for its models (Tables II-IV), to check ours against.
@@ -66,12 +67,15 @@ def summarize(name: str, *, height: int = 256, width: int = 512, num_classes: in
 
 def format_summary(info: dict) -> str:
     cfg = info["config"]
-    conn = cfg["temporal"]
-    temporal = (
-        "none"
-        if conn is None
-        else f"{conn['out']}-{conn['in_']} {conn['merge']}, {conn['kernel']}x{conn['kernel']} conv"
-    )
+    conn, memory = cfg["temporal"], cfg.get("memory")
+    temporal = "none"
+    if conn is not None:
+        temporal = f"{conn['out']}-{conn['in_']} {conn['merge']}, {conn['kernel']}x{conn['kernel']} conv"
+    if memory is not None:
+        temporal = (
+            f"local memory attention, S={memory['frames']} frames, radius {memory['radius']}, "
+            f"at position {memory['position']} (stride {POSITION_STRIDES[memory['position']]})"
+        )
     lines = [
         f"{info['model']}: ResNet{cfg['depth']} width {cfg['width']:g}, {cfg['num_classes']} classes, "
         f"temporal {temporal}",

@@ -28,7 +28,8 @@ class AccuracyTracker:
             flow = (frame.flow_prev, frame.flow_valid) if frame.flow_prev is not None else None
             reference = self.tc.update(frame.image, prediction, frame.sequence, flow)
             if reference is not None and frame.label is not None:
-                self.scores.update_consistency(frame.sequence, prediction, reference)
+                degraded = frame.degraded is not None
+                self.scores.update_consistency(frame.sequence, prediction, reference, degraded=degraded)
 
     def summary(self, class_names: list[str], latency_ms: float, source_fps: float) -> dict:
         out: dict = {"labelled_frames": self.labelled_frames}

@@ -282,3 +282,46 @@ def test_paper_harness_trains_bases_and_fine_tunes_every_row_it_is_asked_for(tmp
     assert recipe["stage"] == "finetune"
     assert recipe["init"]["model"] == "fcresnet18"  # fine-tuned from the harness's own base
     assert "| FCResNet18 | 6-6 |" in (tmp_path / "paper.md").read_text()
+
+
+@pytest.mark.slow
+def test_memory_attention_bench_measures_every_variant_both_forms_and_the_ratios(tmp_path):
+    """bench.memory_attention at a tiny size: each figure per variant, the ratios, both correlation forms."""
+    from tempseg.bench.memory_attention import main as memory_main
+    from tempseg.models import build_model
+
+    base, memory = "fcresnet18x0.25", "fcresnet18x0.25_lma2r1"  # r=1 fits the 4x8 map at stride 16 of 64x128
+    tags = [base, f"{memory}@slice", f"{memory}@onehot"]
+    rtx = importlib.util.find_spec("tensorrt_rtx") is not None  # RTX builds these in about a second on the CPU
+    argv = ["--height", "64", "--width", "128", "--rounds", "1", "--iters", "1", "--pause", "0", "--variants", *tags]
+    argv += ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), *([] if rtx else ["--no-engines"])]
+    assert memory_main(argv) == 0
+    [path] = (tmp_path / "out").glob("memory_attention-*.json")
+    saved = json.loads(path.read_text())
+    assert list(saved["variants"]) == tags
+    assert saved["settings"]["variants"] == tags
+    state_bytes = sum(4 * int(np.prod(s)) for s in build_model(memory).state_shapes(64, 128))
+    for tag, v in saved["variants"].items():
+        assert len(v["latency_rounds_ms"]) == 1, tag
+        assert min(v["latency_ms"], v["params"], v["gflops"], v["gflops_graph_form"]) > 0, tag
+        assert v["state_bytes_fp32"] == (0 if tag == base else state_bytes), tag
+        assert set(v["onnx_nodes"]) == set(v["onnx_bytes"]) == {"fp32", "fp16"}, tag
+        assert min(*v["onnx_nodes"].values(), *v["onnx_bytes"].values()) > 0, tag
+        if rtx:
+            assert min(v["engine_bytes"], v["activation_bytes"]) > 0, tag
+        else:
+            assert v["engine_bytes"] is None, tag
+            assert v["engine"]["reason"] == "--no-engines", tag
+    # the form reached the graph: onehot's shifts are one depthwise Conv, slice's are Slice nodes
+    ops = {form: saved["variants"][f"{memory}@{form}"]["onnx"]["fp32"]["ops"] for form in ("slice", "onehot")}
+    assert ops["onehot"]["Conv"] > ops["slice"]["Conv"]
+    assert ops["slice"].get("Slice", 0) > ops["onehot"].get("Slice", 0)
+    ratios = saved["ratios"]
+    assert ratios["base"] == base
+    assert set(ratios["latency_ms_vs_base"]) == set(tags[1:])
+    assert all(r > 0 for r in ratios["latency_ms_vs_base"].values())
+    assert ratios["onehot_vs_slice"][memory]["latency_ms"] > 0
+    assert (ratios["onehot_vs_slice"][memory]["engine_bytes"] is not None) == rtx
+    assert saved["versions"]["onnxruntime"]
+    table = path.with_suffix(".md").read_text()
+    assert all(f"| {tag} |" in table for tag in tags)

@@ -162,6 +162,38 @@ def test_tc_with_the_exact_flow_and_its_paired_delta():
     assert paired_delta(restored, steady, "tc") == delta
 
 
+def test_tc_splits_by_the_frame_scored_clean_or_degraded():
+    """A model that jumps only where its frame is damaged loses TC on degraded frames alone; the split's parts
+    make up the whole, and survive the arrays compare saves."""
+    from tempseg.data import open_source
+    from tempseg.metrics import StreamScores, TemporalConsistency, paired_delta
+
+    with open_source("synthetic", height=64, width=128, frames=40, sequence_length=8, with_flow=True) as source:
+        frames = list(source)
+    assert any(f.degraded for f in frames)
+    rng = np.random.default_rng(1)
+    steady, jumpy = StreamScores(19), StreamScores(19)
+    metrics = {"steady": TemporalConsistency(19), "jumpy": TemporalConsistency(19)}
+    for frame in frames:
+        noisy = frame.label.copy()
+        if frame.degraded is not None:
+            noisy[rng.random(noisy.shape) < 0.3] = 0
+        flow = (frame.flow_prev, frame.flow_valid) if frame.flow_prev is not None else None
+        for name, scores, prediction in (("steady", steady, frame.label), ("jumpy", jumpy, noisy)):
+            scores.update(frame.sequence, frame.index, frame.degraded, prediction, frame.label)
+            reference = metrics[name].update(frame.image, prediction, frame.sequence, flow)
+            if reference is not None:
+                degraded = frame.degraded is not None
+                scores.update_consistency(frame.sequence, prediction, reference, degraded=degraded)
+    assert paired_delta(jumpy, steady, "tc_degraded").high < 0
+    # a clean frame right after a degraded one is compared with the damaged prediction: it loses a little too
+    assert paired_delta(jumpy, steady, "tc_clean").delta > paired_delta(jumpy, steady, "tc_degraded").delta
+    whole = jumpy.counts("tc")
+    assert (whole == jumpy.counts("tc_clean") + jumpy.counts("tc_degraded")).all()
+    restored = StreamScores.from_arrays(jumpy.to_arrays())
+    assert paired_delta(restored, steady, "tc_degraded") == paired_delta(jumpy, steady, "tc_degraded")
+
+
 def test_distillation_terms_vanish_when_the_student_matches_the_teacher():
     from tempseg.train.consistency import pairwise_frames, pixel_distillation
 

@@ -77,13 +77,15 @@ def test_input_size_must_divide_by_stride():
 
 def _forward_contract(name: str) -> None:
     model = build_model(name).eval()
-    image = torch.randn(2, 3, *SMALL)
-    shapes = model.state_shapes(*SMALL, batch=2)
+    size = SMALL if model.config.memory is None else (128, 160)  # a radius-4 window needs a map of 9+
+    image = torch.randn(2, 3, *size)
+    shapes = model.state_shapes(*size, batch=2)
     with torch.no_grad():
         logits, *states = model(image, *model.initial_states(image))
-    assert logits.shape == (2, 19, *SMALL)
+    assert logits.shape == (2, 19, *size)
     assert [tuple(s.shape) for s in states] == shapes
-    assert model.num_states == len(shapes) == (0 if model.config.temporal is None else 1)
+    family_states = 2 if model.config.memory is not None else 0 if model.config.temporal is None else 1
+    assert model.num_states == len(shapes) == family_states
 
 
 @pytest.mark.parametrize("name", list_models("fcresnet18x0.25*"))

@@ -57,6 +57,7 @@ class TrainConfig:
     seed: int = 0
     pretrained: str | None = None  # torchvision-format ResNet state dict to load into the encoder
     init_from: str | None = None  # tempseg checkpoint (the trained base) to initialise from
+    module_warmup: float = 0.25  # fine-tune: first fraction of steps training only a new module (LMANet III-E)
     reinit_after_in: int = 0  # blocks after the `in` position left at their fresh init (paper III-E; 0 loads all)
     checkpoint_every: int = 100  # steps between resumable snapshots (checkpoint.last.pt)
     device: str = "auto"  # "auto", "cpu" or "cuda"

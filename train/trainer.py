@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from tempseg.common.errors import UserError
 from tempseg.common.io import sha256_file, write_json
-from tempseg.models import FCResNet, build_model, check_input_size
+from tempseg.models import FCResNet, build_model, check_model_input, model_config
 from tempseg.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from tempseg.train.clips import make_sampler, sample_batch
 from tempseg.train.config import TrainConfig, recipe
@@ -99,31 +99,44 @@ def lr_factor(config: TrainConfig):
 class ClipForward(nn.Module):
     """Runs a whole clip through the model so DDP sees one forward per step.
 
-    Returns logits [B, L', C, H, W] of the supervised frames, frames 1..L-1 of a clip of L > 1
-    (each with the state of the frame before, for a temporal model), or the one frame when L = 1.
-    A frame-by-frame model skips frame 0: it is the temporal model's input only, so a control
-    fine-tuned on the same clips is scored on the same frames.
+    Returns logits [B, L', C, H, W] of the supervised frames (`supervised_labels` picks their labels):
+    - a temporal model: the last frame of the clip, with the state the frames before it built (a feedback
+      state from the frame before, a memory from the S frames before, paper of LMANet III-E: "clips of
+      S+1 frames, loss on the last"); one supervised frame per clip whatever the family; the memory's
+      context frames run the encoder without autograd;
+    - a frame-by-frame model: frames 1..L-1, or the one frame when L = 1. It skips frame 0, the temporal
+      model's context only, so a control fine-tuned on clips of 2 is scored on as many frames.
+    With `first_frame` (ETC's terms compare consecutive predictions) every frame is predicted, each with the
+    state of the one before (the full frame-0 forward from the zero state, as the runtime's first frame).
     """
 
     def __init__(self, model: FCResNet, *, first_frame: bool = False) -> None:
         super().__init__()
         self.model = model
-        self.first_frame = first_frame  # frame 0's logits too (the consistency loss compares it with frame 1)
+        self.first_frame = first_frame
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        if self.model.num_states == 0:
+        model = self.model
+        if model.num_states == 0:
             frames = clip if clip.shape[1] == 1 or self.first_frame else clip[:, 1:]
             b, length = frames.shape[:2]
-            return self.model(frames.flatten(0, 1))[0].unflatten(0, (b, length))
-        if self.first_frame:  # the full frame-0 forward from the zero state, as the runtime's first frame
-            logits, *states = self.model(clip[:, 0], *self.model.initial_states(clip[:, 0]))
-            outputs = [logits]
-        else:
-            states, outputs = self.model.next_states(clip[:, 0]), []
-        for t in range(1, clip.shape[1]):
-            logits, *states = self.model(clip[:, t], *states)
+            return model(frames.flatten(0, 1))[0].unflatten(0, (b, length))
+        if not self.first_frame:
+            # The memory's context frames train its key and value convs, not the encoder: one encoder
+            # backward per clip instead of S+1.
+            logits, *_ = model(clip[:, -1], *model.clip_states(clip[:, :-1], encoder_grad=False))
+            return logits[:, None]
+        states, outputs = model.initial_states(clip[:, 0]), []
+        for t in range(clip.shape[1]):
+            logits, *states = model(clip[:, t], *states)
             outputs.append(logits)
         return torch.stack(outputs, dim=1)
+
+    def supervised_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """The labels [B, L', H, W] of the frames `forward` scores with the cross-entropy."""
+        if self.model.num_states and not self.first_frame:
+            return labels[:, -1:]
+        return supervised(labels)
 
 
 def supervised(values: torch.Tensor) -> torch.Tensor:
@@ -134,9 +147,18 @@ def supervised(values: torch.Tensor) -> torch.Tensor:
 
 def clip_length_of(model: FCResNet, config: TrainConfig) -> int:
     """Frames per clip: the config's, at least 2 for a temporal model (a state needs a frame before) and
-    for ETC's terms (they compare consecutive frames)."""
+    for ETC's terms (they compare consecutive frames), at least S+1 for a memory of S frames."""
+    if model.config.memory is not None:
+        return max(model.config.memory.frames + 1, config.clip_length)
     pairs = model.num_states or config.tc_loss or config.kd_loss
     return max(2, config.clip_length) if pairs else max(1, config.clip_length)
+
+
+def module_warmup_steps(model: FCResNet, config: TrainConfig) -> int:
+    """Steps at the start of a fine-tune in which only a module trained from scratch learns (0: none)."""
+    if config.stage != "finetune" or not model.module_parameters():
+        return 0
+    return round(config.module_warmup * config.steps)
 
 
 class TrainingRun:
@@ -151,8 +173,9 @@ class TrainingRun:
         self.config, self.rank, self.world = config, rank, world
         self.device = device or torch.device("cpu")
         try:
-            check_input_size(*(config.crop or (config.height, config.width)))
-            check_input_size(config.height, config.width)
+            architecture = model_config(config.model)
+            check_model_input(architecture, *(config.crop or (config.height, config.width)))
+            check_model_input(architecture, config.height, config.width)
         except ValueError as err:
             raise UserError(str(err)) from None
         if config.tc_loss < 0 or config.kd_loss < 0:
@@ -169,11 +192,14 @@ class TrainingRun:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(config))
         self.all_frames = config.tc_loss > 0 or config.kd_loss > 0  # ETC's terms need frame 0's prediction too
-        self.forward = ClipForward(self.model, first_frame=self.all_frames)
+        self.forward = self.clip_forward = ClipForward(self.model, first_frame=self.all_frames)
+        self.module_warmup_steps = module_warmup_steps(self.model, config)
         self.teacher = self._teacher(config, model.config.num_classes) if config.kd_loss else None
         if world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward = DistributedDataParallel(self.forward, device_ids=ids)
+            # Parameters frozen during a module warm-up get no gradient: DDP must not wait for them.
+            unused = self.module_warmup_steps > 0
+            self.forward = DistributedDataParallel(self.forward, device_ids=ids, find_unused_parameters=unused)
         self.sampler = make_sampler(
             config.data,
             height=config.height,
@@ -200,6 +226,19 @@ class TrainingRun:
             teacher = teacher.to(memory_format=torch.channels_last)
         return ClipForward(teacher, first_frame=True)
 
+    def _warm_up_module(self, step: int) -> None:
+        """During the module warm-up only the module trains: the base's parameters get no gradient and its
+        BatchNorm statistics stay as trained (the paper's frozen encoder and decoder)."""
+        frozen = step < self.module_warmup_steps
+        module = {id(p) for p in self.model.module_parameters()}
+        for param in self.model.parameters():
+            if id(param) not in module:
+                param.requires_grad_(not frozen)
+        if frozen:
+            for layer in self.model.modules():
+                if isinstance(layer, nn.BatchNorm2d):
+                    layer.eval()
+
     def _autocast(self) -> torch.autocast:
         """The run's autocast (bf16 where resolved so, else a disabled context)."""
         return torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None)
@@ -225,7 +264,8 @@ class TrainingRun:
             crop=config.crop,
         )
         images = torch.from_numpy(batch.images).to(self.device)
-        labels = supervised(torch.from_numpy(batch.labels).to(self.device))
+        labels = self.clip_forward.supervised_labels(torch.from_numpy(batch.labels).to(self.device))
+        self._warm_up_module(step)
         with self._autocast():
             logits = self.forward(images)
         scored = supervised(logits) if self.all_frames else logits  # frame 0 is scored by ETC's terms only
