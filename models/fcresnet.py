@@ -181,11 +181,7 @@ class FCResNet(nn.Module):
         conn, memory = self.config.temporal, self.config.memory
         if conn is None and memory is None:
             return []
-        features: dict[int, Tensor] = {}
-        x = image
-        for pos in range(1, (conn.out if conn is not None else memory.position) + 1):
-            x = self.stage(pos, x, features)
-            features[pos] = x
+        x = self.encode(image, conn.out if conn is not None else memory.position)
         if memory is not None:
             self.memory.check_state(*states)
             return list(self.memory.shift(*states, self.memory.memory_pair(x)))
@@ -203,14 +199,19 @@ class FCResNet(nn.Module):
         if self.memory is None or length == 0:
             return self.next_states(frames[:, -1], *empty) if length else empty
         recent = frames[:, -self.config.memory.frames :].flip(1)  # slot 0 = the newest frame
-        features: dict[int, Tensor] = {}
-        x = recent.flatten(0, 1)
         with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
-            for pos in range(1, self.config.memory.position + 1):
-                x = self.stage(pos, x, features)
-                features[pos] = x
+            x = self.encode(recent.flatten(0, 1), self.config.memory.position)
         keys, values = (t.unflatten(0, (n, recent.shape[1])).flatten(1, 2) for t in self.memory.memory_pair(x))
         return [torch.cat([new, old[:, new.shape[1] :]], dim=1) for new, old in zip((keys, values), empty, strict=True)]
+
+    def encode(self, image: Tensor, position: int) -> Tensor:
+        """The feature at `position` (1-7), computed without any state: the stages before a merge or a memory."""
+        features: dict[int, Tensor] = {}
+        x = image
+        for pos in range(1, position + 1):
+            x = self.stage(pos, x, features)
+            features[pos] = x
+        return x
 
     def module_parameters(self) -> list[nn.Parameter]:
         """Parameters of a temporal module that starts untrained and is warmed up alone first (paper of LMANet,

@@ -157,12 +157,7 @@ def test_memory_starts_as_its_single_frame_base():
 
 
 def _feature(model, image: torch.Tensor) -> torch.Tensor:
-    features: dict[int, torch.Tensor] = {}
-    x = image
-    for pos in range(1, model.config.memory.position + 1):
-        x = model.stage(pos, x, features)
-        features[pos] = x
-    return x
+    return model.encode(image, model.config.memory.position)
 
 
 # ---- names, shapes and bad input --------------------------------------------------------------------
