@@ -65,10 +65,6 @@ class MemoryAttention:
         place = "" if self.position == DEFAULT_POSITION else f"p{self.position}"
         return f"lma{self.frames}r{self.radius}{place}"
 
-    @property
-    def window(self) -> int:
-        return (2 * self.radius + 1) ** 2
-
 
 def key_channels(feature_channels: int) -> int:
     """D_K: much narrower than the values (the paper's ERFNet: 16 keys for 64 values)."""
