@@ -53,6 +53,10 @@ CKPT       := $(RUN_DIR)/checkpoint.pt
 BASE       := $(firstword $(subst _, ,$(firstword $(subst +, ,$(MODEL)))))
 BASE_DIR   := $(RUNS)/$(BASE)/base
 BASE_CKPT  := $(BASE_DIR)/checkpoint.pt
+# A keyframe model (Accel, fcresnet18x0.5_accel34) also fine-tunes a trained reference network: the base of
+# fcresnet34, made the same way. REF is empty for every other model.
+REF        := $(patsubst accel%,fcresnet%,$(filter accel%,$(subst _, ,$(firstword $(subst +, ,$(MODEL))))))
+REF_CKPT   := $(RUNS)/$(REF)/base/checkpoint.pt
 ONNX_FP32  := $(RUN_DIR)/model.onnx
 ONNX_FP16  := $(RUN_DIR)/model.fp16.onnx
 ONNX_INT8  := $(RUN_DIR)/model.int8.onnx
@@ -90,7 +94,8 @@ $(BASE_CKPT): | $(STAMP)
 # checkpoint (and no base) is never retrained.
 $(CKPT): | $(STAMP)
 	@$(MAKE) --no-print-directory base
-	@"$(PY)" -m train --model "$(MODEL)" --preset "$(PRESET)" --stage finetune --init-from "$(BASE_CKPT)" --out-dir "$(RUN_DIR)" $(TRAIN_ARGS)
+	$(if $(REF),@$(MAKE) --no-print-directory MODEL="$(REF)" base)
+	@"$(PY)" -m train --model "$(MODEL)" --preset "$(PRESET)" --stage finetune --init-from "$(BASE_CKPT)" $(if $(REF),--reference-from "$(REF_CKPT)") --out-dir "$(RUN_DIR)" $(TRAIN_ARGS)
 
 # $(call check_size,NAME,VALUE): stop make (one line, exit 2) unless VALUE is a positive multiple of 32, the
 # network's stride (models/fcresnet.py check_input_size). Make checks for digits first: only digits reach expr.

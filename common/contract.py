@@ -5,6 +5,11 @@ Graph I/O: input `image` [N,3,H,W] float32 then `state_in.<k>`; outputs `logits`
 metadata key `tempseg` adds classes, palette, normalisation, precision and provenance. A graph
 without that metadata still runs if its names follow the contract (defaults: ImageNet
 normalisation, class names "0".."C-1").
+
+A keyframe family (Accel) is a pair of graphs: the `update` graph, run on most frames, takes a `flow` input
+too (unless it computes the flow itself) and names its `keyframe` graph, which has no state inputs and
+writes every state. The update graph's `schedule` says which file that is, the default keyframe interval and
+what the flow is; the runtime needs nothing else.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ CONTRACT_VERSION = 1
 IMAGE = "image"
 LOGITS = "logits"
 LABELS = "labels"
+FLOW = "flow"
+ROLES = ("frame", "update", "keyframe")  # one graph per frame; or the two graphs of a keyframe schedule
 STATE_IN = re.compile(r"^state_in\.(\d+)$")
 STATE_OUT = re.compile(r"^state_out\.(\d+)$")
 DTYPE_BYTES = {"float32": 4, "float16": 2, "int32": 4, "int64": 8, "uint8": 1, "int8": 1, "bool": 1}
@@ -75,6 +82,14 @@ class Contract:
     checkpoint_sha256: str | None = None
     source_onnx_sha256: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    role: str = "frame"
+    flow: TensorSpec | None = None  # the update graph's flow input, where the flow comes from the host
+    schedule: dict[str, Any] = field(default_factory=dict)  # update graph: keyframe_graph, keyframe_every, flow
+
+    @property
+    def reads_states(self) -> bool:
+        """False for a keyframe graph: it writes the states without reading them."""
+        return self.role != "keyframe"
 
     @property
     def batch(self) -> int:
@@ -121,6 +136,9 @@ class Contract:
             checkpoint_sha256=data.get("checkpoint_sha256"),
             source_onnx_sha256=data.get("source_onnx_sha256"),
             extra=data.get("extra", {}),
+            role=data.get("role", "frame"),
+            flow=tensor(data.get("flow")),
+            schedule=data.get("schedule", {}),
         )
 
     def with_changes(self, **changes: Any) -> Contract:
@@ -180,7 +198,10 @@ def check_against_io(
 ) -> None:
     """UserError naming the first place where the metadata and the graph/engine disagree."""
     expected = [(contract.image, inputs, "input")]
-    expected += [(TensorSpec(s.input, s.shape, s.dtype), inputs, "input") for s in contract.states]
+    if contract.flow is not None:
+        expected.append((contract.flow, inputs, "input"))
+    if contract.reads_states:
+        expected += [(TensorSpec(s.input, s.shape, s.dtype), inputs, "input") for s in contract.states]
     expected += [(TensorSpec(s.output, s.shape, s.dtype), outputs, "output") for s in contract.states]
     expected += [(t, outputs, "output") for t in (contract.logits, contract.labels) if t is not None]
     for spec, actual, kind in expected:
@@ -195,9 +216,33 @@ def check_against_io(
                 f"but {list(found.shape)} {found.dtype} in the file",
                 source,
             )
-    extra_states = [n for n in inputs if STATE_IN.match(n) and n not in {s.input for s in contract.states}]
+    read = {s.input for s in contract.states} if contract.reads_states else set()
+    extra_states = [n for n in inputs if STATE_IN.match(n) and n not in read]
     if extra_states:
         raise UserError(f"inputs {extra_states} are not state pairs of the metadata", source)
+    if contract.role not in ROLES:
+        raise UserError(f"graph role {contract.role!r} is not one of {', '.join(ROLES)}", source)
+    if contract.role == "update":
+        check_schedule(contract, source)
+
+
+def check_schedule(contract: Contract, source: str) -> None:
+    """UserError unless an update graph names its keyframe graph, an interval >= 1, and a flow input (if any)
+    of [N, 2, h, w] on the grid of its first state."""
+    every, keyframe = contract.schedule.get("keyframe_every"), contract.schedule.get("keyframe_graph")
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise UserError(f"keyframe interval {every!r} in the metadata is below 1 (or not a number)", source)
+    if not isinstance(keyframe, str) or not keyframe or "/" in keyframe or "\\" in keyframe:
+        raise UserError(f"metadata names no keyframe graph file next to this one ({keyframe!r})", source)
+    flow = contract.flow
+    if flow is not None and contract.states:
+        grid = contract.states[0].shape[-2:]
+        if tuple(flow.shape) != (contract.batch, 2, *grid):
+            raise UserError(
+                f"flow input is {list(flow.shape)}, not [{contract.batch}, 2, {grid[0]}, {grid[1]}] "
+                "(dx, dy on the state's grid)",
+                source,
+            )
 
 
 def read_onnx_contract(path: str | os.PathLike[str]) -> Contract:
@@ -235,3 +280,24 @@ def set_metadata(model: Any, contract: Contract) -> None:
             model.metadata_props.remove(prop)
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, contract.to_json()
+
+
+def check_keyframe_pair(update: Contract, keyframe: Contract, source: str) -> None:
+    """UserError naming `source` (the keyframe graph or engine) unless it is the keyframe graph of `update`:
+    the same model, image, classes and precision, and every state the update graph reads, written alike."""
+    if keyframe.role != "keyframe":
+        raise UserError(f"not a keyframe graph (role {keyframe.role!r}) but named as {update.model}'s", source)
+    pairs = [
+        ("model", update.model, keyframe.model),
+        ("image", update.image, keyframe.image),
+        ("classes", update.num_classes, keyframe.num_classes),
+        ("precision", update.precision, keyframe.precision),
+    ]
+    pairs.append(("state count", len(update.states), len(keyframe.states)))
+    states = zip(update.states, keyframe.states, strict=False)  # counts compared first
+    pairs += [(f"state {u.output}", (u.shape, u.dtype), (k.shape, k.dtype)) for u, k in states]
+    for what, want, got in pairs:
+        if want != got:
+            raise UserError(
+                f"keyframe graph disagrees with the update graph on {what}: {got} here, {want} there", source
+            )

@@ -467,3 +467,44 @@ def backward_flow(
         raise ValueError(f"frame {frame.index} of {frame.sequence}: no exact flow, and no previous frame for DIS")
     flow, valid = dis_flow(frame.image, previous.image)
     return flow, valid, "dis"
+
+
+class GridFlow:
+    """Backward DIS flow on a coarse grid, the `flow` input of an Accel update graph (models/accel.py):
+    [2, h, w] float32, (dx, dy) in pixels of the h x w grid, from the current frame to the previous one.
+
+    DIS runs on the grey frames at `scale` of their size (FAST preset: about 1 ms at 128x256 on one core of
+    this VM, measured by bench/accel.py with the rest of the flow cost); the field is then averaged down to
+    the grid (INTER_AREA) and its vectors rescaled to grid pixels. Training (train/clips.py) and the
+    runtime (runtime/stream.py) both call this class, so a model deploys with the flow it learned from.
+    """
+
+    def __init__(
+        self, grid_hw: tuple[int, int], *, scale: float = 0.5, preset: int = cv2.DISOPTICAL_FLOW_PRESET_FAST
+    ) -> None:
+        self.grid_hw = grid_hw
+        self.scale = scale
+        self.dis = cv2.DISOpticalFlow_create(preset)
+
+    def grey(self, image: np.ndarray) -> np.ndarray:
+        """The frame (HxWx3 BGR uint8) as DIS reads it: grey, at `scale`."""
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        if self.scale == 1.0:
+            return grey
+        size = (max(1, round(grey.shape[1] * self.scale)), max(1, round(grey.shape[0] * self.scale)))
+        return cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+
+    def __call__(self, grey: np.ndarray, previous_grey: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Flow from `grey` to `previous_grey` (both from `grey()`) on the grid, written into `out` [2, h, w]."""
+        h, w = self.grid_hw
+        flow = self.dis.calc(grey, previous_grey, None)
+        coarse = cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA)
+        out = np.empty((2, h, w), np.float32) if out is None else out
+        np.multiply(coarse[..., 0], w / flow.shape[1], out=out[0])
+        np.multiply(coarse[..., 1], h / flow.shape[0], out=out[1])
+        return out
+
+    def clip(self, frames: list[np.ndarray]) -> np.ndarray:
+        """[L-1, 2, h, w]: the flow of each frame after the first to the one before it."""
+        greys = [self.grey(f) for f in frames]
+        return np.stack([self(greys[j], greys[j - 1]) for j in range(1, len(greys))])

@@ -1,10 +1,11 @@
 """`python -m export --model NAME --checkpoint PATH [--height 256 --width 512 --batch 1]`.
 
 Writes OUT_DIR/model.onnx (FP32), model.fp16.onnx and export.json (streaming parity against
-torch, sizes, times). The graphs output labels (and states) only, unless --logits; parity measures
-their labels, and the logit error of twin graphs with logits exported from the same model. Fails
-(exit 1) when FP32 drifts beyond 1e-4 max |logit error| or 99.99 % label agreement; nothing is
-written then.
+torch, sizes, times). A keyframe model (Accel) writes its update graph there and its keyframe graph as
+keyframe.onnx / keyframe.fp16.onnx; parity streams the pair by its schedule (--keyframe-every).
+The graphs output labels (and states) only, unless --logits; parity measures their labels, and the
+logit error of twin graphs with logits exported from the same model. Fails (exit 1) when FP32 drifts
+beyond 1e-4 max |logit error| or 99.99 % label agreement; nothing is written then.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tempseg.export.onnx_graph import build_contract, export_fp32, save_onnx
 from tempseg.export.parity import FP16_TARGET_AGREEMENT, ParityError, check_fp32, merge, streaming_parity
 from tempseg.models import FCResNet, UnknownModelError, check_model_input, model_config, resolve_name
 from tempseg.models.checkpoint import load_model
+from tempseg.models.contract import KEYFRAME_EVERY, keyframe_contract
 
 log = logging.getLogger("tempseg.export")
 
@@ -42,6 +44,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--parity-frames", type=int, default=30, help="frames of the streamed parity check (default 30)")
     p.add_argument("--parity-seed", type=int, default=0, help="synthetic val sequence used for parity")
     p.add_argument("--logits", action="store_true", help="also output the C x H x W logits (default: labels only)")
+    p.add_argument(
+        "--keyframe-every",
+        type=int,
+        default=KEYFRAME_EVERY,
+        help=f"keyframe models: the default schedule the graph records (default {KEYFRAME_EVERY})",
+    )
     return p.parse_args(argv)
 
 
@@ -53,12 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_model_input(model_config(name), args.height, args.width)
     except (UnknownModelError, ValueError) as err:
         raise UserError(str(err)) from None
-    if args.batch < 1 or args.parity_frames < 1:
-        raise UserError("--batch and --parity-frames must be at least 1")
+    if args.batch < 1 or args.parity_frames < 1 or args.keyframe_every < 1:
+        raise UserError("--batch, --parity-frames and --keyframe-every must be at least 1")
     out_dir = args.out_dir or args.checkpoint.parent
     model, _ = load_model(args.checkpoint, expect_model=name)
     hw = {"height": args.height, "width": args.width, "batch": args.batch}
-    contract = build_contract(model, name, **hw, checkpoint_sha256=sha256_file(args.checkpoint), logits=args.logits)
+    sha = sha256_file(args.checkpoint)
+    contract = build_contract(
+        model, name, **hw, checkpoint_sha256=sha, logits=args.logits, keyframe_every=args.keyframe_every
+    )
     t0 = time.perf_counter()
     graphs = export_graphs(model, contract)
     export_s = time.perf_counter() - t0
@@ -77,12 +88,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning(
             "FP16 label agreement %.3f %% is below the 99.5 %% target", 100 * parity["fp16"]["mean_label_agreement"]
         )
-    print(f"stage export: {time.perf_counter() - started:.1f} s -> {paths['fp32']}, {paths['fp16']}")
+    written = ", ".join(str(p) for p in paths.values())
+    print(f"stage export: {time.perf_counter() - started:.1f} s -> {written}")
     return 0
 
 
 def export_graphs(model: FCResNet, contract: Contract) -> dict[str, tuple[onnx.ModelProto, Contract]]:
-    """fp32 and fp16 deployed graphs, plus in-memory twins with logits when those have none."""
+    """fp32 and fp16 deployed graphs, plus in-memory twins with logits when those have none; a keyframe
+    model's keyframe graphs under the same names prefixed `keyframe_`."""
     graphs = {"fp32": (export_fp32(model, contract), contract)}
     if contract.logits is None:
         c = contract.num_classes
@@ -90,9 +103,20 @@ def export_graphs(model: FCResNet, contract: Contract) -> dict[str, tuple[onnx.M
             logits=TensorSpec(LOGITS, (contract.batch, c, contract.height, contract.width), "float32")
         )
         graphs["fp32_logits"] = (export_fp32(model, twin), twin)
+    if contract.role == "update":
+        for name in list(graphs):
+            keyframe = keyframe_contract(graphs[name][1])
+            graphs[f"keyframe_{name}"] = (export_fp32(model, keyframe), keyframe)
     for name in list(graphs):
         graph, graph_contract = graphs[name]
         graphs[name.replace("fp32", "fp16")] = convert_fp16(graph, graph_contract)
+    if contract.role == "update":
+        for name in ("fp16", "fp16_logits"):
+            if name in graphs:
+                graph, fp16 = graphs[name]
+                fp16 = fp16.with_changes(schedule={**fp16.schedule, "keyframe_graph": "keyframe.fp16.onnx"})
+                set_metadata(graph, fp16)
+                graphs[name] = (graph, fp16)
     return graphs
 
 
@@ -105,11 +129,17 @@ def check_parity(model: FCResNet, graphs: dict, frames: list) -> dict[str, dict]
 
 
 def save_graphs(graphs: dict, out_dir: Path) -> dict[str, Path]:
-    """model.onnx, then model.fp16.onnx recording model.onnx's hash as its source."""
-    fp32_path = save_onnx(graphs["fp32"][0], out_dir / "model.onnx")
-    fp16, fp16_contract = graphs["fp16"]
-    set_metadata(fp16, fp16_contract.with_changes(source_onnx_sha256=sha256_file(fp32_path)))
-    return {"fp32": fp32_path, "fp16": save_onnx(fp16, out_dir / "model.fp16.onnx")}
+    """model.onnx, then model.fp16.onnx recording model.onnx's hash as its source; a keyframe model's
+    keyframe graphs first (keyframe.onnx, keyframe.fp16.onnx), so no update graph names a missing one."""
+    paths = {}
+    for prefix, stem in (("keyframe_", "keyframe"), ("", "model")):
+        if f"{prefix}fp32" not in graphs:
+            continue
+        fp32_path = save_onnx(graphs[f"{prefix}fp32"][0], out_dir / f"{stem}.onnx")
+        fp16, fp16_contract = graphs[f"{prefix}fp16"]
+        set_metadata(fp16, fp16_contract.with_changes(source_onnx_sha256=sha256_file(fp32_path)))
+        paths[f"{prefix}fp32"], paths[f"{prefix}fp16"] = fp32_path, save_onnx(fp16, out_dir / f"{stem}.fp16.onnx")
+    return paths
 
 
 def export_report(name: str, contract: Contract, graphs: dict, paths: dict, parity: dict, export_s: float) -> dict:

@@ -33,7 +33,8 @@ def convert_fp16(
     states = contract.states
     if fp16_states:
         for state in contract.states:
-            _drop_input_cast(converted.graph, state.input)
+            if contract.reads_states:  # a keyframe graph writes its states without reading them
+                _drop_input_cast(converted.graph, state.input)
             _drop_output_cast(converted.graph, state.output)
         states = tuple(StateSpec(s.input, s.output, s.shape, "float16") for s in contract.states)
     fp16_contract = contract.with_changes(precision="fp16", states=states)

@@ -24,8 +24,9 @@ from torch import Tensor, nn
 
 from tempseg.common.contract import LABELS, LOGITS, Contract, contract_of_model, set_metadata
 from tempseg.common.io import atomic_path
-from tempseg.export.reparam import deploy_model
+from tempseg.export.reparam import SubPixelUpsample, deploy_model, fold_score_fusion
 from tempseg.models import FCResNet
+from tempseg.models.accel import Accel
 from tempseg.models.contract import OPSET, build_contract
 
 __all__ = ["build_contract", "export_fp32", "save_onnx", "simplify"]
@@ -53,18 +54,72 @@ class ContractWrapper(nn.Module):
         return (logits, logits.argmax(1).to(torch.int32), *next_states)
 
 
-def export_fp32(model: FCResNet, contract: Contract) -> onnx.ModelProto:
-    """Export with torch's exporter (torch.export based), check, simplify with onnxsim."""
+class KeyframeWrapper(nn.Module):
+    """Accel's keyframe graph: `image -> ([logits,] labels, *states)` of the reference network."""
+
+    def __init__(self, model: Accel, *, logits: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.logits = logits
+
+    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
+        features = self.model.reference_features(image)
+        states = self.model.keyframe_states(features, image)
+        return (*_head_outputs(self.model.reference.upscore8, features, self.logits), *states)
+
+
+class UpdateWrapper(nn.Module):
+    """Accel's update graph: `(image, [flow,] *states) -> ([logits,] labels, *next_states)`, the two task heads
+    and the score fusion folded into one upsampling of the stacked score maps (export/reparam.py)."""
+
+    def __init__(self, model: Accel, head: SubPixelUpsample, *, logits: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.head = head
+        self.logits = logits
+
+    def forward(self, image: Tensor, *inputs: Tensor) -> tuple[Tensor, ...]:
+        flow, states = (inputs[0], inputs[1:]) if self.model.takes_flow else (None, inputs)
+        warped, next_states = self.model.warp_state(image, states, flow)
+        stacked = torch.cat([warped, self.model.update.forward_features(image)[0]], dim=1)
+        return (*_head_outputs(self.head, stacked, self.logits), *next_states)
+
+
+def _head_outputs(head: SubPixelUpsample, features: Tensor, logits: bool) -> tuple[Tensor, ...]:
+    if not logits:
+        return (head.labels(features),)
+    full = head(features)
+    return (full, full.argmax(1).to(torch.int32))
+
+
+def _wrapper(model: FCResNet | Accel, contract: Contract) -> tuple[nn.Module, list[str]]:
+    """The module to export for `contract`'s role and its input names."""
+    logits = contract.logits is not None
     # Exported as deployed: the learned upsamplings become sub-pixel convolutions (export/reparam.py).
-    wrapper = ContractWrapper(deploy_model(model.eval()), logits=contract.logits is not None).eval()
-    image = torch.zeros(contract.image.shape)
-    states = tuple(torch.zeros(s.shape) for s in contract.states)
-    inputs = ["image", *(s.input for s in contract.states)]
+    deployed = deploy_model(model.eval())
+    if contract.role == "keyframe":
+        return KeyframeWrapper(deployed, logits=logits), ["image"]
+    states = [s.input for s in contract.states]
+    if contract.role == "update":
+        head = SubPixelUpsample(fold_score_fusion(model.reference.upscore8, model.update.upscore8, model.fusion))
+        flow = [contract.flow.name] if contract.flow is not None else []
+        return UpdateWrapper(deployed, head, logits=logits), ["image", *flow, *states]
+    return ContractWrapper(deployed, logits=logits), ["image", *states]
+
+
+def export_fp32(model: FCResNet | Accel, contract: Contract) -> onnx.ModelProto:
+    """Export with torch's exporter (torch.export based), check, simplify with onnxsim."""
+    wrapper, inputs = _wrapper(model, contract)
+    wrapper.eval()
+    shapes = {contract.image.name: contract.image.shape, **{s.input: s.shape for s in contract.states}}
+    if contract.flow is not None:
+        shapes[contract.flow.name] = contract.flow.shape
+    args = tuple(torch.zeros(shapes[name]) for name in inputs)
     outputs = [*([LOGITS] if contract.logits else []), LABELS, *(s.output for s in contract.states)]
     with _quiet_exporter():
         program = torch.onnx.export(
             wrapper,
-            (image, *states),
+            args,
             input_names=inputs,
             output_names=outputs,
             opset_version=OPSET,

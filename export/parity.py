@@ -47,8 +47,11 @@ def streaming_parity(
     """Each graph on ONNX Runtime against `model` (FP32 torch), frame by frame, every one carrying its own
     state: the same runners and stream as the runtime (runtime/stream.py compare_runners).
 
-    Per frame: label agreement, and the max |logit error| for graphs that output logits.
+    Per frame: label agreement, and the max |logit error| for graphs that output logits. A keyframe
+    model's graphs `keyframe_<name>` are streamed with `<name>` as its pair, by the schedule.
     """
+    keyframes = {n: graphs[f"keyframe_{n}"][0] for n in graphs if f"keyframe_{n}" in graphs}
+    graphs = {n: g for n, g in graphs.items() if not n.startswith("keyframe_")}  # streamed with their pair
     contract = next(iter(graphs.values()))[1]
     c = contract.num_classes
     reference = contract.with_changes(
@@ -56,7 +59,12 @@ def streaming_parity(
     )
     runners: dict[str, Runner] = {REFERENCE: TorchRunner(reference, model=model.eval(), device="cpu")}
     # ONNX Runtime's idle workers would spin on the cores torch needs next (30x slower on 2 cores)
-    runners.update({name: OnnxRuntimeRunner(g, graph, spinning=False) for name, (graph, g) in graphs.items()})
+    runners.update(
+        {
+            name: OnnxRuntimeRunner(g, graph, spinning=False, keyframe=keyframes.get(name))
+            for name, (graph, g) in graphs.items()
+        }
+    )
     frames = [Frame(image=image, label=None, index=i, sequence="parity") for i, image in enumerate(images)]
     per_frame: dict[str, list[dict]] = {name: [] for name in graphs}
     with contextlib.ExitStack() as active:

@@ -78,3 +78,34 @@ def deploy_model(model: nn.Module) -> nn.Module:
             parent = deployed.get_submodule(parent_name) if parent_name else deployed
             setattr(parent, attr, SubPixelUpsample(module))
     return deployed
+
+
+def fold_score_fusion(reference_head: nn.ConvTranspose2d, update_head: nn.ConvTranspose2d, fusion: nn.Conv2d):
+    """Accel's two task heads and its score fusion as one transposed convolution of the stacked stride-8 score
+    maps: fusion(cat[up_R(a), up_U(b)]) = up_V(cat[a, b]) + bias, exactly, since both heads are linear.
+
+    The deployed update graph then upsamples once (and takes the argmax per phase, SubPixelUpsample.labels)
+    instead of writing two C x H x W score maps and a third fused one.
+    """
+    c = fusion.out_channels
+    mix = fusion.weight.detach()[:, :, 0, 0]  # [C, 2C]
+    folded = nn.ConvTranspose2d(
+        2 * c,
+        c,
+        reference_head.kernel_size,
+        stride=reference_head.stride,
+        padding=reference_head.padding,
+        bias=True,
+    )
+    with torch.no_grad():
+        # weight[i, o] of a transposed conv maps input channel i to output channel o
+        folded.weight.copy_(
+            torch.cat(
+                [
+                    torch.einsum("iokl,co->ickl", reference_head.weight, mix[:, :c]),
+                    torch.einsum("iokl,co->ickl", update_head.weight, mix[:, c:]),
+                ]
+            )
+        )
+        folded.bias.copy_(fusion.bias)
+    return folded

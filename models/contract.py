@@ -6,16 +6,25 @@ runner with it, so both sides stream frames through one contract.
 
 from __future__ import annotations
 
-from tempseg.common.contract import LABELS, LOGITS, Contract, StateSpec, TensorSpec
+from tempseg.common.contract import FLOW, LABELS, LOGITS, Contract, StateSpec, TensorSpec
 from tempseg.common.preprocess import COLOR_ORDER, MEAN_RGB, STD_RGB
 from tempseg.data.classes import CLASS_NAMES, PALETTE
+from tempseg.models.accel import FEATURE_STRIDE, Accel
 from tempseg.models.fcresnet import FCResNet
 
 OPSET = 17  # the newest opset every TensorRT from 8.6 on parses
+KEYFRAME_EVERY = 5  # Accel's default schedule: the interval it trains at (train/config.py) and the paper's
+# What a host flow source must hand the update graph (data/flow.py GridFlow computes it with OpenCV DIS).
+FLOW_MEANING = {
+    "stride": FEATURE_STRIDE,
+    "units": "pixels of the flow grid (H/8 x W/8)",
+    "channels": ["dx", "dy"],
+    "direction": "backward: the feature at p of frame t is the previous state's at p + flow(p)",
+}
 
 
 def build_contract(
-    model: FCResNet,
+    model: FCResNet | Accel,
     name: str,
     *,
     height: int,
@@ -23,8 +32,10 @@ def build_contract(
     batch: int = 1,
     checkpoint_sha256: str | None = None,
     logits: bool = False,
+    keyframe_every: int = KEYFRAME_EVERY,
 ) -> Contract:
-    """The FP32 contract of `model` at one input size; `logits` adds the C x H x W logits output."""
+    """The FP32 contract of `model` at one input size; `logits` adds the C x H x W logits output. For Accel
+    it is the update graph's, naming keyframe.onnx (keyframe_contract() gives the keyframe graph's)."""
     c = model.config.num_classes
     states = tuple(
         StateSpec(f"state_in.{i}", f"state_out.{i}", tuple(shape), "float32")
@@ -48,7 +59,29 @@ def build_contract(
         extra={
             "temporal": model.config.to_dict()["temporal"],
             "memory": model.config.to_dict()["memory"],
+            "accel": model.config.to_dict()["accel"],
             "params": sum(p.numel() for p in model.parameters()),
             "opset": OPSET,
         },
+        **(_accel_fields(model, height, width, batch, keyframe_every) if isinstance(model, Accel) else {}),
     )
+
+
+def _accel_fields(model: Accel, height: int, width: int, batch: int, keyframe_every: int) -> dict:
+    """The update graph's role, flow input and schedule."""
+    shape = model.flow_shape(height, width, batch)
+    spec = model.config.accel
+    schedule = {
+        "keyframe_graph": "keyframe.onnx",
+        "keyframe_every": keyframe_every,
+        "reference": f"fcresnet{spec.depth}" + ("" if spec.width == 1.0 else f"x{spec.width:g}"),
+        "flow_source": "input" if shape else "flow net in the update graph",
+        "flow": FLOW_MEANING if shape else None,
+    }
+    return {"role": "update", "flow": TensorSpec(FLOW, shape, "float32") if shape else None, "schedule": schedule}
+
+
+def keyframe_contract(update: Contract) -> Contract:
+    """The keyframe graph's contract: the update graph's image, outputs and states, no flow, no schedule; it
+    writes the states without reading them. `params` counts the whole model (both graphs share it)."""
+    return update.with_changes(role="keyframe", flow=None, schedule={})

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from tempseg.models.memory import LocalMemoryAttention, MemoryAttention, check_radius
 from tempseg.models.resnet import ResNet
-from tempseg.models.temporal import POSITION_STRIDES, TemporalConnection, TemporalProcessor
+from tempseg.models.temporal import POSITION_STRIDES, KeyframeWarp, TemporalConnection, TemporalProcessor
 
 NETWORK_STRIDE = 32
 
@@ -36,7 +36,9 @@ class FCResNetConfig:
     width: channel multiplier of the encoder (0.5 halves every ResNet width).
     num_classes: output classes (19 Cityscapes train ids).
     temporal: the temporal connection (feature feedback), or None.
-    memory: the memory-attention module, or None; a model has at most one of the two.
+    memory: the memory-attention module, or None.
+    accel: Accel's reference branch (models/accel.py), or None; this config is then the update network's.
+    A model has at most one temporal family.
     """
 
     depth: int
@@ -44,28 +46,30 @@ class FCResNetConfig:
     num_classes: int = 19
     temporal: TemporalConnection | None = None
     memory: MemoryAttention | None = None
+    accel: KeyframeWarp | None = None
 
     def __post_init__(self) -> None:
-        if self.temporal is not None and self.memory is not None:
-            raise ValueError("a model has one temporal family: a connection or a memory, not both")
+        if sum(f is not None for f in (self.temporal, self.memory, self.accel)) > 1:
+            raise ValueError("a model has one temporal family: a connection, a memory or keyframes")
 
     @property
     def stateful(self) -> bool:
         """True for a temporal model: it carries a state from frame to frame."""
-        return self.temporal is not None or self.memory is not None
+        return self.temporal is not None or self.memory is not None or self.accel is not None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> FCResNetConfig:
-        temporal, memory = data.get("temporal"), data.get("memory")
+        temporal, memory, accel = data.get("temporal"), data.get("memory"), data.get("accel")
         return cls(
             depth=int(data["depth"]),
             width=float(data["width"]),
             num_classes=int(data["num_classes"]),
             temporal=None if temporal is None else TemporalConnection(**temporal),
             memory=None if memory is None else MemoryAttention(**memory),
+            accel=None if accel is None else KeyframeWarp(**accel),
         )
 
 

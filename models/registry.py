@@ -1,12 +1,15 @@
 """Model names as one grammar: a name parses into the architecture it means.
 
-    fcresnet{18|34|50}[x{0.75|0.5|0.25}][_t{out}{in}[k{kernel}][_add] | _lma{S}r{R}[p{position}]][+tc][+kd]
+    fcresnet{18|34|50}[x{0.75|0.5|0.25}][_t{out}{in}[k{kernel}][_add] | _lma{S}r{R}[p{position}]
+                                        | _accel{depth}[x{width}][_flownet]][+tc][+kd]
 
 e.g. `fcresnet18`, `fcresnet18_t66` (connection 6-6, concat, 1x1 temporal conv), `fcresnet18_t55_add`,
 `fcresnet18_t66k3` (3x3 temporal conv), `fcresnet18x0.5_t66`; `fcresnet18_lma3r4` (local memory attention,
-LMANet: S = 3 past frames, window radius 4, at the stride-16 encoder output; `p5` moves it to stride 32).
-`list_models()` enumerates the standard zoo (every depth, width, connection and merge with the 1x1 conv, and
-the memory lma3r4) for listings and tests; the grammar takes any S and R.
+LMANet: S = 3 past frames, window radius 4, at the stride-16 encoder output; `p5` moves it to stride 32);
+`fcresnet18x0.5_accel34` (Accel: update network fcresnet18x0.5 on every frame, reference fcresnet34 on
+keyframes, flow an input; `_flownet` computes the flow in the graph). `list_models()` enumerates the standard
+zoo (every depth, width, connection and merge with the 1x1 conv, the memory lma3r4, and the Accel pairs of
+fcresnet18x0.5 with fcresnet34) for listings and tests; the grammar takes any S and R.
 
 A `+tag` names a training variant of the same architecture: `fcresnet18+tc` is fcresnet18 trained with
 ETC's temporal-consistency loss, `+kd` with ETC's distillation from a teacher (train/config.py
@@ -19,16 +22,18 @@ import difflib
 import fnmatch
 import re
 
+from tempseg.models.accel import Accel
 from tempseg.models.fcresnet import FCResNet, FCResNetConfig
 from tempseg.models.memory import MemoryAttention
-from tempseg.models.temporal import POSITIONS, FeedbackConnectionError, TemporalConnection
+from tempseg.models.temporal import POSITIONS, FeedbackConnectionError, KeyframeWarp, TemporalConnection
 
 WIDTHS = (1.0, 0.75, 0.5, 0.25)
 DEPTHS = (18, 34, 50)
 NAME_PATTERN = re.compile(
     r"^fcresnet(?P<depth>\d+)(?:x(?P<width>[0-9.]+))?"
     r"(?:_t(?P<out>\d)(?P<in>\d)(?:k(?P<kernel>\d+))?(?P<add>_add)?"
-    r"|_lma(?P<frames>\d+)r(?P<radius>\d+)(?:p(?P<position>\d))?)?$"
+    r"|_lma(?P<frames>\d+)r(?P<radius>\d+)(?:p(?P<position>\d))?"
+    r"|_accel(?P<ref_depth>\d+)(?:x(?P<ref_width>[0-9.]+))?(?P<flownet>_flownet)?)?$"
 )
 
 
@@ -66,7 +71,9 @@ def model_config(name: str, *, num_classes: int = 19) -> FCResNetConfig:
     match = NAME_PATTERN.match(name)
     if match is None:
         raise _unknown(
-            name, "not of the form fcresnet{18|34|50}[x{width}][_t{out}{in}[k{kernel}][_add] | _lma{S}r{R}[p{pos}]]"
+            name,
+            "not of the form fcresnet{18|34|50}[x{width}][_t{out}{in}[k{kernel}][_add] | _lma{S}r{R}[p{pos}]"
+            " | _accel{depth}[x{width}][_flownet]]",
         )
     depth, width = int(match["depth"]), float(match["width"] or 1.0)
     if depth not in DEPTHS:
@@ -90,19 +97,37 @@ def model_config(name: str, *, num_classes: int = 19) -> FCResNetConfig:
             memory = MemoryAttention(int(match["frames"]), int(match["radius"]), int(match["position"] or 4))
         except ValueError as err:  # S outside 1..8, a position that is not an encoder output
             raise _unknown(name, str(err)) from None
-    config = FCResNetConfig(depth=depth, width=width, num_classes=num_classes, temporal=temporal, memory=memory)
-    spelling = variant_name(depth, width, temporal, memory)
+    accel = _keyframe_warp(name, match)
+    config = FCResNetConfig(
+        depth=depth, width=width, num_classes=num_classes, temporal=temporal, memory=memory, accel=accel
+    )
+    spelling = variant_name(depth, width, temporal, memory, accel)
     if spelling != name:  # one spelling per model: x0.50, _t66k1, _lma03r4, _lma3r4p4 are refused
         raise _unknown(name, f"write it {spelling}")
     return config
 
 
-def build_model(name: str, *, num_classes: int = 19) -> FCResNet:
+def _keyframe_warp(name: str, match: re.Match) -> KeyframeWarp | None:
+    """The Accel reference branch a name asks for, or None."""
+    if not match["ref_depth"]:
+        return None
+    depth, width = int(match["ref_depth"]), float(match["ref_width"] or 1.0)
+    if depth not in DEPTHS:
+        raise _unknown(name, f"reference depth {depth} is not one of {', '.join(map(str, DEPTHS))}")
+    if width not in WIDTHS:
+        raise _unknown(
+            name, f"reference width x{match['ref_width']} is not one of {', '.join(f'x{w:g}' for w in WIDTHS[1:])}"
+        )
+    return KeyframeWarp(depth, width, "net" if match["flownet"] else "input")
+
+
+def build_model(name: str, *, num_classes: int = 19) -> FCResNet | Accel:
     """A fresh model of the architecture `name` means."""
-    return FCResNet(model_config(name, num_classes=num_classes))
+    config = model_config(name, num_classes=num_classes)
+    return Accel(config) if config.accel is not None else FCResNet(config)
 
 
-def random_model(name: str, *, seed: int = 0) -> FCResNet:
+def random_model(name: str, *, seed: int = 0) -> FCResNet | Accel:
     """A model with random weights whose BatchNorm statistics and upsamplings are not their fresh values, for
     tests and benchmarks: exported convs then have biases (a fresh model's fold to none), and the state reaches
     the labels (a fresh concat merge has zero weights on the state's channels)."""
@@ -119,6 +144,8 @@ def random_model(name: str, *, seed: int = 0) -> FCResNet:
                 module.running_var.uniform_(0.5, 1.5)
             if isinstance(module, torch.nn.ConvTranspose2d):
                 module.weight.add_(0.1 * torch.randn_like(module.weight))
+        if getattr(model, "flow_net", None) is not None:  # a fresh flow net outputs zero flow
+            model.flow_net.layers[-1].weight.normal_(0.0, 0.05)
     return model
 
 
@@ -133,10 +160,11 @@ def variant_name(
     width: float = 1.0,
     temporal: TemporalConnection | None = None,
     memory: MemoryAttention | None = None,
+    accel: KeyframeWarp | None = None,
 ) -> str:
-    """The name of an architecture: `fcresnet18x0.5_t66`, `fcresnet18_lma3r4`."""
+    """The name of an architecture: `fcresnet18x0.5_t66`, `fcresnet18_lma3r4`, `fcresnet18x0.5_accel34`."""
     name = f"fcresnet{depth}" + ("" if width == 1.0 else f"x{width:g}")
-    family = temporal or memory
+    family = temporal or memory or accel
     return name if family is None else f"{name}_{family.tag}"
 
 
@@ -149,7 +177,9 @@ def _zoo() -> list[str]:
     pairs = [(o, i) for o in POSITIONS for i in POSITIONS if o <= i]
     connections = [None] + [TemporalConnection(o, i, merge) for o, i in pairs for merge in ("concat", "add")]
     feedback = [variant_name(d, w, c) for d in DEPTHS for w in WIDTHS for c in connections]
-    return feedback + [variant_name(d, w, memory=MemoryAttention(3, 4)) for d in DEPTHS for w in WIDTHS]
+    memories = [variant_name(d, w, memory=MemoryAttention(3, 4)) for d in DEPTHS for w in WIDTHS]
+    accels = [variant_name(18, 0.5, accel=KeyframeWarp(34, 1.0, flow)) for flow in ("input", "net")]
+    return feedback + memories + accels
 
 
 def _unknown(name: str, reason: str) -> UnknownModelError:

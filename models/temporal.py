@@ -75,3 +75,30 @@ class TemporalProcessor(nn.Module):
     def forward(self, feature: Tensor) -> Tensor:
         out = self.conv(feature)
         return out if self.upsample is None else self.upsample(out)
+
+
+FLOW_SOURCES = ("input", "net")  # where the update graph's flow comes from: a graph input (host), or a flow net
+
+
+@dataclass(frozen=True)
+class KeyframeWarp:
+    """Accel's reference branch of one variant: `_accel{depth}[x{width}][_flownet]` (models/accel.py).
+
+    depth, width: the reference network run on keyframes (FCResNet{depth}, width multiplier).
+    flow: "input" (the update graph takes the flow as an input: OpenCV DIS on the host, or a hardware
+        optical-flow engine) or "net" (a small flow network inside the update graph; `_flownet`).
+    """
+
+    depth: int
+    width: float = 1.0
+    flow: str = "input"
+
+    def __post_init__(self) -> None:
+        if self.flow not in FLOW_SOURCES:
+            raise ValueError(f"flow source {self.flow!r} is not one of {', '.join(FLOW_SOURCES)}")
+
+    @property
+    def tag(self) -> str:
+        """Name suffix: `accel34`, `accel34_flownet`."""
+        width = "" if self.width == 1.0 else f"x{self.width:g}"
+        return f"accel{self.depth}{width}" + ("_flownet" if self.flow == "net" else "")

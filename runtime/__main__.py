@@ -53,6 +53,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--reset-every", type=int, help="zero the state every N frames (1: every frame runs on a zero state)"
     )
     p.add_argument(
+        "--keyframe-every",
+        type=int,
+        help="keyframe models (Accel): run the keyframe graph every N frames (default: the graph's, 5); "
+        "a reset or scene cut forces a keyframe",
+    )
+    p.add_argument(
         "--scene-cut",
         type=float,
         help="reset the state where the frame difference (0..1) exceeds this, e.g. 0.25 for edited video "
@@ -77,7 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.frames is not None and args.frames < 1:
         raise UserError("--frames must be at least 1")
-    selection = select(args.model_dir, args.precision, args.backend, onnx=args.onnx, engine=args.engine)
+    selection = select(
+        args.model_dir,
+        args.precision,
+        args.backend,
+        onnx=args.onnx,
+        engine=args.engine,
+        keyframe_every=args.keyframe_every,
+    )
     contract = selection.contract
     frames = args.frames or (300 if args.source.startswith("synthetic") else None)
     # synthetic frames carry their exact flow for TC (DIS follows degraded pixels, not the scene)
@@ -110,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if hasattr(sink, "close"):
                 sink.close()
     report = build_report(contract, selection.backend, device, result, memory, source=args.source)
-    path = args.report or args.model_dir / f"run-{contract.precision}-{selection.backend}.json"
+    interval = f"-k{args.keyframe_every}" if args.keyframe_every else ""
+    path = args.report or args.model_dir / f"run-{contract.precision}-{selection.backend}{interval}.json"
     write_json(path, report)
     print(format_report(report))
     print(f"stage run: {time.perf_counter() - started:.1f} s -> {path}")

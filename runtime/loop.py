@@ -25,24 +25,32 @@ from tempseg.runtime.policy import ResetTracker, StatePolicy
 from tempseg.runtime.stream import stream
 
 log = logging.getLogger(__name__)
-PHASES = ("preprocess", "h2d", "compute", "d2h", "postprocess", "total")
+PHASES = ("preprocess", "flow", "h2d", "compute", "d2h", "postprocess", "total")
+KINDS = ("frame", "keyframe", "update")  # runtime/schedule.py: the graph that ran
 
 
 class TimingLog:
-    """Per-frame phase times (ms) in a preallocated array that doubles when full."""
+    """Per-frame phase times (ms) and the kind of each frame, in preallocated arrays that double when full."""
 
     def __init__(self, capacity: int = 1024) -> None:
         self.data = np.zeros((capacity, len(PHASES)), np.float64)
+        self.kinds = np.zeros(capacity, np.int8)
         self.count = 0
 
-    def add(self, row: tuple[float, ...]) -> None:
+    def add(self, row: tuple[float, ...], kind: str = "frame") -> None:
         if self.count == len(self.data):
             self.data = np.concatenate([self.data, np.zeros_like(self.data)])
+            self.kinds = np.concatenate([self.kinds, np.zeros_like(self.kinds)])
         self.data[self.count] = row
+        self.kinds[self.count] = KINDS.index(kind)
         self.count += 1
 
     def rows(self, skip: int = 0) -> np.ndarray:
         return self.data[min(skip, self.count) : self.count]
+
+    def kinds_of(self, skip: int = 0) -> list[str]:
+        """The kind of each row of rows(skip)."""
+        return [KINDS[k] for k in self.kinds[min(skip, self.count) : self.count]]
 
 
 @dataclass
@@ -130,7 +138,8 @@ def run_loop(
             phases = step.phases
             postprocess_ms = (done - step.inferred) * 1e3
             total_ms = (done - step.started) * 1e3
-            timings.add((step.preprocess_ms, phases.h2d, phases.compute, phases.d2h, postprocess_ms, total_ms))
+            row = (step.preprocess_ms, step.flow_ms, phases.h2d, phases.compute, phases.d2h, postprocess_ms, total_ms)
+            timings.add(row, step.kind)
             if accuracy is not None:
                 accuracy.update(step.frame, step.labels)
             count += 1

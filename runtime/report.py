@@ -27,12 +27,41 @@ def latency_stats(values: np.ndarray) -> dict[str, float | None]:
     }
 
 
+def latency_by_kind(rows: np.ndarray, kinds: list[str]) -> dict[str, dict] | None:
+    """Per frame kind of a graph pair (keyframe, update): frame count, total latency and its flow and compute
+    parts; None for a single graph. Keyframes are the burst an edge user sizes for."""
+    if not rows.size or set(kinds) <= {"frame"}:
+        return None
+    out = {}
+    for kind in ("keyframe", "update"):
+        mask = np.array([k == kind for k in kinds])
+        out[kind] = {
+            "frames": int(mask.sum()),
+            "total": latency_stats(rows[mask, PHASES.index("total")]),
+            "flow": latency_stats(rows[mask, PHASES.index("flow")]),
+            "compute": latency_stats(rows[mask, PHASES.index("compute")]),
+        }
+    return out
+
+
+def worst_frame(result: LoopResult) -> dict | None:
+    """The slowest frame after warm-up: its index, kind and total ms."""
+    rows = result.timings.rows(result.warmup)
+    if not rows.size:
+        return None
+    index = int(np.argmax(rows[:, PHASES.index("total")]))
+    kind = result.timings.kinds_of(result.warmup)[index]
+    ms = float(rows[index, PHASES.index("total")])
+    return {"frame": index + min(result.warmup, result.frames), "kind": kind, "ms": round(ms, 4)}
+
+
 def build_report(
     contract: Contract, backend: str, device: str, result: LoopResult, memory: MemoryInfo, *, source: str
 ) -> dict:
     rows = result.timings.rows(result.warmup)
     phases = {name: latency_stats(rows[:, i]) for i, name in enumerate(PHASES)}
     total = phases["total"]
+    by_kind = latency_by_kind(rows, result.timings.kinds_of(result.warmup))
     mem = asdict(memory)
     notes = mem.pop("notes")
     mem["host_rss_peak_bytes"] = peak_rss_bytes()
@@ -59,6 +88,9 @@ def build_report(
         "interrupted": result.interrupted,
         "latency_ms": total,
         "phases_ms": phases,
+        "latency_by_kind_ms": by_kind,
+        "keyframe_every": contract.schedule.get("keyframe_every"),
+        "worst_frame": worst_frame(result),
         "fps": None if not mean_ms else round(1000.0 * contract.batch / mean_ms, 3),
         "wall_seconds": round(result.wall_seconds, 3),
         "memory": mem,
@@ -80,6 +112,16 @@ def format_report(report: dict) -> str:
         if phase != "total" and not stats["max"]:
             continue
         lines.append(f"  {phase:<13}" + "".join(f"{_num(stats[k]):>9}" for k in ("mean", "p50", "p90", "p99", "max")))
+    for kind, stats in (report.get("latency_by_kind_ms") or {}).items():
+        total = stats["total"]
+        lines.append(
+            f"  {kind + 's':<13}"
+            + "".join(f"{_num(total[k]):>9}" for k in ("mean", "p50", "p90", "p99", "max"))
+            + f"   ({stats['frames']} frames; flow mean {_num(stats['flow']['mean'])} ms)"
+        )
+    worst = report.get("worst_frame")
+    if worst:
+        lines.append(f"  worst frame   {_num(worst['ms'])} ms (frame {worst['frame']}, {worst['kind']})")
     lines.append(f"  fps           {_num(report['fps'])}")
     m = report["memory"]
     lines.append(

@@ -14,6 +14,7 @@ from tempseg.common.contract import Contract, read_onnx_contract
 from tempseg.common.errors import UserError
 from tempseg.common.platform import auto_backend
 from tempseg.runtime.backends.base import Runner
+from tempseg.runtime.schedule import KeyframeSchedule
 
 log = logging.getLogger(__name__)
 BACKENDS = ("auto", "tensorrt", "tensorrt_rtx", "onnxruntime", "torch")
@@ -29,9 +30,33 @@ class Selection:
 
 
 def select(
+    model_dir: Path,
+    precision: str,
+    backend: str,
+    *,
+    onnx: Path | None = None,
+    engine: Path | None = None,
+    keyframe_every: int | None = None,
+) -> Selection:
+    """Resolve `auto` and find the artefact; UserError when it is missing, with the make command.
+    `keyframe_every` replaces a keyframe model's default schedule (UserError for a single graph)."""
+    selection = _select(model_dir, precision, backend, onnx=onnx, engine=engine)
+    if keyframe_every is None:
+        return selection
+    contract = selection.contract
+    if contract.role != "update":
+        raise UserError(
+            f"--keyframe-every applies to keyframe models (Accel); {contract.model} runs one graph every frame",
+            selection.artefact,
+        )
+    KeyframeSchedule(keyframe_every)  # refuses an interval below 1 with the option's name
+    schedule = {**contract.schedule, "keyframe_every": keyframe_every}
+    return Selection(selection.backend, selection.artefact, contract.with_changes(schedule=schedule))
+
+
+def _select(
     model_dir: Path, precision: str, backend: str, *, onnx: Path | None = None, engine: Path | None = None
 ) -> Selection:
-    """Resolve `auto` and find the artefact; UserError when it is missing, with the make command."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
     if backend not in BACKENDS:

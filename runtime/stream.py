@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tempseg.data import Frame
+from tempseg.data.flow import GridFlow
 from tempseg.runtime.backends.base import PhaseTimes, Runner
 from tempseg.runtime.policy import ResetTracker, StatePolicy
 from tempseg.runtime.preprocess import Preprocessor
@@ -34,6 +35,35 @@ class StreamStep:
     preprocess_ms: float
     started: float  # perf_counter at the start of the frame
     inferred: float  # perf_counter after infer() returned
+    flow_ms: float = 0.0  # host optical flow for an update graph's `flow` input (0 without one)
+
+    @property
+    def kind(self) -> str:
+        """The graph that ran: "frame", or "keyframe" / "update" for a graph pair."""
+        return self.phases.kind
+
+
+class HostFlow:
+    """The `flow` input of an update graph, from the host: OpenCV DIS between this frame and the previous one
+    (data/flow.py GridFlow, as in training). Every frame is kept as grey; the flow is computed only for
+    frames the update graph runs on, into the runner's flow buffer (each batch slot the same)."""
+
+    def __init__(self, flow_buffer: np.ndarray) -> None:
+        self.buffer = flow_buffer
+        self.grid = GridFlow(tuple(flow_buffer.shape[-2:]))
+        self.previous: np.ndarray | None = None
+
+    def __call__(self, image: np.ndarray, needed: bool) -> float:
+        """Milliseconds spent on this frame."""
+        start = time.perf_counter()
+        grey = self.grid.grey(image)
+        if needed and self.previous is not None and self.previous.shape == grey.shape:
+            self.grid(grey, self.previous, out=self.buffer[0])
+            self.buffer[1:] = self.buffer[0]
+        elif needed:  # no earlier frame of this size: no motion known
+            self.buffer.fill(0)
+        self.previous = grey
+        return (time.perf_counter() - start) * 1e3
 
 
 def stream(
@@ -52,6 +82,7 @@ def stream(
     contract = runner.contract
     preprocess = Preprocessor(contract)
     resets = resets or ResetTracker(StatePolicy())
+    host_flow = HostFlow(runner.flow) if runner.flow is not None else None
     for count, frame in enumerate(frames):
         started = time.perf_counter()
         reason = resets.before_frame(frame.image, frame.sequence)
@@ -59,6 +90,7 @@ def stream(
             runner.reset_state()
         for slot in range(contract.batch):  # batch > 1: the same frame in every slot (throughput runs)
             preprocess(frame.image, runner.image, slot)
+        flow_ms = host_flow(frame.image, runner.next_kind() == "update") if host_flow is not None else 0.0
         prepared = time.perf_counter()
         inputs = {contract.image.name: runner.image.copy(), **runner.state_inputs()} if capture_inputs else None
         phases = runner.infer()
@@ -68,8 +100,10 @@ def stream(
             runner.reset_state()
             resets.non_finite(count)
         logits = None if runner.logits is None else runner.logits[0]
-        preprocess_ms = (prepared - started) * 1e3
-        yield StreamStep(frame, runner.labels[0], logits, inputs, reason, phases, preprocess_ms, started, inferred)
+        preprocess_ms = (prepared - started) * 1e3 - flow_ms
+        yield StreamStep(
+            frame, runner.labels[0], logits, inputs, reason, phases, preprocess_ms, started, inferred, flow_ms
+        )
 
 
 def compare_runners(

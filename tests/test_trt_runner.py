@@ -4,8 +4,10 @@ CI has no GPU, so the runner is driven through `FakeCuda` (a CudaApi whose "devi
 whose every call is logged) and a fake TensorRT whose execution context computes the test graph in numpy from
 the addresses bound to it. The graph is a one-conv contract graph made with onnx.helper (no torch): its state
 feeds back into the logits, so a wrong buffer swap changes the labels, which are compared with ONNX Runtime
-frame by frame. Refusing engines is checked on a real TensorRT-RTX engine (built on the CPU) before any
-deserialization. The `gpu` tests run the real thing and skip, with the reason, where no GPU is.
+frame by frame; a keyframe pair (an update graph reading image, flow and state, a keyframe graph reading
+the image only) against ONNX Runtime's pair runner. Refusing engines is checked on a real TensorRT-RTX
+engine (built on the CPU) before any deserialization. The `gpu` tests run the real thing and skip, with the
+reason, where no GPU is.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from onnx import TensorProto, helper, numpy_helper
 from tempseg.common.contract import Contract, StateSpec, TensorSpec, read_onnx_contract, set_metadata
 from tempseg.common.errors import UserError
 from tempseg.common.io import sha256_file
-from tempseg.engine.sidecar import SIDECAR_VERSION, sidecar_path, write_sidecar
+from tempseg.engine.sidecar import SIDECAR_VERSION, read_sidecar, sidecar_contract, sidecar_path, write_sidecar
 from tempseg.engine.trt import GpuInfo, TensorRT, cuda_gpu, load_tensorrt
 from tempseg.runtime import cuda as rc
 from tempseg.runtime.backends import trt_runner
+from tempseg.runtime.backends.base import Runner
 from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
 from tempseg.runtime.backends.trt_runner import TensorRTRunner
 from tempseg.runtime.cuda import CudaApi, CudaError, CudaGraph, Event, Stream, cuda_device_count
@@ -71,28 +74,37 @@ def tiny_state_graph(path: Path) -> Contract:
         helper.make_node("Conv", ["image", "w"], ["conv"]),
         helper.make_node("Mul", ["state_in.0", "mix"], ["carried"]),
         helper.make_node("Add", ["conv", "carried"], ["logits"]),
+    ]
+    weights = {"w": weight, "mix": np.array(mix)}
+    return save_contract_graph(path, tiny_contract(), nodes, ["image", "state_in.0"], weights)
+
+
+def save_contract_graph(
+    path: Path, contract: Contract, nodes: list, inputs: list[str], weights: dict[str, np.ndarray]
+) -> Contract:
+    """`nodes` compute `logits` from `inputs`; labels = int32 argmax, state_out.0 = relu(logits) are added here."""
+    nodes = [
+        *nodes,
         helper.make_node("ArgMax", ["logits"], ["argmax"], axis=1, keepdims=0),
         helper.make_node("Cast", ["argmax"], ["labels"], to=TensorProto.INT32),
         helper.make_node("Relu", ["logits"], ["state_out.0"]),
     ]
+    shapes = {"image": contract.image.shape, "state_in.0": contract.states[0].shape}
+    shapes.update({contract.flow.name: contract.flow.shape} if contract.flow is not None else {})
     shape = [1, CLASSES, H, W]
     graph = helper.make_graph(
         nodes,
-        "tiny_state",
-        [
-            helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, H, W]),
-            helper.make_tensor_value_info("state_in.0", TensorProto.FLOAT, shape),
-        ],
+        contract.model,
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shapes[name])) for name in inputs],
         [
             helper.make_tensor_value_info("logits", TensorProto.FLOAT, shape),
             helper.make_tensor_value_info("labels", TensorProto.INT32, [1, H, W]),
             helper.make_tensor_value_info("state_out.0", TensorProto.FLOAT, shape),
         ],
-        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.array(mix), "mix")],
+        [numpy_helper.from_array(value, name) for name, value in weights.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    contract = tiny_contract()
     set_metadata(model, contract)
     onnx.save(model, str(path))
     assert read_onnx_contract(path) == contract  # the fixture is a valid contract graph
@@ -115,6 +127,74 @@ def graph(tmp_path_factory) -> tuple[Path, Contract]:
 def frames(n: int, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.standard_normal((1, 3, H, W)).astype(np.float32) for _ in range(n)]
+
+
+# ---- the test pair: a keyframe graph and an update graph over one state (Accel's shape) ---------------------
+
+FLOW = TensorSpec("flow", (1, 2, H, W), "float32")  # dx, dy on the state's grid
+KEYFRAME_EVERY = 3
+
+
+def _pair_weights() -> tuple[np.ndarray, np.ndarray]:
+    """The keyframe graph's conv (not the update graph's) and the per-class gain of the flow's sum."""
+    rng = np.random.default_rng(11)
+    gain = np.array([0.3, 0.0, -0.3], np.float32).reshape(1, CLASSES, 1, 1)
+    return rng.standard_normal((CLASSES, 3, 1, 1)).astype(np.float32), gain
+
+
+def pair_contracts(keyframe_graph: str = "keyframe.onnx") -> tuple[Contract, Contract]:
+    """(update, keyframe) contracts, as models/contract.py makes them; the update one names `keyframe_graph`."""
+    schedule = {"keyframe_graph": keyframe_graph, "keyframe_every": KEYFRAME_EVERY}
+    update = tiny_contract("tiny_pair").with_changes(role="update", flow=FLOW, schedule=schedule)
+    return update, update.with_changes(role="keyframe", flow=None, schedule={})
+
+
+def tiny_pair_graphs(folder: Path) -> tuple[Path, Path]:
+    """keyframe.onnx: logits = conv1x1_k(image). model.onnx (update): logits = conv1x1(image) + 0.5 * state_in.0
+    + gain * sum(flow), so the state and the flow both reach the labels. Both: state_out.0 = relu(logits)."""
+    update, keyframe = pair_contracts()
+    weight, mix = _weights()
+    keyframe_weight, gain = _pair_weights()
+    save_contract_graph(
+        folder / "keyframe.onnx",
+        keyframe,
+        [helper.make_node("Conv", ["image", "wk"], ["logits"])],
+        ["image"],
+        {"wk": keyframe_weight},
+    )
+    nodes = [
+        helper.make_node("Conv", ["image", "w"], ["conv"]),
+        helper.make_node("Mul", ["state_in.0", "mix"], ["carried"]),
+        helper.make_node("ReduceSum", ["flow"], ["flow_sum"], keepdims=1),
+        helper.make_node("Mul", ["flow_sum", "gain"], ["moved"]),
+        helper.make_node("Add", ["conv", "carried"], ["mixed"]),
+        helper.make_node("Add", ["mixed", "moved"], ["logits"]),
+    ]
+    weights = {"w": weight, "mix": np.array(mix), "gain": gain}
+    save_contract_graph(folder / "model.onnx", update, nodes, ["image", "flow", "state_in.0"], weights)
+    return folder / "model.onnx", folder / "keyframe.onnx"
+
+
+def reference_pair_frame(
+    role: str, image: np.ndarray, state: np.ndarray, flow: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pair in numpy: (logits, labels, next state) of the keyframe graph or the update graph."""
+    keyframe_weight, gain = _pair_weights()
+    if role == "keyframe":
+        logits = np.einsum("kc,nchw->nkhw", keyframe_weight[:, :, 0, 0], image)
+    else:
+        logits = reference_frame(image, state)[0] + gain * flow.sum(dtype=np.float32)
+    return logits, logits.argmax(1).astype(np.int32), np.maximum(logits, 0)
+
+
+@pytest.fixture(scope="module")
+def pair_graphs(tmp_path_factory) -> tuple[Path, Path]:
+    return tiny_pair_graphs(tmp_path_factory.mktemp("pair"))
+
+
+def flows(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed + 100)
+    return [rng.standard_normal(FLOW.shape).astype(np.float32) for _ in range(n)]
 
 
 # ---- a numpy-backed CudaApi that logs every call ----------------------------------------------------------
@@ -285,6 +365,8 @@ class FakeContext:
         self.engine, self.cuda, self.addresses = engine, engine.cuda, {}
 
     def set_tensor_address(self, name: str, ptr: int) -> bool:
+        if name not in self.engine.shapes:  # as TensorRT: no such tensor in this engine
+            return False
         self.cuda.log.append(("set_tensor_address", name, ptr))
         self.addresses[name] = ptr
         return True
@@ -312,8 +394,14 @@ class FakeContext:
         c, cuda = self.engine.contract, self.cuda
         state = c.states[0]
         assert len(set(bound.values())) == len(bound), "two tensors bound to one buffer"
-        image, carried = cuda.array(bound["image"], c.image), cuda.array(bound[state.input], state)
-        logits, labels, nxt = reference_frame(image, carried)
+        assert set(bound) == set(self.engine.shapes), "every I/O tensor bound, nothing else"
+        image = cuda.array(bound["image"], c.image)
+        carried = cuda.array(bound[state.input], state) if c.reads_states else None
+        if c.role == "frame":
+            logits, labels, nxt = reference_frame(image, carried)
+        else:
+            flow = cuda.array(bound[c.flow.name], c.flow) if c.flow is not None else None
+            logits, labels, nxt = reference_pair_frame(c.role, image, carried, flow)
         cuda.array(bound["logits"], c.logits)[:] = logits
         cuda.array(bound["labels"], c.labels)[:] = labels
         cuda.array(bound[state.output], state)[:] = nxt
@@ -348,7 +436,9 @@ class FakeEngine:
 
     def __init__(self, cuda: FakeCuda, contract: Contract, kind: str, store: dict[str, Any]) -> None:
         self.cuda, self.contract, self.kind, self.store = cuda, contract, kind, store
-        specs = [contract.image, *(TensorSpec(s.input, s.shape, s.dtype) for s in contract.states)]
+        specs = [t for t in (contract.image, contract.flow) if t is not None]
+        if contract.reads_states:  # a keyframe engine has no state inputs
+            specs += [TensorSpec(s.input, s.shape, s.dtype) for s in contract.states]
         outs = [contract.logits, contract.labels, *(TensorSpec(s.output, s.shape, s.dtype) for s in contract.states)]
         self.io = [(s, TensorIOMode.INPUT) for s in specs] + [(s, TensorIOMode.OUTPUT) for s in outs]
         self.io += [(TensorSpec(n, s, d), TensorIOMode.OUTPUT) for n, s, d in store.get("extra_outputs", [])]
@@ -378,7 +468,8 @@ class FakeEngine:
 
 
 def fake_tensorrt(cuda: FakeCuda, contract: Contract, kind: str = "trt10", **store: Any) -> TensorRT:
-    """A TensorRT object whose Runtime deserializes any bytes into the test graph's engine."""
+    """A TensorRT object whose Runtime deserializes a fake plan (fake_engine_file: a contract's JSON) into the
+    engine of that contract (store `engine_contract`: an engine that is not what its record says)."""
     store.setdefault("deserialized", 0)
 
     class Runtime:
@@ -387,7 +478,8 @@ def fake_tensorrt(cuda: FakeCuda, contract: Contract, kind: str = "trt10", **sto
 
         def deserialize_cuda_engine(self, data: bytes) -> FakeEngine:
             store["deserialized"] += 1
-            return FakeEngine(cuda, store.get("engine_contract", contract), kind, store)
+            planned = Contract.from_json(data.decode()) if data.startswith(b"{") else contract
+            return FakeEngine(cuda, store.get("engine_contract", planned), kind, store)
 
     module = SimpleNamespace(Runtime=Runtime, TensorIOMode=TensorIOMode, store=store)
     if kind == "rtx":
@@ -397,8 +489,9 @@ def fake_tensorrt(cuda: FakeCuda, contract: Contract, kind: str = "trt10", **sto
 
 
 def fake_engine_file(path: Path, contract: Contract, trt: TensorRT, **overrides: Any) -> Path:
-    """Engine bytes plus a build record that check_engine accepts for `contract` on FAKE_GPU."""
-    path.write_bytes(b"not a real plan: the fake runtime never reads it")
+    """Engine bytes (the contract, which the fake runtime deserializes) plus a build record that check_engine
+    accepts for `contract` on FAKE_GPU."""
+    path.write_bytes(contract.to_json().encode())
     payload = {
         "sidecar_version": SIDECAR_VERSION,
         "engine": {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)},
@@ -426,6 +519,34 @@ def make_fake_runner(tmp_path: Path, kind: str = "trt10", **options: Any) -> tup
     trt = fake_tensorrt(cuda, contract, kind)
     engine = fake_engine_file(tmp_path / "fp32.engine", contract, trt)
     return TensorRTRunner(contract, engine, flavour=trt.flavour, cuda=cuda, trt=trt, **options), cuda
+
+
+def make_fake_pair(
+    tmp_path: Path, kind: str = "trt10", *, keyframe: Contract | None = None, **options: Any
+) -> tuple[TensorRTRunner, FakeCuda]:
+    """The update engine fp32.engine and, beside it, keyframe.fp32.engine (of `keyframe`, by default the pair's),
+    named in the update engine's record as engine/__main__.py does; the runner gets the recorded contract."""
+    update, keyframe_contract = pair_contracts("keyframe.fp32.engine")
+    cuda = FakeCuda()
+    trt = fake_tensorrt(cuda, update, kind)
+    engine = fake_engine_file(tmp_path / "fp32.engine", update, trt)
+    fake_engine_file(tmp_path / "keyframe.fp32.engine", keyframe or keyframe_contract, trt)
+    return TensorRTRunner(update, engine, flavour=trt.flavour, cuda=cuda, trt=trt, **options), cuda
+
+
+def run_pair(
+    runner: Runner, images: list[np.ndarray], flow: list[np.ndarray], reset_before: tuple[int, ...] = ()
+) -> tuple[list[str], list[np.ndarray]]:
+    """(kind, labels) per frame, the flow written into runner.flow before each frame as the stream does."""
+    kinds, labels = [], []
+    for t, (image, f) in enumerate(zip(images, flow, strict=True)):
+        if t in reset_before:
+            runner.reset_state()
+        runner.image[...] = image
+        runner.flow[...] = f
+        kinds.append(runner.infer().kind)
+        labels.append(runner.labels.copy())
+    return kinds, labels
 
 
 def run_frames(runner: TensorRTRunner, images: list[np.ndarray]) -> list[tuple[np.ndarray, tuple[int, ...], Any]]:
@@ -829,6 +950,146 @@ def test_memory_figures_and_everything_freed(tmp_path, fake_gpu):
     assert not cuda.closed  # an api given to the runner stays open
 
 
+# ---- a keyframe pair on the fake device ------------------------------------------------------------------
+
+K, U = "keyframe", "update"
+
+
+def test_pair_kinds_follow_the_schedule_and_a_reset_forces_a_keyframe(tmp_path, fake_gpu):
+    runner, cuda = make_fake_pair(tmp_path)
+    images, flow = frames(10, seed=5), flows(10, seed=5)
+    with runner:
+        assert runner.keyframe_contract == pair_contracts()[1]
+        assert runner.flow.shape == FLOW.shape
+        assert runner.flow.ctypes.data in cuda.host  # pinned: the stream writes the flow where the H2D reads it
+        flow_ptr = runner._device["flow"].ptr
+        cuda.log.clear()
+        kinds, _ = run_pair(runner, images, flow, reset_before=(8,))
+        log = list(cuda.log)
+    assert kinds == [K, U, U, K, U, U, K, U, K, U]  # every 3 frames, and the frame after the reset at 8
+    for t, (kind, ops) in enumerate(zip(kinds, frame_slices(log), strict=True)):
+        (bound,) = [e[1] for e in ops if e[0] == "execute"]
+        flow_in = [e for e in ops if e[0] == "htod" and e[1] == flow_ptr]
+        if kind == K:  # the keyframe context: image in, no flow, writes the state without reading one
+            assert (set(bound), flow_in) == ({"image", "logits", "labels", "state_out.0"}, []), t
+        else:
+            assert set(bound) == {"image", "flow", "logits", "labels", "state_in.0", "state_out.0"}, t
+            assert len(flow_in) == 1, t  # the flow goes in with the image, on update frames only
+            assert [e[0] for e in ops].index("htod") < [e[0] for e in ops].index("execute")
+
+
+@pytest.mark.parametrize(("kind", "graphs"), [("trt86", False), ("trt10", False), ("trt10", True), ("rtx", False)])
+def test_pair_labels_match_the_onnxruntime_pair_frame_by_frame(pair_graphs, tmp_path, fake_gpu, kind, graphs):
+    images, flow, resets = frames(11, seed=6), flows(11, seed=6), (7,)
+    update_onnx, keyframe_onnx = pair_graphs
+    with OnnxRuntimeRunner(pair_contracts()[0], update_onnx, keyframe=keyframe_onnx) as ort:
+        ort_kinds, expected = run_pair(ort, images, flow, resets)
+    runner, cuda = make_fake_pair(tmp_path, kind, cuda_graphs=graphs)
+    with runner:
+        captures = sum(1 for e in cuda.log if e[0] == "capture")
+        start = runner.state_addresses()
+        kinds, labels = run_pair(runner, images, flow, resets)
+        end = runner.state_addresses()
+    assert kinds == ort_kinds == [K, U, U, K, U, U, K, K, U, U, K]
+    for t in range(len(images)):
+        np.testing.assert_array_equal(labels[t], expected[t], err_msg=f"frame {t} ({kinds[t]})")
+    assert captures == (4 if graphs else 0)  # standard TensorRT: one graph per (kind, parity)
+    assert start != end  # 11 frames: one state set, its parity flipped by every frame whichever graph ran
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("missing", r"keyframe engine not found \(update engine fp32.engine runs only with it\)"),
+        ("state shape", r"keyframe graph disagrees with the update graph on state state_out.0"),
+        ("altered", r"engine sha256 differs"),
+        ("not a keyframe", r"not a keyframe graph \(role 'update'\)"),
+    ],
+)
+def test_pair_refuses_a_missing_or_mismatched_keyframe_engine_before_deserializing(tmp_path, fake_gpu, damage, message):
+    keyframe = pair_contracts()[1]
+    if damage == "state shape":
+        shape = (1, CLASSES, H // 2, W // 2)
+        keyframe = keyframe.with_changes(states=(StateSpec("state_in.0", "state_out.0", shape, "float32"),))
+    elif damage == "not a keyframe":
+        keyframe = pair_contracts()[0]
+    runner, cuda = make_fake_pair(tmp_path, keyframe=keyframe)
+    path = tmp_path / "keyframe.fp32.engine"
+    if damage == "missing":
+        path.unlink()
+    elif damage == "altered":
+        path.write_bytes(path.read_bytes().replace(b"tiny_pair", b"tiny_pain"))
+    with pytest.raises(UserError, match=message) as err:
+        runner.activate()
+    assert err.value.path == str(path)  # names the keyframe file, in one line
+    assert "\n" not in str(err.value)
+    assert runner._given_trt.module.store["deserialized"] == 0  # neither engine was deserialized
+    assert (cuda.memory, cuda.host, cuda.log) == ({}, {}, [])  # nothing allocated
+
+
+def test_pair_memory_counts_both_engines_and_everything_is_freed(tmp_path, fake_gpu):
+    runner, cuda = make_fake_pair(tmp_path, "rtx")
+    c = pair_contracts()[0]
+    engines = [tmp_path / "fp32.engine", tmp_path / "keyframe.fp32.engine"]
+    with runner:
+        info = runner.memory()
+        run_pair(runner, frames(2), flows(2))
+    assert info.engine_file_bytes == sum(p.stat().st_size for p in engines)
+    assert (info.activation_bytes, info.weights_bytes) == (2 * 123_456, 2 * 36)  # both contexts, both engines
+    assert info.io_bytes == c.image.nbytes + FLOW.nbytes + c.logits.nbytes + c.labels.nbytes
+    assert info.state_bytes == 2 * c.state_bytes  # one set of state pairs, shared by both contexts
+    assert info.device_used_bytes == info.state_bytes + info.io_bytes
+    assert any("both engines" in note for note in info.notes)
+    assert (cuda.memory, cuda.host) == ({}, {})
+    assert runner.flow is None
+    for engine in engines:  # TensorRT-RTX: a JIT cache per engine, saved after the run
+        assert engine.with_name(engine.name + ".runtime_cache").read_bytes() == b"jit-kernels"
+
+
+def build_pair(pair_graphs: tuple[Path, Path], out: Path, flavour: str) -> Path:
+    """The pair's engines as `python -m engine` builds them: keyframe.fp32.engine first, then fp32.engine naming it."""
+    from tempseg.engine.__main__ import main
+
+    argv = ["--onnx", str(pair_graphs[0]), "--out", str(out), "--flavour", flavour, "--no-timing-cache"]
+    assert main([*argv, "--no-inspect"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def rtx_pair(pair_graphs, tmp_path_factory) -> Path:
+    """Real TensorRT-RTX engines of the test pair, built on the CPU by engine/."""
+    if not HAVE_RTX:
+        pytest.skip("tensorrt_rtx not installed (pip install -e '.[rtx]', x86-64 only)")
+    return build_pair(pair_graphs, tmp_path_factory.mktemp("rtx_pair") / "fp32.engine", "tensorrt_rtx")
+
+
+@pytest.mark.rtx
+@pytest.mark.parametrize("damage", [None, "missing", "truncated"])
+def test_a_real_pair_is_checked_before_deserializing(rtx_pair, no_deserialize, tmp_path, damage):
+    for name in ("fp32.engine", "keyframe.fp32.engine"):
+        for path in (rtx_pair.with_name(name), sidecar_path(rtx_pair.with_name(name))):
+            (tmp_path / path.name).write_bytes(path.read_bytes())
+    engine, keyframe = tmp_path / "fp32.engine", tmp_path / "keyframe.fp32.engine"
+    contract = sidecar_contract(read_sidecar(engine))
+    assert contract.schedule["keyframe_graph"] == keyframe.name  # the update engine's record names its pair
+    if damage == "missing":
+        keyframe.unlink()
+    elif damage == "truncated":
+        keyframe.write_bytes(keyframe.read_bytes()[:100])
+    runner = TensorRTRunner(contract, engine, flavour="tensorrt_rtx")
+    if damage is None:  # both records pass every check: what stops it here is the missing GPU, after the checks
+        if cuda_gpu() is not None:
+            pytest.skip("a GPU is visible")
+        with pytest.raises(UserError, match="tensorrt_rtx needs an NVIDIA GPU and none is visible"):
+            runner.activate()
+    else:
+        message = "keyframe engine not found" if damage == "missing" else "engine size differs"
+        with pytest.raises(UserError, match=message) as err:
+            runner.activate()
+        assert err.value.path == str(keyframe)
+    assert no_deserialize == []
+
+
 # ---- GPU only ---------------------------------------------------------------------------------------------
 
 
@@ -895,3 +1156,23 @@ def test_engine_runs_on_the_gpu_and_matches_onnxruntime(graph, tmp_path, graphs,
     assert addresses[0] == addresses[2] != addresses[1] == addresses[3]
     assert info.activation_bytes is not None
     assert info.device_used_bytes > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("graphs", [False, True])
+def test_a_pair_runs_on_the_gpu_and_matches_the_onnxruntime_pair(pair_graphs, tmp_path, graphs, trt_on_gpu):
+    trt = trt_on_gpu
+    if graphs and importlib.util.find_spec("cuda") is None:
+        pytest.skip("CUDA graphs need cuda-python")
+    engine = build_pair(pair_graphs, tmp_path / "fp32.engine", trt.flavour)
+    images, flow, resets = frames(11, seed=7), flows(11, seed=7), (7,)
+    with OnnxRuntimeRunner(pair_contracts()[0], pair_graphs[0], keyframe=pair_graphs[1]) as ort:
+        ort_kinds, expected = run_pair(ort, images, flow, resets)
+    contract = sidecar_contract(read_sidecar(engine))
+    with TensorRTRunner(contract, engine, flavour=trt.flavour, trt=trt, cuda_graphs=graphs) as runner:
+        kinds, labels = run_pair(runner, images, flow, resets)
+        info = runner.memory()
+    assert kinds == ort_kinds
+    for t in range(len(images)):
+        assert (labels[t] == expected[t]).mean() > 0.99, (t, kinds[t])  # TF32/fused kernels may flip near-ties
+    assert info.engine_file_bytes == engine.stat().st_size + engine.with_name("keyframe.fp32.engine").stat().st_size

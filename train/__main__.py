@@ -57,6 +57,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--pretrained", help="torchvision-format ResNet state dict for the encoder")
     p.add_argument("--init-from", help="tempseg checkpoint to initialise from (e.g. the non-temporal model)")
+    p.add_argument(
+        "--reference-from", help="keyframe models (Accel): trained checkpoint of the reference network (its base)"
+    )
+    p.add_argument("--keyframe-interval", type=int, help="keyframe models: keyframe offsets 0..N-1 in training")
     p.add_argument("--reinit-after-in", type=int, help="blocks after the in position left freshly initialised")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="training device")
     p.add_argument("--amp", choices=("auto", "bf16", "fp32"), help="autocast dtype (auto: bf16 where native)")
@@ -91,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         pretrained=args.pretrained,
         init_from=args.init_from,
+        reference_from=args.reference_from,
+        keyframe_interval=args.keyframe_interval,
         reinit_after_in=args.reinit_after_in,
         device=args.device,
         amp=args.amp,

@@ -22,7 +22,7 @@ from tempseg.common.errors import UserError
 from tempseg.common.preprocess import normalize_bgr
 from tempseg.data import CityscapesClips, SyntheticVideo, augment_clip, split_seed
 from tempseg.data.augment import Flow
-from tempseg.data.flow import dis_flow
+from tempseg.data.flow import GridFlow, dis_flow
 from tempseg.data.frames import resize_flow, resize_image, resize_label
 from tempseg.metrics import IGNORE_INDEX
 
@@ -36,6 +36,7 @@ class ClipBatch:
     labels: np.ndarray
     flows: np.ndarray | None = None
     flow_valid: np.ndarray | None = None
+    grid_flows: np.ndarray | None = None  # [B, L-1, 2, h, w]: DIS on the augmented frames (data/flow.py GridFlow)
 
 
 Clip = tuple[list[np.ndarray], list[np.ndarray], list[Flow]]  # images, labels, flows (frames 1.. -> the one before)
@@ -198,9 +199,11 @@ def sample_batch(
     batch_size: int,
     clip_length: int,
     crop: tuple[int, int] | None,
+    grid_flow: GridFlow | None = None,
 ) -> ClipBatch:
-    """Batch of step `step` on process `rank`: reproducible, so a resumed run sees the same data."""
-    images, labels, flows = [], [], []
+    """Batch of step `step` on process `rank`: reproducible, so a resumed run sees the same data.
+    `grid_flow` adds the host flow of a keyframe model (DIS between consecutive augmented frames)."""
+    images, labels, flows, grid_flows = [], [], [], []
     for item in range(batch_size):
         rng = np.random.default_rng((seed, rank, step, item))
         frames, frame_labels, frame_flows = sampler.clip(rng, clip_length)
@@ -210,10 +213,14 @@ def sample_batch(
         images.append(np.stack(frames))
         labels.append(np.moveaxis(stacked.reshape(*stacked.shape[:2], -1), -1, 0))
         flows.append(frame_flows)
+        if grid_flow is not None:
+            grid_flows.append(grid_flow.clip(list(frames)))
     images_arr = np.stack(images)  # [B, L, H, W, 3] uint8
     b, length = images_arr.shape[:2]
     normalized = normalize_bgr(images_arr.reshape(b * length, *images_arr.shape[2:]))
     batch = ClipBatch(normalized.reshape(b, length, *normalized.shape[1:]), np.stack(labels).astype(np.int64))
+    if grid_flows:
+        batch.grid_flows = np.stack(grid_flows)
     if flows[0]:
         batch.flows = np.stack([np.stack([f for f, _ in clip]) for clip in flows])
         batch.flow_valid = np.stack([np.stack([v for _, v in clip]) for clip in flows])

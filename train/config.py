@@ -57,6 +57,8 @@ class TrainConfig:
     seed: int = 0
     pretrained: str | None = None  # torchvision-format ResNet state dict to load into the encoder
     init_from: str | None = None  # tempseg checkpoint (the trained base) to initialise from
+    reference_from: str | None = None  # keyframe models: trained checkpoint of the reference network (Accel)
+    keyframe_interval: int = 5  # keyframe models: the labelled frame is 0..N-1 frames after its keyframe (Accel 3.4)
     module_warmup: float = 0.25  # fine-tune: first fraction of steps training only a new module (LMANet III-E)
     reinit_after_in: int = 0  # blocks after the `in` position left at their fresh init (paper III-E; 0 loads all)
     checkpoint_every: int = 100  # steps between resumable snapshots (checkpoint.last.pt)
@@ -71,7 +73,16 @@ class TrainConfig:
 
 
 # What makes two trainings comparable: everything but the model, paths, device and bookkeeping.
-NOT_RECIPE = ("model", "init_from", "pretrained", "device", "checkpoint_every", "frame_cache_mb", "time_note")
+NOT_RECIPE = (
+    "model",
+    "init_from",
+    "reference_from",
+    "pretrained",
+    "device",
+    "checkpoint_every",
+    "frame_cache_mb",
+    "time_note",
+)
 NOT_RECIPE += ("teacher",)  # a path: the record holds the teacher's model and sha256 instead
 NOT_RECIPE += ("eval_every", "val_sequences", "val_frames")  # evaluation, not training
 RECIPE_FIELDS = tuple(f.name for f in fields(TrainConfig) if f.name not in NOT_RECIPE)

@@ -30,8 +30,11 @@ from tqdm import tqdm
 
 from tempseg.common.errors import UserError
 from tempseg.common.io import sha256_file, write_json
+from tempseg.data.flow import GridFlow
 from tempseg.models import FCResNet, build_model, check_model_input, model_config
+from tempseg.models.accel import FEATURE_STRIDE, Accel
 from tempseg.models.checkpoint import load_model, read_checkpoint, save_checkpoint
+from tempseg.train.accel import FLOW_EPE_WEIGHT, flow_epe, keyframe_offset
 from tempseg.train.clips import make_sampler, sample_batch
 from tempseg.train.config import TrainConfig, recipe
 from tempseg.train.consistency import pairwise_frames, pixel_distillation, temporal_loss
@@ -104,6 +107,8 @@ class ClipForward(nn.Module):
       state from the frame before, a memory from the S frames before, paper of LMANet III-E: "clips of
       S+1 frames, loss on the last"); one supervised frame per clip whatever the family; the memory's
       context frames run the encoder without autograd;
+    - a keyframe model (Accel): the last frame, its keyframe `offset` frames before it, the state warped by
+      `flows` (the host flow; None with a flow net), train/accel.py;
     - a frame-by-frame model: frames 1..L-1, or the one frame when L = 1. It skips frame 0, the temporal
       model's context only, so a control fine-tuned on clips of 2 is scored on as many frames.
     With `first_frame` (ETC's terms compare consecutive predictions) every frame is predicted, each with the
@@ -115,8 +120,10 @@ class ClipForward(nn.Module):
         self.model = model
         self.first_frame = first_frame
 
-    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+    def forward(self, clip: torch.Tensor, flows: torch.Tensor | None = None, offset: int = 0) -> torch.Tensor:
         model = self.model
+        if isinstance(model, Accel):
+            return model.clip_logits(clip, flows, offset)[:, None]
         if model.num_states == 0:
             frames = clip if clip.shape[1] == 1 or self.first_frame else clip[:, 1:]
             b, length = frames.shape[:2]
@@ -147,7 +154,10 @@ def supervised(values: torch.Tensor) -> torch.Tensor:
 
 def clip_length_of(model: FCResNet, config: TrainConfig) -> int:
     """Frames per clip: the config's, at least 2 for a temporal model (a state needs a frame before) and
-    for ETC's terms (they compare consecutive frames), at least S+1 for a memory of S frames."""
+    for ETC's terms (they compare consecutive frames), at least S+1 for a memory of S frames, and the
+    keyframe interval N for a keyframe model (its keyframe up to N-1 frames before the labelled one)."""
+    if isinstance(model, Accel):
+        return config.keyframe_interval
     if model.config.memory is not None:
         return max(model.config.memory.frames + 1, config.clip_length)
     pairs = model.num_states or config.tc_loss or config.kd_loss
@@ -184,6 +194,10 @@ class TrainingRun:
             raise UserError("distillation (+kd, --kd-loss) needs a trained teacher: pass --teacher CHECKPOINT")
         if config.stage == "finetune" and not config.init_from:
             raise UserError("the finetune stage starts from a trained base: pass --init-from BASE/checkpoint.pt")
+        if config.keyframe_interval < 1:
+            raise UserError(f"--keyframe-interval {config.keyframe_interval} is below 1")
+        if architecture.accel is not None and config.stage == "finetune" and not config.reference_from:
+            raise UserError("a keyframe model fine-tunes a trained reference: pass --reference-from REF/checkpoint.pt")
         torch.manual_seed(config.seed)
         model = build_model(config.model).to(self.device)
         self.model = model.to(memory_format=torch.channels_last) if config.channels_last else model
@@ -211,8 +225,12 @@ class TrainingRun:
             crop=config.crop,
             min_scale=config.min_scale,
             frame_cache_mb=config.frame_cache_mb,
-            with_flow=config.tc_loss > 0,
+            with_flow=config.tc_loss > 0 or getattr(self.model, "flow_net", None) is not None,
         )
+        self.grid_flow = None  # the host flow of a keyframe model's update graph, computed as the runtime does
+        if isinstance(self.model, Accel) and self.model.takes_flow:
+            h, w = config.crop or (config.height, config.width)
+            self.grid_flow = GridFlow((h // FEATURE_STRIDE, w // FEATURE_STRIDE))
         self.weights = class_weights(config.class_weights, self.sampler, model.config.num_classes, seed=config.seed)
         self.weights = self.weights.to(self.device)
 
@@ -247,7 +265,12 @@ class TrainingRun:
         """Pretrained encoder and/or the trained base (paper III-E), for a run that does not resume."""
         if self.config.pretrained:
             load_pretrained_backbone(self.model, self.config.pretrained)
-        if self.config.init_from:
+        if isinstance(self.model, Accel):  # the update network from its base, the reference from its own
+            if self.config.init_from:
+                init_from_checkpoint(self.model.update, self.config.init_from)
+            if self.config.reference_from:
+                init_from_checkpoint(self.model.reference, self.config.reference_from)
+        elif self.config.init_from:
             init_from_checkpoint(self.model, self.config.init_from, reinit_after_in=self.config.reinit_after_in)
 
     def step(self, step: int) -> float:
@@ -262,12 +285,18 @@ class TrainingRun:
             batch_size=config.batch_size,
             clip_length=self.clip_length,
             crop=config.crop,
+            grid_flow=self.grid_flow,
         )
         images = torch.from_numpy(batch.images).to(self.device)
         labels = self.clip_forward.supervised_labels(torch.from_numpy(batch.labels).to(self.device))
         self._warm_up_module(step)
+        keyframe = isinstance(self.model, Accel)
         with self._autocast():
-            logits = self.forward(images)
+            if keyframe:
+                flows = None if batch.grid_flows is None else torch.from_numpy(batch.grid_flows).to(self.device)
+                logits = self.forward(images, flows, keyframe_offset(config.seed, step, self.clip_length))
+            else:
+                logits = self.forward(images)
         scored = supervised(logits) if self.all_frames else logits  # frame 0 is scored by ETC's terms only
         loss = nn.functional.cross_entropy(
             scored.float().flatten(0, 1), labels.flatten(0, 1), weight=self.weights, ignore_index=255
@@ -275,6 +304,10 @@ class TrainingRun:
         if config.tc_loss:
             flows, valid = (torch.from_numpy(a).to(self.device) for a in (batch.flows, batch.flow_valid))
             loss = loss + config.tc_loss * temporal_loss(logits, flows, valid)
+        if keyframe and self.model.flow_net is not None:
+            exact, valid = (torch.from_numpy(a).to(self.device) for a in (batch.flows, batch.flow_valid))
+            with self._autocast():
+                loss = loss + FLOW_EPE_WEIGHT * flow_epe(self.model, images, exact, valid)
         if self.teacher is not None:
             with torch.no_grad(), self._autocast():
                 target = self.teacher(images)
@@ -432,6 +465,13 @@ def recipe_record(config: TrainConfig, autocast: torch.dtype | None) -> dict[str
             "model": base["model"],
             "sha256": sha256_file(config.init_from),
             "recipe": base.get("recipe"),
+        }
+    if config.reference_from:
+        reference = read_checkpoint(config.reference_from)
+        record["reference"] = {
+            "model": reference["model"],
+            "sha256": sha256_file(config.reference_from),
+            "recipe": reference.get("recipe"),
         }
     return record
 

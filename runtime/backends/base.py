@@ -4,10 +4,14 @@ A runner owns every buffer of the loop, allocated once in `activate()`:
 - `image`: host input buffer, float32 [N,3,H,W] (pinned on GPU backends); the loop
   preprocesses each frame straight into it;
 - `labels`: host output buffer, int32 [N,H,W], filled by `infer()`;
-- two buffers per state tensor, swapped after each frame (no state copy).
+- two buffers per state tensor, swapped after each frame (no state copy);
+- `flow`: host input buffer, float32 [N,2,h,w], for a graph pair whose update graph takes a flow
+  (runtime/stream.py fills it before an update frame).
 
 `infer()` runs one frame and returns the time of each device phase. The frame loop in
-runtime/loop.py is written once, above this interface.
+runtime/loop.py is written once, above this interface. A graph pair (contract role "update") is one
+runner holding both graphs over the same state buffers: `infer()` runs the graph the schedule
+(runtime/schedule.py) names, and a reset makes the next frame a keyframe.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from types import TracebackType
 import numpy as np
 
 from tempseg.common.contract import Contract
+from tempseg.runtime.schedule import FRAME, KEYFRAME, KeyframeSchedule
 
 
 @dataclass
@@ -28,6 +33,7 @@ class PhaseTimes:
     h2d: float = 0.0
     compute: float = 0.0
     d2h: float = 0.0
+    kind: str = FRAME  # the graph that ran: "frame" (a single graph), "keyframe" or "update"
 
 
 @dataclass
@@ -54,7 +60,37 @@ class Runner(abc.ABC):
         self.image: np.ndarray = np.empty(0, np.float32)
         self.labels: np.ndarray = np.empty(0, np.int32)
         self.logits: np.ndarray | None = None  # host [N,C,H,W] where the contract has logits and the runner fills them
+        self.flow: np.ndarray | None = None  # host [N,2,h,w] where the update graph takes a flow
         self.is_active = False
+        self.schedule: KeyframeSchedule | None = None
+        if contract.role == "update":
+            self.schedule = KeyframeSchedule(contract.schedule.get("keyframe_every"), source=contract.model)
+        self.keyframe_contract: Contract | None = None  # set by runners of a graph pair
+
+    def next_kind(self) -> str:
+        """The graph the next infer() runs: "frame", or "keyframe" / "update" by the schedule."""
+        return FRAME if self.schedule is None else self.schedule.next_kind()
+
+    def _ran(self, kind: str) -> None:
+        if self.schedule is not None:
+            self.schedule.ran(kind)
+
+    def _force_keyframe(self) -> None:
+        """A reset: a graph pair's next frame rebuilds the state on a keyframe."""
+        if self.schedule is not None:
+            self.schedule.force()
+
+    def _allocate_flow(self) -> None:
+        c = self.contract
+        self.flow = None if c.flow is None else np.zeros(c.flow.shape, np.float32)
+
+    @property
+    def is_pair(self) -> bool:
+        return self.schedule is not None
+
+    @staticmethod
+    def is_keyframe(kind: str) -> bool:
+        return kind == KEYFRAME
 
     def __enter__(self) -> Runner:
         self.activate()

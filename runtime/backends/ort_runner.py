@@ -3,7 +3,9 @@
 Every tensor the session reads or writes is an OrtValue created once in activate(): the image
 and label buffers share memory with the host numpy arrays, and each state has two OrtValues.
 Binding A reads state buffer 0 and writes buffer 1, binding B the reverse; frames alternate
-between them, so the state is never copied and nothing is bound or allocated per frame.
+between them, so the state is never copied and nothing is bound or allocated per frame. A graph pair
+(Accel) has a second session, the keyframe graph, with its own two bindings writing the same state
+buffers; the schedule picks the session per frame.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from tempseg.common.contract import Contract
+from tempseg.common.contract import Contract, check_keyframe_pair, contract_of_model, read_onnx_contract
 from tempseg.runtime.backends.base import MemoryInfo, PhaseTimes, Runner
 from tempseg.runtime.memory import current_rss_bytes
+from tempseg.runtime.schedule import KEYFRAME
 
 
 class OnnxRuntimeRunner(Runner):
@@ -31,8 +34,11 @@ class OnnxRuntimeRunner(Runner):
         threads: int = 0,
         providers: list[str] | None = None,
         spinning: bool = True,
+        keyframe: str | os.PathLike[str] | Any = None,
     ) -> None:
         """`onnx_path`: an ONNX file, or an onnx.ModelProto in memory (export's parity check).
+        `keyframe`: the keyframe graph (file or ModelProto) of an update graph; by default the file its
+        contract names, next to `onnx_path`.
 
         `spinning=False` stops ONNX Runtime's idle workers from busy-waiting after each run: needed
         where torch alternates with it on the same cores (export's parity check), or it starves torch.
@@ -48,6 +54,12 @@ class OnnxRuntimeRunner(Runner):
         self._states: list[list] = []
         self._parity = 0
         self._rss_growth: int | None = None
+        self.keyframe_graph = keyframe
+        if self.schedule is not None and keyframe is None:
+            if self.onnx_path is None:
+                raise ValueError("an update graph in memory needs its keyframe graph in memory too")
+            self.keyframe_graph = self.onnx_path.parent / contract.schedule["keyframe_graph"]
+        self._keyframe_bindings: list = []
 
     def activate(self) -> None:
         import onnxruntime as ort
@@ -60,29 +72,45 @@ class OnnxRuntimeRunner(Runner):
         rss_before = current_rss_bytes()
         source = str(self.onnx_path) if self.graph is None else self.graph.SerializeToString()
         self.session = ort.InferenceSession(source, options, providers=self.providers)
+        self.keyframe_session = None
+        if self.keyframe_graph is not None:
+            self.keyframe_contract = read_keyframe(self.contract, self.keyframe_graph)
+            self.keyframe_session = ort.InferenceSession(
+                _source(self.keyframe_graph), options, providers=self.providers
+            )
         c = self.contract
         self.image = np.zeros(c.image.shape, np.float32)
         self.labels = (
             np.zeros(c.labels.shape, np.int32) if c.labels else np.zeros((c.batch, c.height, c.width), np.int32)
         )
         self.logits = np.zeros(c.logits.shape, np.dtype(c.logits.dtype)) if c.logits else None
+        self._allocate_flow()
         ov = ort.OrtValue.ortvalue_from_numpy
         self._values = {"image": ov(self.image), "labels": ov(self.labels)}
         if self.logits is not None:
             self._values["logits"] = ov(self.logits)
+        if self.flow is not None:
+            self._values["flow"] = ov(self.flow)
         self._state_arrays = [[np.zeros(s.shape, np.dtype(s.dtype)) for _ in range(2)] for s in c.states]
         self._states = [[ov(a) for a in pair] for pair in self._state_arrays]
-        self._bindings = [self._bind(parity) for parity in (0, 1)]
+        self._bindings = [self._bind(self.session, parity) for parity in (0, 1)]
         self._parity = 0
         self.session.run_with_iobinding(self._bindings[0])  # first run sizes the arena; not timed
+        if self.keyframe_session is not None:
+            self._keyframe_bindings = [self._bind(self.keyframe_session, p, keyframe=True) for p in (0, 1)]
+            self.keyframe_session.run_with_iobinding(self._keyframe_bindings[0])
         self._rss_growth = max(0, current_rss_bytes() - rss_before)
         self.reset_state()
 
-    def _bind(self, parity: int):
-        binding = self.session.io_binding()
+    def _bind(self, session: Any, parity: int, *, keyframe: bool = False):
+        """Binding of `session` reading state buffer `parity` (a keyframe graph reads none), writing the other."""
+        binding = session.io_binding()
         binding.bind_ortvalue_input("image", self._values["image"])
+        if self.flow is not None and not keyframe:
+            binding.bind_ortvalue_input("flow", self._values["flow"])
         for spec, pair in zip(self.contract.states, self._states, strict=True):
-            binding.bind_ortvalue_input(spec.input, pair[parity])
+            if not keyframe:
+                binding.bind_ortvalue_input(spec.input, pair[parity])
             binding.bind_ortvalue_output(spec.output, pair[1 - parity])
         if self.contract.labels:
             binding.bind_ortvalue_output("labels", self._values["labels"])
@@ -91,20 +119,26 @@ class OnnxRuntimeRunner(Runner):
         return binding
 
     def deactivate(self) -> None:
-        self._bindings, self._states, self._values = [], [], {}
-        self.session = None
+        self._bindings, self._keyframe_bindings, self._states, self._values = [], [], [], {}
+        self.session = self.keyframe_session = None
 
     def infer(self) -> PhaseTimes:
+        kind = self.next_kind()
         start = time.perf_counter()
-        self.session.run_with_iobinding(self._bindings[self._parity])
+        if kind == KEYFRAME:
+            self.keyframe_session.run_with_iobinding(self._keyframe_bindings[self._parity])
+        else:
+            self.session.run_with_iobinding(self._bindings[self._parity])
         if not self.contract.labels:
             np.argmax(self.logits, axis=1, out=self.labels)
         self._parity ^= 1
-        return PhaseTimes(compute=(time.perf_counter() - start) * 1e3)
+        self._ran(kind)
+        return PhaseTimes(compute=(time.perf_counter() - start) * 1e3, kind=kind)
 
     def reset_state(self) -> None:
         for pair in self._state_arrays:
             pair[self._parity].fill(0)
+        self._force_keyframe()
 
     def state_is_finite(self) -> bool:
         return all(np.isfinite(pair[self._parity]).all() for pair in self._state_arrays)
@@ -125,7 +159,10 @@ class OnnxRuntimeRunner(Runner):
         """Initializers, host I/O and both OrtValues of each state; activations from the RSS growth."""
         c = self.contract
         weights = onnx_weight_bytes(self.onnx_path if self.graph is None else self.graph)
+        if self.keyframe_graph is not None:
+            weights += onnx_weight_bytes(self.keyframe_graph)
         io = self.image.nbytes + self.labels.nbytes + (0 if self.logits is None else self.logits.nbytes)
+        io += 0 if self.flow is None else self.flow.nbytes
         growth = self._rss_growth
         activation = None if growth is None else max(0, growth - weights - io - 2 * c.state_bytes)
         return MemoryInfo(
@@ -151,3 +188,16 @@ def onnx_weight_bytes(path: str | os.PathLike[str] | Any) -> int:
         count = int(np.prod(init.dims)) if init.dims else 1
         total += count * onnx.helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
     return total
+
+
+def _source(graph: str | os.PathLike[str] | Any) -> str | bytes:
+    return graph.SerializeToString() if hasattr(graph, "SerializeToString") else str(graph)
+
+
+def read_keyframe(update: Contract, graph: str | os.PathLike[str] | Any) -> Contract:
+    """The keyframe graph's contract, once it is the pair of `update` (UserError naming the file if not)."""
+    in_memory = hasattr(graph, "SerializeToString")
+    source = f"{update.model} keyframe graph" if in_memory else str(graph)
+    contract = contract_of_model(graph, source) if in_memory else read_onnx_contract(graph)
+    check_keyframe_pair(update, contract, source)
+    return contract

@@ -17,6 +17,7 @@ import numpy as np
 from tempseg.common.contract import Contract
 from tempseg.common.errors import UserError
 from tempseg.runtime.backends.base import MemoryInfo, PhaseTimes, Runner
+from tempseg.runtime.schedule import KEYFRAME
 
 
 class TorchRunner(Runner):
@@ -72,6 +73,8 @@ class TorchRunner(Runner):
         # On CPU the model reads the host buffer itself; on CUDA it is copied asynchronously.
         self._image_dev = torch.zeros(c.image.shape, dtype=self.dtype, device=self.device) if use_cuda else image_t
         self._labels_dev = torch.zeros((c.batch, c.height, c.width), dtype=torch.int64, device=self.device)
+        self._allocate_flow()  # an Accel update graph's flow: the host buffer, read by the model as a tensor
+        self._flow = None if self.flow is None else torch.from_numpy(self.flow)
         self._events = [torch.cuda.Event(enable_timing=True) for _ in range(4)] if use_cuda else []
         self.reset_state()
         if use_cuda:
@@ -99,19 +102,33 @@ class TorchRunner(Runner):
             if self._events:
                 return self._infer_cuda()
             start = time.perf_counter()
-            logits, *self._states = self.model(self._image_dev, *self._states)
+            kind = self.next_kind()
+            logits = self._run(kind)
             torch.argmax(logits, dim=1, out=self._labels_dev)
             self._labels_host.copy_(self._labels_dev)
             if self._logits_host is not None:
                 self._logits_host.copy_(logits)
-            return PhaseTimes(compute=(time.perf_counter() - start) * 1e3)
+            return PhaseTimes(compute=(time.perf_counter() - start) * 1e3, kind=kind)
+
+    def _run(self, kind: str):
+        """One frame through the model (a graph pair: its keyframe or update graph); the states move on."""
+        if kind == KEYFRAME:
+            logits, *self._states = self.model.keyframe(self._image_dev)
+        elif self._flow is not None:
+            flow = self._flow.to(self.device, self.dtype, non_blocking=True)
+            logits, *self._states = self.model(self._image_dev, *self._states, flow=flow)
+        else:
+            logits, *self._states = self.model(self._image_dev, *self._states)
+        self._ran(kind)
+        return logits
 
     def _infer_cuda(self) -> PhaseTimes:
         e0, e1, e2, e3 = self._events
         e0.record()
         self._image_dev.copy_(self._image_host, non_blocking=True)
         e1.record()
-        logits, *self._states = self.model(self._image_dev, *self._states)
+        kind = self.next_kind()
+        logits = self._run(kind)
         self.torch.argmax(logits, dim=1, out=self._labels_dev)
         e2.record()
         self._labels_host.copy_(self._labels_dev, non_blocking=True)
@@ -119,11 +136,12 @@ class TorchRunner(Runner):
             self._logits_host.copy_(logits, non_blocking=True)
         e3.record()
         e3.synchronize()
-        return PhaseTimes(h2d=e0.elapsed_time(e1), compute=e1.elapsed_time(e2), d2h=e2.elapsed_time(e3))
+        return PhaseTimes(h2d=e0.elapsed_time(e1), compute=e1.elapsed_time(e2), d2h=e2.elapsed_time(e3), kind=kind)
 
     def reset_state(self) -> None:
         shapes = [s.shape for s in self.contract.states]
         self._states = [self.torch.zeros(shape, dtype=self.dtype, device=self.device) for shape in shapes]
+        self._force_keyframe()
 
     def state_inputs(self) -> dict[str, np.ndarray]:
         return {

@@ -18,6 +18,18 @@ event, D2H labels (logits stay on the device), event, then ONE stream synchroniz
 events. A graph with logits but no labels output falls back to copying the logits and taking the argmax on
 the host.
 
+A keyframe pair (Accel; contract role "update") is two engines under one runner. The update engine's record
+names the keyframe engine (`keyframe.<name>` beside it, written by engine/__main__.py); activate() checks it
+against its own record like the update engine, and as the update engine's pair (check_keyframe_pair on the
+recorded contracts), before either is deserialized; then one runtime deserializes both, each with its own
+execution context. Both contexts share every buffer: image, logits,
+labels and the one set of state pairs. The keyframe context binds image/logits/labels and only the state
+outputs (it reads no state: its state_out.k goes to the buffer the update graph would write for that
+parity); the update context binds as a single graph does, plus `flow` (a device buffer fed from the pinned
+host `flow` the stream fills, copied in with the image on update frames only, inside the h2d phase). The
+schedule (runtime/schedule.py) picks the context per frame; the parity flips every frame whichever ran, and
+a reset makes the next frame a keyframe.
+
 The NaN/Inf check of the state runs every `nan_check_every` frames (default 10), not every frame: on those
 frames the new state is also copied into its pinned host mirror, on the same stream after the last event
 (outside the timed phases, before the one synchronize: no extra sync), and state_is_finite() scans the
@@ -33,7 +45,8 @@ last check's answer.
   of bad labels. N = 1 checks every frame.
 
 CUDA graphs (off by default): a captured graph bakes in the tensor addresses, so standard TensorRT gets two
-graphs, one per parity, each captured after one warm-up execute (as NVIDIA's diffusion demo does).
+graphs, one per parity, each captured after one warm-up execute (as NVIDIA's diffusion demo does); a pair
+gets two per context, four in all, and replays the one of the frame's (kind, parity).
 TensorRT-RTX instead gets its built-in capture (IRuntimeConfig.cuda_graph_strategy = WHOLE_GRAPH_CAPTURE),
 which its docs give as the way to use CUDA graphs there (stream capture needs engines built with
 REQUIRE_USER_ALLOCATION). Graphs need cuda-python (pycuda cannot capture).
@@ -57,19 +70,28 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tempseg.common.contract import Contract, StateSpec, TensorSpec, check_against_io
+from tempseg.common.contract import (
+    Contract,
+    StateSpec,
+    TensorSpec,
+    check_against_io,
+    check_keyframe_pair,
+    check_schedule,
+)
 from tempseg.common.errors import UserError
 from tempseg.common.io import atomic_write
-from tempseg.engine.sidecar import check_engine
+from tempseg.engine.sidecar import check_engine, sidecar_contract
 from tempseg.engine.trt import FLAVOURS, GpuInfo, TensorRT, cuda_gpu, load_tensorrt
 from tempseg.runtime.backends.base import MemoryInfo, PhaseTimes, Runner
 from tempseg.runtime.cuda import CudaApi, CudaGraph, DeviceBuffer, Event, Stream, default_cuda_api
+from tempseg.runtime.schedule import KEYFRAME
 
 log = logging.getLogger("tempseg.runtime.tensorrt")
 AUTO = "auto"  # runtime_cache default: `<engine>.runtime_cache` beside the engine (TensorRT-RTX only)
@@ -83,6 +105,21 @@ class StatePair:
     spec: StateSpec
     buffers: tuple[DeviceBuffer, DeviceBuffer]
     mirror: np.ndarray  # the state the next frame reads, copied back on check frames for state_is_finite()
+
+
+@dataclass
+class EngineGraph:
+    """One engine and its execution context: the model's (a single graph, or a pair's update graph) or a pair's
+    keyframe graph. `contract`: the runner's for the model's engine, the recorded one for the keyframe engine."""
+
+    path: Path
+    contract: Contract
+    sidecar: dict[str, Any]
+    cache_path: Path | None  # TensorRT-RTX runtime cache file (None: no cache)
+    engine: Any = None
+    context: Any = None
+    runtime_cache: Any = None
+    graphs: list[CudaGraph] = field(default_factory=list)  # one per parity, standard TensorRT with cuda_graphs
 
 
 class TensorRTRunner(Runner):
@@ -101,7 +138,8 @@ class TensorRTRunner(Runner):
         nan_check_every: int = NAN_CHECK_EVERY,
     ) -> None:
         """`cuda` / `trt`: an api and an imported TensorRT to use (default: what is installed).
-        cuda_graphs: replay the frame as CUDA graph(s). runtime_cache: TensorRT-RTX JIT cache file (None: off).
+        cuda_graphs: replay the frame as CUDA graph(s). runtime_cache: TensorRT-RTX JIT cache file (None: off);
+        a pair's keyframe engine keeps its own beside it, `keyframe.<name>`.
         nan_check_every: copy the state back and check it for NaN/Inf every N frames (1: every frame); a check
         costs a D2H copy and host scan of the state's bytes, a NaN is seen up to N - 1 frames late.
         """
@@ -126,15 +164,15 @@ class TensorRTRunner(Runner):
         self.cuda: CudaApi | None = None
         self._trt: TensorRT | None = None
         self._gpu: GpuInfo | None = None
-        self._sidecar: dict[str, Any] = {}
-        self._runtime = self._engine = self._context = self._runtime_cache = None
-        self._device: dict[str, DeviceBuffer] = {}  # image, logits, labels
+        self._runtime = None
+        self._main: EngineGraph | None = None  # the engine at engine_path
+        self._keyframe: EngineGraph | None = None  # a pair's keyframe engine
+        self._device: dict[str, DeviceBuffer] = {}  # image, flow, logits, labels
         self._states: list[StatePair] = []
         self._host: list[np.ndarray] = []  # every pinned array, freed in deactivate()
         self._labels_host: np.ndarray | None = None  # what the D2H copy fills (labels, or logits as fallback)
         self._stream: Stream | None = None
         self._events: list[Event] = []
-        self._graphs: list[CudaGraph] = []  # one per parity, standard TensorRT with cuda_graphs
         self._builtin_graphs = False  # TensorRT-RTX captures by itself (cuda_graph_strategy)
         self._parity = 0
         self._frames_run = 0  # infer() calls since activate(): every nan_check_every-th copies the state back
@@ -142,26 +180,38 @@ class TensorRTRunner(Runner):
         self._finite = True  # the last check's answer (True after a reset)
         self.image = np.empty(0, np.float32)
         self.labels = np.empty(0, np.int32)
+        self.flow = None
+
+    def _engines(self) -> list[EngineGraph]:
+        return [g for g in (self._main, self._keyframe) if g is not None]
 
     # ---- activate ------------------------------------------------------------------------------------
 
     def activate(self) -> None:
         trt = self._given_trt or load_tensorrt(self.flavour)
         self._trt, self._gpu = trt, cuda_gpu()
-        self._sidecar = check_engine(self.engine_path, expect=self._expectations(trt, self._gpu))
+        expect = self._expectations(trt, self._gpu)
+        main = EngineGraph(
+            self.engine_path, self.contract, check_engine(self.engine_path, expect=expect), self.runtime_cache_path
+        )
+        keyframe = self._keyframe_engine(expect) if self.is_pair else None  # checked before either is deserialized
         if self._gpu is None:
             raise UserError(
                 f"{trt.flavour} needs an NVIDIA GPU and none is visible (no driver or no device); "
                 "run it on the GPU machine or pick --backend onnxruntime",
                 self.engine_path,
             )
+        self._main, self._keyframe = main, keyframe
+        self.keyframe_contract = None if keyframe is None else keyframe.contract
         try:
             self.cuda = self._given_cuda or default_cuda_api()
             self._load(trt)
             self._allocate()
-            self._bind_fixed()
+            for graph in self._engines():
+                self._bind_fixed(graph)
             if self.cuda_graphs and not self._builtin_graphs:
-                self._capture_graphs()
+                for graph in self._engines():
+                    self._capture_graphs(graph)
             self._parity = 0
             self.reset_state()
         except BaseException:
@@ -181,39 +231,62 @@ class TensorRTRunner(Runner):
             expect["compute_capability"] = gpu.compute_capability
         return expect
 
-    def _load(self, trt: TensorRT) -> None:
-        """Deserialize the (checked) engine and create its execution context."""
-        trt.logger.clear()
-        self._runtime = trt.module.Runtime(trt.logger)  # must outlive the engine
-        self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
-        if self._engine is None:
+    def _keyframe_engine(self, expect: dict[str, Any]) -> EngineGraph:
+        """The keyframe engine the update engine's record names (engine/__main__.py writes it beside it), checked
+        like the update engine and as its pair, from its record alone: nothing is deserialized here."""
+        check_schedule(self.contract, str(self.engine_path))  # a plain file name beside it, before any file access
+        path = self.engine_path.parent / self.contract.schedule["keyframe_graph"]
+        if not path.is_file():
             raise UserError(
-                f"{trt.flavour} {trt.version} could not deserialize the engine: {_errors(trt)}", self.engine_path
+                f"keyframe engine not found (update engine {self.engine_path.name} runs only with it); "
+                "rebuild the pair with `python -m engine`",
+                path,
             )
-        self._context = self._create_context(trt)
-        if self._context is None:
-            raise UserError(f"could not create an execution context: {_errors(trt)}", self.engine_path)
-        if not hasattr(self._context, "execute_async_v3"):  # named-tensor API: TensorRT 8.5+
-            raise UserError(f"{trt.flavour} {trt.version} has no execute_async_v3; use TensorRT 8.6 or newer")
+        sidecar = check_engine(path, expect=expect)
+        try:
+            contract = sidecar_contract(sidecar)
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(f"unreadable contract in the build record: {err}", path) from None
+        check_keyframe_pair(self.contract, contract, str(path))
+        if (contract.logits, contract.labels) != (self.contract.logits, self.contract.labels):
+            # both contexts write the same logits/labels buffers, which the D2H copy reads whichever ran
+            raise UserError("keyframe engine's logits/labels outputs differ from the update engine's", path)
+        cache = self.runtime_cache_path  # its own JIT cache file, named as engine/__main__.py names the engine
+        return EngineGraph(path, contract, sidecar, cache and cache.with_name(f"keyframe.{cache.name}"))
 
-    def _create_context(self, trt: TensorRT) -> Any:
+    def _load(self, trt: TensorRT) -> None:
+        """Deserialize the (checked) engine(s) with one runtime and create an execution context for each."""
+        trt.logger.clear()
+        self._runtime = trt.module.Runtime(trt.logger)  # must outlive the engines
+        for graph in self._engines():
+            graph.engine = self._runtime.deserialize_cuda_engine(graph.path.read_bytes())
+            if graph.engine is None:
+                raise UserError(
+                    f"{trt.flavour} {trt.version} could not deserialize the engine: {_errors(trt)}", graph.path
+                )
+            graph.context = self._create_context(trt, graph)
+            if graph.context is None:
+                raise UserError(f"could not create an execution context: {_errors(trt)}", graph.path)
+            if not hasattr(graph.context, "execute_async_v3"):  # named-tensor API: TensorRT 8.5+
+                raise UserError(f"{trt.flavour} {trt.version} has no execute_async_v3; use TensorRT 8.6 or newer")
+
+    def _create_context(self, trt: TensorRT, graph: EngineGraph) -> Any:
         """From a runtime config where the engine has one (11.x, RTX: the JIT runs here), else directly (8.6, 10.x)."""
-        if not hasattr(self._engine, "create_runtime_config"):
-            return self._engine.create_execution_context()
-        config = self._engine.create_runtime_config()
-        self._runtime_cache = self._attach_runtime_cache(config)
+        if not hasattr(graph.engine, "create_runtime_config"):
+            return graph.engine.create_execution_context()
+        config = graph.engine.create_runtime_config()
+        graph.runtime_cache = self._attach_runtime_cache(config, graph.cache_path)
         strategy = getattr(trt.module, "CudaGraphStrategy", None)
         if self.cuda_graphs and strategy is not None and hasattr(config, "cuda_graph_strategy"):
             config.cuda_graph_strategy = strategy.WHOLE_GRAPH_CAPTURE
             self._builtin_graphs = True
-        return self._engine.create_execution_context(config)
+        return graph.engine.create_execution_context(config)
 
-    def _attach_runtime_cache(self, config: Any) -> Any:
+    def _attach_runtime_cache(self, config: Any, path: Path | None) -> Any:
         """TensorRT-RTX: a runtime cache on the config, filled from the cache file when it fits this GPU/version."""
-        if self.runtime_cache_path is None or not hasattr(config, "create_runtime_cache"):
+        if path is None or not hasattr(config, "create_runtime_cache"):
             return None
         cache = config.create_runtime_cache()
-        path = self.runtime_cache_path
         if path.is_file():
             # deserialize() validates the blob against this GPU, driver and version, and refuses a mismatch
             if cache.deserialize(path.read_bytes()):
@@ -226,12 +299,18 @@ class TensorRTRunner(Runner):
         return cache
 
     def _allocate(self) -> None:
-        """Every buffer of the loop, once: pinned host arrays, device buffers, state pairs, stream, events."""
+        """Every buffer of the loop, once: pinned host arrays, device buffers, state pairs, stream, events.
+
+        A pair's two contexts share them all (check_keyframe_pair: same image and states; same outputs)."""
         c, cuda = self.contract, self.cuda
-        specs = self._engine_specs()
+        specs = self._engine_specs(self._main)
+        if self._keyframe is not None:
+            self._engine_specs(self._keyframe)  # its I/O checked against its own contract, like the update engine's
         self.image = self._pinned(c.image)
-        for name in (c.image.name, *(t.name for t in (c.logits, c.labels) if t is not None)):
-            self._device[name] = cuda.device_buffer(specs[name].nbytes)
+        for spec in _fixed(c):
+            self._device[spec.name] = cuda.device_buffer(specs[spec.name].nbytes)
+        if c.flow is not None:
+            self.flow = self._pinned(c.flow)  # the stream writes the flow here before an update frame
         for spec in c.states:
             pair = (cuda.device_buffer(spec.nbytes), cuda.device_buffer(spec.nbytes))
             self._states.append(StatePair(spec, pair, self._pinned(TensorSpec(spec.input, spec.shape, spec.dtype))))
@@ -249,15 +328,16 @@ class TensorRTRunner(Runner):
         self._host.append(array)
         return array
 
-    def _engine_specs(self) -> dict[str, TensorSpec]:
+    def _engine_specs(self, graph: EngineGraph) -> dict[str, TensorSpec]:
         """The engine's I/O as TensorSpecs, dynamic inputs set to the contract's shapes; UserError where they differ."""
         from tempseg.engine.build import dtype_name  # TensorRT DataType -> contract dtype names (no TensorRT import)
 
-        engine, context, c = self._engine, self._context, self.contract
+        engine, context, c = graph.engine, graph.context, graph.contract
         input_mode = self._trt.module.TensorIOMode.INPUT
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = {n for n in names if engine.get_tensor_mode(n) == input_mode}
-        wanted = {c.image.name: c.image.shape, **{s.input: s.shape for s in c.states}}
+        wanted = {t.name: t.shape for t in (c.image, c.flow) if t is not None}
+        wanted.update({s.input: s.shape for s in c.states} if c.reads_states else {})  # a keyframe graph reads none
         for name in inputs:
             if any(d < 0 for d in engine.get_tensor_shape(name)) and name in wanted:
                 context.set_input_shape(name, tuple(wanted[name]))  # dynamic engine: run at the contract's size
@@ -268,58 +348,65 @@ class TensorRTRunner(Runner):
         known = {*wanted, *(s.output for s in c.states), *(t.name for t in (c.logits, c.labels) if t is not None)}
         unknown = sorted(set(names) - known)
         if unknown:
-            raise UserError(f"engine tensors {unknown} are not in the state contract", self.engine_path)
+            raise UserError(f"engine tensors {unknown} are not in the state contract", graph.path)
         ins = {n: s for n, s in specs.items() if n in inputs}
-        check_against_io(c, ins, {n: s for n, s in specs.items() if n not in inputs}, str(self.engine_path))
+        check_against_io(c, ins, {n: s for n, s in specs.items() if n not in inputs}, str(graph.path))
         return specs
 
-    def _bind_fixed(self) -> None:
-        """Image, logits and labels keep their addresses for the whole run: bound once."""
-        for name, buffer in self._device.items():
-            self._set_address(name, buffer.ptr)
+    def _bind_fixed(self, graph: EngineGraph) -> None:
+        """Image, flow, logits and labels keep their addresses for the whole run: bound once per context (a
+        keyframe context has no flow)."""
+        for spec in _fixed(graph.contract):
+            self._set_address(graph, spec.name, self._device[spec.name].ptr)
 
-    def _bind_states(self, parity: int) -> None:
-        """Frame of this parity reads buffers[parity] and writes buffers[1 - parity]."""
-        for pair in self._states:
-            self._set_address(pair.spec.input, pair.buffers[parity].ptr)
-            self._set_address(pair.spec.output, pair.buffers[1 - parity].ptr)
+    def _bind_states(self, graph: EngineGraph, parity: int) -> None:
+        """Frame of this parity reads buffers[parity] (a keyframe graph reads none) and writes buffers[1 - parity]."""
+        for spec, pair in zip(graph.contract.states, self._states, strict=True):
+            if graph.contract.reads_states:
+                self._set_address(graph, spec.input, pair.buffers[parity].ptr)
+            self._set_address(graph, spec.output, pair.buffers[1 - parity].ptr)
 
-    def _set_address(self, name: str, ptr: int) -> None:
-        if not self._context.set_tensor_address(name, ptr):
+    def _set_address(self, graph: EngineGraph, name: str, ptr: int) -> None:
+        if not graph.context.set_tensor_address(name, ptr):
             raise RuntimeError(f"set_tensor_address({name!r}) refused: {_errors(self._trt)}")
 
-    def _execute(self) -> None:
-        if not self._context.execute_async_v3(self._stream.handle):
+    def _execute(self, graph: EngineGraph) -> None:
+        if not graph.context.execute_async_v3(self._stream.handle):
             raise RuntimeError(f"execute_async_v3 failed: {_errors(self._trt)}")
 
-    def _capture_graphs(self) -> None:
-        """Standard TensorRT: one graph per parity (a graph bakes in the state addresses it was captured with)."""
+    def _capture_graphs(self, graph: EngineGraph) -> None:
+        """Standard TensorRT: one graph per parity (a graph bakes in the state addresses it was captured with);
+        a pair's two contexts get two each, so the schedule picks a captured graph per (kind, parity)."""
         stream = self._stream
-        capturable = getattr(self._context, "is_stream_capturable", None)
+        capturable = getattr(graph.context, "is_stream_capturable", None)
         if capturable is not None and not capturable(stream.handle):
-            raise UserError("this engine cannot be captured in a CUDA graph; run without CUDA graphs", self.engine_path)
+            raise UserError("this engine cannot be captured in a CUDA graph; run without CUDA graphs", graph.path)
         for parity in (0, 1):
-            self._bind_states(parity)
-            self._execute()  # one run before capture, so TensorRT's deferred setup is not captured
+            self._bind_states(graph, parity)
+            self._execute(graph)  # one run before capture, so TensorRT's deferred setup is not captured
             stream.synchronize()
-            self._graphs.append(self.cuda.capture_graph(stream, self._execute))
+            graph.graphs.append(self.cuda.capture_graph(stream, lambda: self._execute(graph)))
         # the warm-up runs wrote the state buffers; activate() zeroes the state after this
 
     # ---- per frame -----------------------------------------------------------------------------------
 
     def infer(self) -> PhaseTimes:
-        cuda, stream, (e0, e1, e2, e3) = self.cuda, self._stream, self._events
+        cuda, stream, (e0, e1, e2, e3), c = self.cuda, self._stream, self._events, self.contract
+        kind = self.next_kind()
+        graph = self._keyframe if kind == KEYFRAME else self._main
         parity = self._parity
         e0.record(stream)
-        cuda.memcpy_htod_async(self._device[self.contract.image.name].ptr, self.image, stream)
+        cuda.memcpy_htod_async(self._device[c.image.name].ptr, self.image, stream)
+        if self.flow is not None and kind != KEYFRAME:  # only the update graph reads the flow
+            cuda.memcpy_htod_async(self._device[c.flow.name].ptr, self.flow, stream)
         e1.record(stream)
-        if self._graphs:
-            self._graphs[parity].launch(stream)
+        if graph.graphs:
+            graph.graphs[parity].launch(stream)
         else:
-            self._bind_states(parity)
-            self._execute()
+            self._bind_states(graph, parity)
+            self._execute(graph)
         e2.record(stream)
-        out = self.contract.labels or self.contract.logits
+        out = c.labels or c.logits
         cuda.memcpy_dtoh_async(self._labels_host, self._device[out.name].ptr, stream)
         e3.record(stream)
         self._frames_run += 1
@@ -328,9 +415,10 @@ class TensorRTRunner(Runner):
                 cuda.memcpy_dtoh_async(pair.mirror, pair.buffers[1 - parity].ptr, stream)
             self._mirrored = True
         stream.synchronize()  # the frame's only sync: the events and copies above are all complete after it
-        self._parity = 1 - parity
+        self._parity = 1 - parity  # whichever graph ran, it wrote the other buffer of each pair
+        self._ran(kind)
         self._finish_labels()
-        return PhaseTimes(h2d=e0.elapsed_ms(e1), compute=e1.elapsed_ms(e2), d2h=e2.elapsed_ms(e3))
+        return PhaseTimes(h2d=e0.elapsed_ms(e1), compute=e1.elapsed_ms(e2), d2h=e2.elapsed_ms(e3), kind=kind)
 
     def _finish_labels(self) -> None:
         """Labels not already in place: cast another label dtype, or argmax the logits (graph without labels)."""
@@ -347,6 +435,7 @@ class TensorRTRunner(Runner):
             self.cuda.memset_async(current.ptr, 0, current.nbytes, self._stream)  # ordered before the next frame
             pair.mirror.fill(0)
         self._mirrored, self._finite = False, True
+        self._force_keyframe()
 
     def state_is_finite(self) -> bool:
         """The last check's answer: scans the mirrors once after a check frame, else answers from memory.
@@ -364,36 +453,34 @@ class TensorRTRunner(Runner):
     # ---- reports -------------------------------------------------------------------------------------
 
     def memory(self) -> MemoryInfo:
-        c = self.contract
+        c, graphs = self.contract, self._engines()
         free, total = self.cuda.mem_get_info()
         notes = [
             "tensorrt: activation_bytes is the execution context's device memory (ICudaEngine.device_memory_size"
             "[_v2]); state_bytes counts both buffers of each state pair"
         ]
+        if self._keyframe is not None:
+            notes.append(
+                "tensorrt: a keyframe pair: engine_file_bytes, weights_bytes and activation_bytes count both engines "
+                "(update and keyframe, one execution context each); io_bytes includes the flow buffer"
+            )
         return MemoryInfo(
             params=c.extra.get("params"),
-            weights_bytes=self._weights_bytes(),
-            engine_file_bytes=self.engine_path.stat().st_size,
-            activation_bytes=self._activation_bytes(),
+            weights_bytes=_total(self._weights_bytes(g) for g in graphs),
+            engine_file_bytes=sum(g.path.stat().st_size for g in graphs),
+            activation_bytes=_total(_activation_bytes(g) for g in graphs),
             state_bytes=sum(b.nbytes for pair in self._states for b in pair.buffers),
             io_bytes=sum(b.nbytes for b in self._device.values()),
             device_used_bytes=total - free,
             notes=notes,
         )
 
-    def _activation_bytes(self) -> int | None:
-        engine = self._engine
-        for attr in ("device_memory_size_v2", "device_memory_size"):  # 10.x+/RTX, then 8.6
-            if hasattr(engine, attr):
-                return int(getattr(engine, attr))
-        return None
-
-    def _weights_bytes(self) -> int | None:
+    def _weights_bytes(self, graph: EngineGraph) -> int | None:
         """The engine's own figure where it has one (11.x, RTX), else the build log's, else None."""
         stat = getattr(self._trt.module, "EngineStat", None)
-        if stat is not None and hasattr(self._engine, "get_engine_stat"):
-            return int(self._engine.get_engine_stat(stat.TOTAL_WEIGHTS_SIZE))
-        return self._sidecar.get("device_memory", {}).get("build_log", {}).get("weights_bytes")
+        if stat is not None and hasattr(graph.engine, "get_engine_stat"):
+            return int(graph.engine.get_engine_stat(stat.TOTAL_WEIGHTS_SIZE))
+        return graph.sidecar.get("device_memory", {}).get("build_log", {}).get("weights_bytes")
 
     @property
     def device_name(self) -> str:
@@ -405,12 +492,16 @@ class TensorRTRunner(Runner):
     def deactivate(self) -> None:
         if self._stream is not None:
             self._stream.synchronize()  # nothing may still be copying into what is freed below
-        self._save_runtime_cache()
-        for graph in self._graphs:
-            graph.close()
-        # TensorRT objects before the memory they point to, context before engine before runtime
-        self._context = self._runtime_cache = None
-        self._engine = None
+        graphs = self._engines()
+        for graph in graphs:
+            self._save_runtime_cache(graph)
+            for captured in graph.graphs:
+                captured.close()
+        # TensorRT objects before the memory they point to, contexts before engines before the runtime
+        for graph in graphs:
+            graph.context = graph.runtime_cache = None
+        for graph in graphs:
+            graph.engine = None
         self._runtime = None
         if self.cuda is not None:
             self._free_cuda(self.cuda)
@@ -427,15 +518,33 @@ class TensorRTRunner(Runner):
         if self._given_cuda is None:
             cuda.close()
 
-    def _save_runtime_cache(self) -> None:
+    def _save_runtime_cache(self, graph: EngineGraph) -> None:
         """TensorRT-RTX: write the JIT cache (kernels compiled at context creation and during the run)."""
-        if self._runtime_cache is None or self.runtime_cache_path is None:
+        if graph.runtime_cache is None or graph.cache_path is None:
             return
-        data = bytes(memoryview(self._runtime_cache.serialize()))
+        data = bytes(memoryview(graph.runtime_cache.serialize()))
         if data:
-            with atomic_write(self.runtime_cache_path) as handle:
+            with atomic_write(graph.cache_path) as handle:
                 handle.write(data)
-            log.info("saved runtime cache %s (%d bytes)", self.runtime_cache_path, len(data))
+            log.info("saved runtime cache %s (%d bytes)", graph.cache_path, len(data))
+
+
+def _fixed(contract: Contract) -> list[TensorSpec]:
+    """The tensors a context reads or writes at one address all run: image, flow (update graph), logits, labels."""
+    return [t for t in (contract.image, contract.flow, contract.logits, contract.labels) if t is not None]
+
+
+def _activation_bytes(graph: EngineGraph) -> int | None:
+    for attr in ("device_memory_size_v2", "device_memory_size"):  # 10.x+/RTX, then 8.6
+        if hasattr(graph.engine, attr):
+            return int(getattr(graph.engine, attr))
+    return None
+
+
+def _total(values: Iterable[int | None]) -> int | None:
+    """The sum, or None where any engine cannot tell (a partial sum would understate a pair)."""
+    values = list(values)
+    return None if any(v is None for v in values) else sum(values)
 
 
 def _finite(array: np.ndarray) -> bool:

@@ -1,0 +1,35 @@
+"""Which graph runs on a frame: the keyframe schedule of a graph pair (Accel; common/contract.py roles).
+
+A single graph runs every frame ("frame"). A pair runs its keyframe graph on the first frame, every
+`every` frames after a keyframe, and on the frame after any reset (stream start, new sequence, scene cut,
+--reset-every, NaN/Inf): a reset has no state to warp, so the frame after it must rebuild one. Between
+keyframes the update graph runs.
+"""
+
+from __future__ import annotations
+
+from tempseg.common.errors import UserError
+
+FRAME, KEYFRAME, UPDATE = "frame", "keyframe", "update"
+
+
+class KeyframeSchedule:
+    """`next_kind()` before a frame, `ran(kind)` after it, `force()` on a reset."""
+
+    def __init__(self, every: int, *, source: str = "--keyframe-every") -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise UserError(f"keyframe interval {every!r} is below 1: a keyframe every N >= 1 frames", source)
+        self.every = every
+        self.since_keyframe: int | None = None  # frames run since the last keyframe, itself included
+
+    def next_kind(self) -> str:
+        if self.since_keyframe is None or self.since_keyframe >= self.every:
+            return KEYFRAME
+        return UPDATE
+
+    def ran(self, kind: str) -> None:
+        self.since_keyframe = 1 if kind == KEYFRAME else (self.since_keyframe or 0) + 1
+
+    def force(self) -> None:
+        """The next frame is a keyframe."""
+        self.since_keyframe = None
