@@ -3,8 +3,9 @@
 Reads and checks the ONNX contract, builds a TensorRT (or TensorRT-RTX) engine, and writes it with its
 build record `<out>.json`. An update graph of a keyframe pair (Accel) names its keyframe graph: both are
 checked before anything is built, and the keyframe engine is written first, next to OUT as keyframe.<OUT name>
-(its record names it: the runtime finds the pair from the update engine alone). Precision comes from the graph (FP32, FP16 or INT8 Q/DQ ONNX). Bad input
-(a broken ONNX, no TensorRT, a parser error) is one line on stderr and exit code 2.
+(its record names it: the runtime finds the pair from the update engine alone). Precision comes from the
+graph (FP32, FP16 or INT8 Q/DQ ONNX). Bad input (a broken ONNX, no TensorRT, a parser error) is one line on
+stderr and exit code 2.
 """
 
 from __future__ import annotations
