@@ -325,3 +325,52 @@ def test_memory_attention_bench_measures_every_variant_both_forms_and_the_ratios
     assert saved["versions"]["onnxruntime"]
     table = path.with_suffix(".md").read_text()
     assert all(f"| {tag} |" in table for tag in tags)
+
+
+def _accel_report(model: str, mean: float, kinds: dict | None, worst: str) -> dict:
+    report = _report(model, "fp16", mean, 0.5, 1000)
+    report["device"] = "cpu"
+    report["latency_ms"]["mean"] = mean
+    report["latency_by_kind_ms"] = kinds
+    report["worst_frame"] = {"frame": 3, "kind": worst, "ms": 3 * mean}
+    return report
+
+
+def test_accel_table_splits_latency_by_frame_kind_and_prices_each_flow_source():
+    from tempseg.bench.accel import deltas, flow_costs, markdown, row
+
+    def kinds(key_ms: float, compute_ms: float, flow_ms: float) -> dict:
+        stats = lambda v: {"mean": v}  # noqa: E731
+        update = {
+            "frames": 8,
+            "total": stats(compute_ms + flow_ms),
+            "compute": stats(compute_ms),
+            "flow": stats(flow_ms),
+        }
+        return {
+            "keyframe": {"frames": 2, "total": stats(key_ms), "compute": stats(key_ms), "flow": stats(0)},
+            "update": update,
+        }
+
+    rows = [
+        row(_accel_report("fcresnet18", 10.0, None, "frame"), None, None),
+        row(_accel_report("m_accel34", 8.0, kinds(30.0, 3.0, 1.5), "keyframe"), 5, None),
+        row(_accel_report("m_accel34_flownet", 8.5, kinds(30.0, 4.25, 0.0), "keyframe"), 5, None),
+    ]
+    assert rows[0]["update_ms"] is None
+    assert rows[1]["keyframe_ms"] == 30.0
+    assert rows[1]["flow_ms"] == 1.5
+    assert rows[1]["worst_kind"] == "keyframe"
+    assert rows[1]["miou_per_ms"] > rows[0]["miou_per_ms"]  # same mIoU, lower mean latency
+    # DIS is the host phase; the flow net is what its update graph computes beyond the host-flow one
+    assert flow_costs(rows) == {"OpenCV DIS on the host": [1.5], "flow net (in the update graph)": [1.25]}
+    better, worse = _scores(0), _scores(20)
+    for r, s in zip(rows, (worse, better, better), strict=True):
+        r.update(deltas(s, worse))
+    assert rows[0]["d_degraded"] == 0.0
+    assert rows[1]["d_degraded"] > 0
+    assert rows[1]["d_clean"] == 0.0
+    text = markdown(rows, flow_costs(rows), "test", "fcresnet18")
+    assert "| m_accel34 | 5 |" in text
+    assert "30.0" in text
+    assert "OpenCV DIS on the host: 1.50" in text

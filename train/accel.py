@@ -20,9 +20,11 @@ from tempseg.models.accel import FEATURE_STRIDE, Accel
 FLOW_EPE_WEIGHT = 0.1  # EPE in grid pixels next to the cross-entropy; the weight of ETC's extra terms here
 
 
-def keyframe_offset(seed: int, step: int, interval: int) -> int:
-    """Frames between the keyframe and the labelled frame at `step` (a pure function, as batches are)."""
-    return int(np.random.default_rng((seed, 1 << 21, step)).integers(interval))
+def keyframe_offset(seed: int, step: int, interval: int, *, fusion_only: bool = False) -> int:
+    """Frames between the keyframe and the labelled frame at `step` (a pure function, as batches are).
+    `fusion_only` (the warm-up, when only the fusion and flow net learn): 1..N-1, the frames they act on."""
+    low = 1 if fusion_only and interval > 1 else 0
+    return int(np.random.default_rng((seed, 1 << 21, step)).integers(low, interval))
 
 
 def grid_flow_target(flows: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

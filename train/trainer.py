@@ -294,7 +294,9 @@ class TrainingRun:
         with self._autocast():
             if keyframe:
                 flows = None if batch.grid_flows is None else torch.from_numpy(batch.grid_flows).to(self.device)
-                logits = self.forward(images, flows, keyframe_offset(config.seed, step, self.clip_length))
+                warming = step < self.module_warmup_steps
+                offset = keyframe_offset(config.seed, step, self.clip_length, fusion_only=warming)
+                logits = self.forward(images, flows, offset)
             else:
                 logits = self.forward(images)
         scored = supervised(logits) if self.all_frames else logits  # frame 0 is scored by ETC's terms only
@@ -315,8 +317,9 @@ class TrainingRun:
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss became {loss.item()} at step {step}; lower --lr")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        if loss.requires_grad:  # not when a warm-up freezes all a keyframe every frame trains (interval 1)
+            loss.backward()
+            self.optimizer.step()
         self.scheduler.step()
         return loss.item()
 

@@ -1,0 +1,201 @@
+"""Accel against keyframe interval (the paper's Table 2) beside the per-frame families, measured in one run.
+
+`python -m bench.accel [--runs runs/compare-compare] [--models ...] [--intervals 1 5 10] [--baselines ...]`
+
+Every row streams the same synthetic val frames (12 sequences x 20 frames, as `make compare`) through the
+runtime's loop on one backend and precision, one row after the other in this process: mIoU of clean and
+degraded frames with 95 % intervals, the difference to the first baseline (fcresnet18) on the same frames
+with its interval, mean / p99 latency, the split by frame kind (keyframe, update, and the host flow inside an
+update frame), the worst frame, memory (engines and activations of both graphs from their TensorRT-RTX build
+records), and mIoU per millisecond of mean latency. Rows are trained with one recipe (compare checks it);
+Accel and fcresnet18 start from different bases, so the difference is measured on the same frames but is not
+the controlled pair of a temporal row and its control (fcresnet18x0.5 is that control).
+
+The flow cost of each source: DIS on the host is the `flow` phase of update frames; a flow net's is inside the
+update graph, so it is given as the difference of the two update graphs' compute (the same update network
+and warp otherwise).
+
+Latency is ONNX Runtime on this machine's CPU unless --backend says otherwise; a second process on the same
+cores moves every row, so read the ratios of one run, not absolute milliseconds across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tempseg.bench.compare import deployed_memory, engine_figures, measure, memory_bytes, trained_recipe
+from tempseg.common.errors import UserError, run_cli
+from tempseg.common.io import atomic_write, write_json
+from tempseg.data import open_source
+from tempseg.metrics import StreamScores, paired_delta
+from tempseg.metrics.paired import miou_interval
+
+MODELS = ("fcresnet18x0.5_accel34", "fcresnet18x0.5_accel34_flownet")
+BASELINES = ("fcresnet18", "fcresnet18x0.5", "fcresnet18_t66", "fcresnet18_lma3r4")
+INTERVALS = (1, 5, 10)
+MB = 2**20
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.accel", description=__doc__)
+    p.add_argument("--runs", type=Path, default=Path("runs/compare-compare"), help="trained run directories")
+    p.add_argument("--models", nargs="+", default=list(MODELS), help="keyframe models (Accel)")
+    p.add_argument("--intervals", nargs="+", type=int, default=list(INTERVALS), help="keyframe intervals")
+    p.add_argument("--baselines", nargs="+", default=list(BASELINES), help="per-frame rows; the first is the reference")
+    p.add_argument("--precision", default="fp16", choices=("fp32", "fp16"))
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt", "tensorrt_rtx", "torch"))
+    p.add_argument("--sequences", type=int, default=12)
+    p.add_argument("--frames", type=int, default=20)
+    p.add_argument("--reuse", action="store_true", help="reuse reports measured earlier (latency from another run)")
+    p.add_argument("--out", type=Path, help="write OUT.json and OUT.md (default bench/results/accel-DATE)")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if min(args.intervals) < 1:
+        raise UserError(f"keyframe intervals are at least 1, not {min(args.intervals)}")
+    started = time.perf_counter()
+    for model in [*args.baselines, *args.models]:
+        trained_recipe(args.runs / model)  # every row must be trained (UserError naming the run otherwise)
+    source_tag = f"synthetic val, {args.sequences} sequences x {args.frames} frames, TC with the exact flow"
+    source = open_source(
+        "synthetic",
+        height=256,
+        width=512,
+        frames=args.sequences * args.frames,
+        sequence_length=args.frames,
+        with_flow=True,
+    )
+    with source:
+        frames = list(source)
+    rows, scores = [], {}
+    runs = [(m, None) for m in args.baselines] + [(m, k) for m in args.models for k in args.intervals]
+    for model, interval in runs:
+        report, scores[(model, interval)] = measure(
+            model,
+            args.precision,
+            args.backend,
+            frames,
+            source_tag,
+            runs=args.runs,
+            force=not args.reuse,
+            keyframe_every=interval,
+        )
+        rows.append(row(report, interval, engine_figures(args.runs / model, args.precision)))
+        print(f"measured {model}{'' if interval is None else f' every {interval}'}: {rows[-1]['mean_ms']} ms")
+    reference = (args.baselines[0], None)
+    for r in rows:
+        r.update(deltas(scores[(r["model"], r["interval"])], scores[reference]))
+    flow = flow_costs(rows)
+    out = args.out or Path("bench/results") / f"accel-{datetime.date.today().isoformat()}"
+    header = f"{args.precision} on {rows[0]['backend']} ({rows[0]['device']}), 256x512, {source_tag}"
+    write_json(out.with_suffix(".json"), {"header": header, "rows": rows, "flow_cost_ms": flow})
+    text = markdown(rows, flow, header, args.baselines[0])
+    with atomic_write(out.with_suffix(".md"), "w") as handle:
+        handle.write(text)
+    print(text)
+    print(f"bench accel: {time.perf_counter() - started:.0f} s -> {out}.json, {out}.md")
+    return 0
+
+
+def row(report: dict, interval: int | None, engine: dict | None) -> dict:
+    """The figures of one run report (and its engines' build records)."""
+    acc, by_kind = report["accuracy"], report.get("latency_by_kind_ms") or {}
+    memory = deployed_memory(report, engine)
+    kind = {k: by_kind.get(k, {}) for k in ("keyframe", "update")}
+    return {
+        "model": report["model"],
+        "interval": interval,
+        "backend": report["backend"],
+        "device": report["device"],
+        "miou_clean": acc["miou_clean"],
+        "miou_degraded": acc["miou_degraded"],
+        "mean_ms": report["latency_ms"]["mean"],
+        "p99_ms": report["latency_ms"]["p99"],
+        "worst_ms": report["worst_frame"]["ms"],
+        "worst_kind": report["worst_frame"]["kind"],
+        "keyframe_ms": _stat(kind["keyframe"], "total"),
+        "update_ms": _stat(kind["update"], "total"),
+        "update_compute_ms": _stat(kind["update"], "compute"),
+        "flow_ms": _stat(kind["update"], "flow"),
+        "engine_mb": None if engine is None else round(engine["engine_file_bytes"] / MB, 1),
+        "memory_mb": round(memory_bytes(memory) / MB, 1),
+        "miou_per_ms": round(acc["miou"] / report["latency_ms"]["mean"], 5),
+    }
+
+
+def _stat(kind: dict, part: str) -> float | None:
+    return kind.get(part, {}).get("mean") if kind.get("frames") else None
+
+
+def deltas(scores: StreamScores, reference: StreamScores) -> dict:
+    """mIoU intervals of the row and its difference to the reference row on the same frames (points)."""
+    out: dict = {}
+    for subset in ("clean", "degraded"):
+        low, high = miou_interval(scores, subset)
+        delta = paired_delta(scores, reference, subset)
+        out[f"miou_{subset}_ci"] = [low, high]
+        out[f"d_{subset}"] = delta.delta
+        out[f"d_{subset}_ci"] = [delta.low, delta.high]
+    return out
+
+
+def flow_costs(rows: list[dict]) -> dict:
+    """Mean ms of each flow source on update frames: host DIS (its phase), the flow net (the difference of the
+    two update graphs' compute at the same interval)."""
+    cost: dict = {}
+    updates = {(r["model"], r["interval"]): r for r in rows if r["update_ms"] is not None}
+    for (model, interval), r in updates.items():
+        if model.endswith("_flownet"):
+            host = updates.get((model.removesuffix("_flownet"), interval))
+            if host is not None:
+                extra = r["update_compute_ms"] - host["update_compute_ms"]
+                cost.setdefault("flow net (in the update graph)", []).append(round(extra, 2))
+        else:
+            cost.setdefault("OpenCV DIS on the host", []).append(r["flow_ms"])
+    return cost
+
+
+def markdown(rows: list[dict], flow: dict, header: str, reference: str) -> str:
+    lines = [
+        f"Accel against keyframe interval, {header}. d = difference to {reference} on the same frames "
+        "(points, 95 % interval over sequences).",
+        "",
+        "| model | every | mIoU clean [95 %] | mIoU degraded [95 %] | d clean | d degraded | mean ms | p99 ms "
+        "| keyframe ms | update ms (flow) | worst ms | engines MB | memory MB | mIoU/ms x1000 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        update = "-" if r["update_ms"] is None else f"{r['update_ms']:.1f} ({r['flow_ms']:.2f})"
+        lines.append(
+            f"| {r['model']} | {r['interval'] or 'every frame'} | {_ci(r, 'clean')} | {_ci(r, 'degraded')} "
+            f"| {_d(r, 'clean')} | {_d(r, 'degraded')} | {r['mean_ms']:.1f} | {r['p99_ms']:.1f} "
+            f"| {_num(r['keyframe_ms'])} | {update} | {r['worst_ms']:.1f} ({r['worst_kind']}) "
+            f"| {_num(r['engine_mb'])} | {r['memory_mb']:.1f} | {1000 * r['miou_per_ms']:.2f} |"
+        )
+    lines += ["", "Flow cost per update frame (ms, one value per interval): "]
+    lines += [f"- {source}: {', '.join(f'{v:.2f}' for v in values)}" for source, values in flow.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _ci(r: dict, subset: str) -> str:
+    low, high = r[f"miou_{subset}_ci"]
+    return f"{100 * r[f'miou_{subset}']:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _d(r: dict, subset: str) -> str:
+    low, high = r[f"d_{subset}_ci"]
+    return f"{r[f'd_{subset}']:+.1f} [{low:+.1f}, {high:+.1f}]"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
