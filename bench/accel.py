@@ -11,9 +11,10 @@ records), and mIoU per millisecond of mean latency. Rows are trained with one re
 Accel and fcresnet18 start from different bases, so the difference is measured on the same frames but is not
 the controlled pair of a temporal row and its control (fcresnet18x0.5 is that control).
 
-The flow cost of each source: DIS on the host is the `flow` phase of update frames; a flow net's is inside the
-update graph, so it is given as the difference of the two update graphs' compute (the same update network
-and warp otherwise).
+The flow cost of each source, twice: from the loop (DIS on the host is the `flow` phase of update frames; a flow
+net's is inside the update graph, the difference of the two update graphs' compute, the same update network and
+warp otherwise) and isolated (the two update graphs and GridFlow's DIS called in alternating rounds on the same
+inputs, medians: `bench/runtime_ratios.py` interleaved), which a second process on the cores moves less.
 
 Latency is ONNX Runtime on this machine's CPU unless --backend says otherwise; a second process on the same
 cores moves every row, so read the ratios of one run, not absolute milliseconds across runs.
@@ -27,10 +28,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from tempseg.bench.compare import deployed_memory, engine_figures, measure, memory_bytes, trained_recipe
+from tempseg.bench.runtime_ratios import interleaved
 from tempseg.common.errors import UserError, run_cli
 from tempseg.common.io import atomic_write, write_json
-from tempseg.data import open_source
+from tempseg.data import Frame, open_source
+from tempseg.data.flow import GridFlow
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.metrics.paired import miou_interval
 
@@ -92,10 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in rows:
         r.update(deltas(scores[(r["model"], r["interval"])], scores[reference]))
     flow = flow_costs(rows)
+    isolated = isolated_flow_costs(args.runs, args.models, args.precision, frames)
     out = args.out or Path("bench/results") / f"accel-{datetime.date.today().isoformat()}"
     header = f"{args.precision} on {rows[0]['backend']} ({rows[0]['device']}), 256x512, {source_tag}"
-    write_json(out.with_suffix(".json"), {"header": header, "rows": rows, "flow_cost_ms": flow})
-    text = markdown(rows, flow, header, args.baselines[0])
+    record = {"header": header, "rows": rows, "flow_cost_ms": flow, "flow_cost_isolated_ms": isolated}
+    write_json(out.with_suffix(".json"), record)
+    text = markdown(rows, flow, header, args.baselines[0]) + isolated_text(isolated)
     with atomic_write(out.with_suffix(".md"), "w") as handle:
         handle.write(text)
     print(text)
@@ -159,6 +166,62 @@ def flow_costs(rows: list[dict]) -> dict:
         else:
             cost.setdefault("OpenCV DIS on the host", []).append(r["flow_ms"])
     return cost
+
+
+def isolated_flow_costs(runs: Path, models: list[str], precision: str, frames: list[Frame], rounds: int = 40) -> dict:
+    """Median ms per call, in alternating rounds: each update graph (ONNX Runtime, zero inputs; spinning off, as
+    the pair runner has it) and DIS on consecutive frames; the flow net's cost is the difference of the two
+    update graphs. Empty unless both a host-flow and a flow-net model are given."""
+    host = next((m for m in models if not m.endswith("_flownet")), None)
+    net = next((m for m in models if m.endswith("_flownet")), None)
+    if host is None or net is None:
+        return {}
+    graph = "model.onnx" if precision == "fp32" else f"model.{precision}.onnx"
+    sides = {f"update graph {m}": _session_call(runs / m / graph) for m in (host, net)}
+    grid = GridFlow((256 // 8, 512 // 8))
+    greys = [grid.grey(f.image) for f in frames[:21]]
+    out = np.empty((2, 32, 64), np.float32)
+    step = iter(range(10**9))
+
+    def dis() -> float:
+        t = next(step) % 20
+        start = time.perf_counter()
+        grid(grid.grey(frames[t + 1].image), greys[t], out=out)
+        return (time.perf_counter() - start) * 1e3
+
+    sides["DIS (GridFlow, grey + calc + resize)"] = dis
+    medians = interleaved(sides, rounds)
+    flow_net = medians[f"update graph {net}"] - medians[f"update graph {host}"]
+    return {**{k: round(v, 3) for k, v in medians.items()}, "flow net (difference)": round(flow_net, 3)}
+
+
+def _session_call(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = {
+        i.name: np.zeros(
+            [d if isinstance(d, int) else 1 for d in i.shape], np.float16 if "16" in i.type else np.float32
+        )
+        for i in session.get_inputs()
+    }
+
+    def call() -> float:
+        start = time.perf_counter()
+        session.run(None, feeds)
+        return (time.perf_counter() - start) * 1e3
+
+    return call
+
+
+def isolated_text(isolated: dict) -> str:
+    if not isolated:
+        return ""
+    lines = ["", "Isolated (median ms per call, alternating rounds on the same inputs):"]
+    return "\n".join([*lines, *(f"- {name}: {ms:.2f}" for name, ms in isolated.items())]) + "\n"
 
 
 def markdown(rows: list[dict], flow: dict, header: str, reference: str) -> str:

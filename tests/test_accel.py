@@ -255,3 +255,35 @@ def test_both_graphs_build_with_tensorrt_rtx(pair_run, tmp_path):
     record = read_sidecar(out)
     assert record["contract"]["schedule"]["keyframe_graph"] == "keyframe.fp16.engine"
     assert read_sidecar(folder / "keyframe.fp16.engine")["contract"]["role"] == "keyframe"
+
+
+# ---- training ---------------------------------------------------------------------------------------------
+
+
+def test_training_starts_from_both_bases_and_records_the_reference(tmp_path, capsys):
+    """The update network from its base, the reference from its own (here one smoke base serves both), the
+    fusion as the mean; a fine-tune without --reference-from is refused; the flow net's variant trains too."""
+    from tempseg.common.io import sha256_file
+    from tempseg.models.checkpoint import read_checkpoint
+    from tempseg.train.__main__ import main as train_main
+    from tempseg.train.config import preset_config
+    from tempseg.train.trainer import TrainingRun
+
+    base = tmp_path / "base"
+    assert train_main(["--model", "fcresnet18x0.25", "--preset", "smoke", "--out-dir", str(base)]) == 0
+    weights = read_checkpoint(base / "checkpoint.pt")["state_dict"]
+    config = preset_config("smoke", "finetune", model=PAIR, init_from=str(base / "checkpoint.pt"))
+    run = TrainingRun(config.with_overrides(reference_from=str(base / "checkpoint.pt")))
+    run.initialise()
+    for branch in (run.model.update, run.model.reference):
+        for name, tensor in branch.state_dict().items():
+            torch.testing.assert_close(tensor, weights[name])
+    assert run.clip_length == 5  # the keyframe up to 4 frames before the labelled one
+    argv = ["--model", PAIR + "_flownet", "--preset", "smoke", "--stage", "finetune"]
+    argv += ["--init-from", str(base / "checkpoint.pt"), "--out-dir", str(tmp_path / "accel")]
+    assert run_cli(train_main, argv) == 2
+    assert "--reference-from" in capsys.readouterr().err
+    assert train_main([*argv, "--reference-from", str(base / "checkpoint.pt")]) == 0
+    record = json.loads((tmp_path / "accel" / "train.json").read_text())
+    assert record["recipe"]["reference"]["sha256"] == sha256_file(base / "checkpoint.pt")
+    assert record["recipe"]["keyframe_interval"] == 5

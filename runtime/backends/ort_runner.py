@@ -67,7 +67,8 @@ class OnnxRuntimeRunner(Runner):
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
-        if not self.spinning:
+        if not self.spinning or self.keyframe_graph is not None:
+            # Two sessions take turns on the same cores: the idle one's spinning workers would steal them
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         rss_before = current_rss_bytes()
         source = str(self.onnx_path) if self.graph is None else self.graph.SerializeToString()
