@@ -15,7 +15,8 @@ a temporary folder. The checks, in the order they run:
    the CPU, same frames, state carried: label agreement per frame. Judged in strict FP32 (TF32 off); with
    TF32 on (torch's default for convolutions) and in FP16 it is recorded.
 4. torch_latency: latency per phase (CUDA events, through the frame loop of runtime/loop.py) and memory of
-   the torch CUDA backend at 256x512 for fcresnet18 and fcresnet18_t66, FP32 and FP16, random weights.
+   the torch CUDA backend at 256x512 for fcresnet18, fcresnet18_t66 and the Accel pair fcresnet18x0.5_accel34
+   (latency by frame kind, keyframe every 5 with host DIS flow), FP32 and FP16, random weights.
 5. tensorrt: for each of TensorRT and TensorRT-RTX that imports: build an engine of the small graph
    (engine/build.py; TensorRT-RTX for this GPU), run it through the TensorRT runner without and with CUDA
    graphs, labels against ONNX Runtime. A GPU that the flavour does not list (TensorRT-RTX 1.7 on Hopper,
@@ -60,14 +61,14 @@ RESULTS = Path("bench/results")
 SMALL = "fcresnet18x0.25_t66"  # the agreement model: small, with a state that reaches the labels
 SMALL_HW = (64, 128)
 SMALL_FRAMES = 12
-LATENCY_MODELS = ("fcresnet18", "fcresnet18_t66")
+LATENCY_MODELS = ("fcresnet18", "fcresnet18_t66", "fcresnet18x0.5_accel34")  # ratios: [1] / [0]
 LATENCY_HW = (256, 512)
 LATENCY_WARMUP = 20  # frames run before the timed ones
 AGREEMENT = 0.99  # least label agreement with ONNX Runtime, per frame, for a pass
 PLAN = (
     "runtime/cuda.py buffers, events and streams (cuda-python, pycuda) and CUDA graphs, torch CUDA against "
-    "ONNX Runtime labels, torch CUDA latency and memory at 256x512 (fcresnet18, fcresnet18_t66), TensorRT and "
-    "TensorRT-RTX engines where installed"
+    "ONNX Runtime labels, torch CUDA latency and memory at 256x512 (fcresnet18, fcresnet18_t66, the Accel pair), "
+    "TensorRT and TensorRT-RTX engines where installed"
 )
 VERSIONS = ("numpy", "torch", "onnx", "onnxruntime", "opencv-python-headless", "cuda-bindings", "cuda-python")
 VERSIONS += ("pycuda", "tensorrt", "tensorrt-rtx", "cupy-cuda12x", "cupy-cuda13x")
@@ -417,6 +418,7 @@ def check_torch_latency(ctx: Context) -> dict:
     from tempseg.models import build_model
     from tempseg.runtime.backends.torch_runner import TorchRunner
     from tempseg.runtime.loop import PHASES, LoopOptions, run_loop
+    from tempseg.runtime.report import latency_by_kind
 
     height, width = LATENCY_HW
     with open_source("synthetic", height=height, width=width, frames=30) as source:
@@ -436,6 +438,9 @@ def check_torch_latency(ctx: Context) -> dict:
         latency = {phase: summary(rows[:, i]) for i, phase in enumerate(PHASES)}
         runs[f"{name}/{precision}"] = {"latency_ms": latency, "fps": round(1e3 / latency["total"]["mean"], 2)}
         runs[f"{name}/{precision}"]["memory"] = memory
+        by_kind = latency_by_kind(rows, result.timings.kinds_of(skip=LATENCY_WARMUP))
+        if by_kind is not None:  # a keyframe pair: keyframe and update frames apart
+            runs[f"{name}/{precision}"]["latency_by_kind_ms"] = by_kind
         del model
         torch.cuda.empty_cache()
     ratios = {

@@ -23,7 +23,7 @@ from types import TracebackType
 import numpy as np
 
 from tempseg.common.contract import Contract
-from tempseg.runtime.schedule import FRAME, KEYFRAME, KeyframeSchedule
+from tempseg.runtime.schedule import FRAME, KeyframeSchedule
 
 
 @dataclass
@@ -86,11 +86,8 @@ class Runner(abc.ABC):
 
     @property
     def is_pair(self) -> bool:
+        """True for the runner of a keyframe pair (a schedule picks the graph per frame)."""
         return self.schedule is not None
-
-    @staticmethod
-    def is_keyframe(kind: str) -> bool:
-        return kind == KEYFRAME
 
     def __enter__(self) -> Runner:
         self.activate()
