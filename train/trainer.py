@@ -463,20 +463,16 @@ def recipe_record(config: TrainConfig, autocast: torch.dtype | None) -> dict[str
     if config.teacher:
         record["teacher"] = {"model": read_checkpoint(config.teacher)["model"], "sha256": sha256_file(config.teacher)}
     if config.init_from:
-        base = read_checkpoint(config.init_from)
-        record["init"] = {
-            "model": base["model"],
-            "sha256": sha256_file(config.init_from),
-            "recipe": base.get("recipe"),
-        }
+        record["init"] = _checkpoint_record(config.init_from)
     if config.reference_from:
-        reference = read_checkpoint(config.reference_from)
-        record["reference"] = {
-            "model": reference["model"],
-            "sha256": sha256_file(config.reference_from),
-            "recipe": reference.get("recipe"),
-        }
+        record["reference"] = _checkpoint_record(config.reference_from)
     return record
+
+
+def _checkpoint_record(path: str) -> dict[str, Any]:
+    """Model, sha256 and recipe of a checkpoint a run starts from (a base, an Accel reference)."""
+    payload = read_checkpoint(path)
+    return {"model": payload["model"], "sha256": sha256_file(path), "recipe": payload.get("recipe")}
 
 
 def _config_dict(config: TrainConfig) -> dict[str, Any]:
