@@ -196,12 +196,10 @@ def isolated_flow_costs(runs: Path, models: list[str], precision: str, frames: l
 
 
 def _session_call(path: Path):
-    import onnxruntime as ort
+    """A timed call of the graph at `path` on zero inputs (a plain session, spinning off as in the pair runner)."""
+    from tempseg.export.parity import ort_session
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort_session(str(path))
     feeds = {
         i.name: np.zeros(
             [d if isinstance(d, int) else 1 for d in i.shape], np.float16 if "16" in i.type else np.float32

@@ -226,12 +226,17 @@ def check_against_io(
         check_schedule(contract, source)
 
 
+def check_keyframe_interval(every: object, source: str) -> None:
+    """UserError unless `every` is a keyframe interval: a whole number of frames, at least 1."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise UserError(f"keyframe interval {every!r} is below 1 (or not a whole number of frames)", source)
+
+
 def check_schedule(contract: Contract, source: str) -> None:
     """UserError unless an update graph names its keyframe graph, an interval >= 1, and a flow input (if any)
     of [N, 2, h, w] on the grid of its first state."""
-    every, keyframe = contract.schedule.get("keyframe_every"), contract.schedule.get("keyframe_graph")
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise UserError(f"keyframe interval {every!r} in the metadata is below 1 (or not a number)", source)
+    keyframe = contract.schedule.get("keyframe_graph")
+    check_keyframe_interval(contract.schedule.get("keyframe_every"), source)
     if not isinstance(keyframe, str) or not keyframe or "/" in keyframe or "\\" in keyframe:
         raise UserError(f"metadata names no keyframe graph file next to this one ({keyframe!r})", source)
     flow = contract.flow

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tempseg.models.fcresnet import FCResNet, FCResNetConfig
+from tempseg.models.fcresnet import FCResNet, FCResNetConfig, check_model_input
 from tempseg.models.temporal import POSITION_STRIDES
 
 FEATURE_POSITION = 7  # FCN8s's fused scores, before the last upsampling
@@ -114,8 +114,6 @@ class Accel(nn.Module):
 
     def state_shapes(self, height: int, width: int, batch: int = 1) -> list[tuple[int, ...]]:
         """The reference feature at stride 8 (and, with a flow net, the frame at stride 4)."""
-        from tempseg.models.fcresnet import check_model_input
-
         check_model_input(self.config, height, width)
         shapes = [(batch, self.config.num_classes, height // FEATURE_STRIDE, width // FEATURE_STRIDE)]
         if self.flow_net is not None:

@@ -11,6 +11,7 @@ from tempseg.common.preprocess import COLOR_ORDER, MEAN_RGB, STD_RGB
 from tempseg.data.classes import CLASS_NAMES, PALETTE
 from tempseg.models.accel import FEATURE_STRIDE, Accel
 from tempseg.models.fcresnet import FCResNet
+from tempseg.models.registry import variant_name
 
 OPSET = 17  # the newest opset every TensorRT from 8.6 on parses
 KEYFRAME_EVERY = 5  # Accel's default schedule: the interval it trains at (train/config.py) and the paper's
@@ -74,7 +75,7 @@ def _accel_fields(model: Accel, height: int, width: int, batch: int, keyframe_ev
     schedule = {
         "keyframe_graph": "keyframe.onnx",
         "keyframe_every": keyframe_every,
-        "reference": f"fcresnet{spec.depth}" + ("" if spec.width == 1.0 else f"x{spec.width:g}"),
+        "reference": variant_name(spec.depth, spec.width),
         "flow_source": "input" if shape else "flow net in the update graph",
         "flow": FLOW_MEANING if shape else None,
     }

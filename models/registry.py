@@ -75,11 +75,7 @@ def model_config(name: str, *, num_classes: int = 19) -> FCResNetConfig:
             "not of the form fcresnet{18|34|50}[x{width}][_t{out}{in}[k{kernel}][_add] | _lma{S}r{R}[p{pos}]"
             " | _accel{depth}[x{width}][_flownet]]",
         )
-    depth, width = int(match["depth"]), float(match["width"] or 1.0)
-    if depth not in DEPTHS:
-        raise _unknown(name, f"depth {depth} is not one of {', '.join(map(str, DEPTHS))}")
-    if width not in WIDTHS:
-        raise _unknown(name, f"width x{match['width']} is not one of {', '.join(f'x{w:g}' for w in WIDTHS[1:])}")
+    depth, width = _backbone(name, match["depth"], match["width"])
     temporal = None
     if match["out"]:
         try:
@@ -111,14 +107,18 @@ def _keyframe_warp(name: str, match: re.Match) -> KeyframeWarp | None:
     """The Accel reference branch a name asks for, or None."""
     if not match["ref_depth"]:
         return None
-    depth, width = int(match["ref_depth"]), float(match["ref_width"] or 1.0)
-    if depth not in DEPTHS:
-        raise _unknown(name, f"reference depth {depth} is not one of {', '.join(map(str, DEPTHS))}")
-    if width not in WIDTHS:
-        raise _unknown(
-            name, f"reference width x{match['ref_width']} is not one of {', '.join(f'x{w:g}' for w in WIDTHS[1:])}"
-        )
+    depth, width = _backbone(name, match["ref_depth"], match["ref_width"], what="reference ")
     return KeyframeWarp(depth, width, "net" if match["flownet"] else "input")
+
+
+def _backbone(name: str, depth_text: str, width_text: str | None, *, what: str = "") -> tuple[int, float]:
+    """(depth, width) of a ResNet a name spells (`what` says which one), or UnknownModelError."""
+    depth, width = int(depth_text), float(width_text or 1.0)
+    if depth not in DEPTHS:
+        raise _unknown(name, f"{what}depth {depth} is not one of {', '.join(map(str, DEPTHS))}")
+    if width not in WIDTHS:
+        raise _unknown(name, f"{what}width x{width_text} is not one of {', '.join(f'x{w:g}' for w in WIDTHS[1:])}")
+    return depth, width
 
 
 def build_model(name: str, *, num_classes: int = 19) -> FCResNet | Accel:

@@ -22,11 +22,11 @@ from tempseg.data import Frame
 from tempseg.runtime.accuracy import AccuracyTracker
 from tempseg.runtime.backends.base import Runner
 from tempseg.runtime.policy import ResetTracker, StatePolicy
+from tempseg.runtime.schedule import FRAME, KINDS
 from tempseg.runtime.stream import stream
 
 log = logging.getLogger(__name__)
 PHASES = ("preprocess", "flow", "h2d", "compute", "d2h", "postprocess", "total")
-KINDS = ("frame", "keyframe", "update")  # runtime/schedule.py: the graph that ran
 
 
 class TimingLog:
@@ -37,7 +37,7 @@ class TimingLog:
         self.kinds = np.zeros(capacity, np.int8)
         self.count = 0
 
-    def add(self, row: tuple[float, ...], kind: str = "frame") -> None:
+    def add(self, row: tuple[float, ...], kind: str = FRAME) -> None:
         if self.count == len(self.data):
             self.data = np.concatenate([self.data, np.zeros_like(self.data)])
             self.kinds = np.concatenate([self.kinds, np.zeros_like(self.kinds)])

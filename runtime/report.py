@@ -12,6 +12,7 @@ from tempseg.common.contract import Contract
 from tempseg.runtime.backends.base import MemoryInfo
 from tempseg.runtime.loop import PHASES, LoopResult
 from tempseg.runtime.memory import is_jetson, peak_rss_bytes
+from tempseg.runtime.schedule import FRAME, KEYFRAME, UPDATE
 
 SCHEMA = "tempseg-run/1"
 
@@ -30,10 +31,10 @@ def latency_stats(values: np.ndarray) -> dict[str, float | None]:
 def latency_by_kind(rows: np.ndarray, kinds: list[str]) -> dict[str, dict] | None:
     """Per frame kind of a graph pair (keyframe, update): frame count, total latency and its flow and compute
     parts; None for a single graph. Keyframes are the burst an edge user sizes for."""
-    if not rows.size or set(kinds) <= {"frame"}:
+    if not rows.size or set(kinds) <= {FRAME}:
         return None
     out = {}
-    for kind in ("keyframe", "update"):
+    for kind in (KEYFRAME, UPDATE):
         mask = np.array([k == kind for k in kinds])
         out[kind] = {
             "frames": int(mask.sum()),
@@ -44,15 +45,13 @@ def latency_by_kind(rows: np.ndarray, kinds: list[str]) -> dict[str, dict] | Non
     return out
 
 
-def worst_frame(result: LoopResult) -> dict | None:
-    """The slowest frame after warm-up: its index, kind and total ms."""
-    rows = result.timings.rows(result.warmup)
+def worst_frame(rows: np.ndarray, kinds: list[str], first: int) -> dict | None:
+    """The slowest of the timed frames `rows` (frame `first` onwards): its index, kind and total ms."""
     if not rows.size:
         return None
     index = int(np.argmax(rows[:, PHASES.index("total")]))
-    kind = result.timings.kinds_of(result.warmup)[index]
     ms = float(rows[index, PHASES.index("total")])
-    return {"frame": index + min(result.warmup, result.frames), "kind": kind, "ms": round(ms, 4)}
+    return {"frame": first + index, "kind": kinds[index], "ms": round(ms, 4)}
 
 
 def build_report(
@@ -61,7 +60,8 @@ def build_report(
     rows = result.timings.rows(result.warmup)
     phases = {name: latency_stats(rows[:, i]) for i, name in enumerate(PHASES)}
     total = phases["total"]
-    by_kind = latency_by_kind(rows, result.timings.kinds_of(result.warmup))
+    kinds = result.timings.kinds_of(result.warmup)
+    by_kind = latency_by_kind(rows, kinds)
     mem = asdict(memory)
     notes = mem.pop("notes")
     mem["host_rss_peak_bytes"] = peak_rss_bytes()
@@ -90,7 +90,7 @@ def build_report(
         "phases_ms": phases,
         "latency_by_kind_ms": by_kind,
         "keyframe_every": contract.schedule.get("keyframe_every"),
-        "worst_frame": worst_frame(result),
+        "worst_frame": worst_frame(rows, kinds, min(result.warmup, result.frames)),
         "fps": None if not mean_ms else round(1000.0 * contract.batch / mean_ms, 3),
         "wall_seconds": round(result.wall_seconds, 3),
         "memory": mem,

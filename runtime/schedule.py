@@ -8,17 +8,17 @@ keyframes the update graph runs.
 
 from __future__ import annotations
 
-from tempseg.common.errors import UserError
+from tempseg.common.contract import check_keyframe_interval
 
 FRAME, KEYFRAME, UPDATE = "frame", "keyframe", "update"
+KINDS = (FRAME, KEYFRAME, UPDATE)  # what ran on a frame: a single graph, or one of a pair
 
 
 class KeyframeSchedule:
     """`next_kind()` before a frame, `ran(kind)` after it, `force()` on a reset."""
 
     def __init__(self, every: int, *, source: str = "--keyframe-every") -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise UserError(f"keyframe interval {every!r} is below 1: a keyframe every N >= 1 frames", source)
+        check_keyframe_interval(every, source)
         self.every = every
         self.since_keyframe: int | None = None  # frames run since the last keyframe, itself included
 

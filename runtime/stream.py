@@ -20,6 +20,7 @@ from tempseg.data.flow import GridFlow
 from tempseg.runtime.backends.base import PhaseTimes, Runner
 from tempseg.runtime.policy import ResetTracker, StatePolicy
 from tempseg.runtime.preprocess import Preprocessor
+from tempseg.runtime.schedule import UPDATE
 
 
 @dataclass
@@ -90,7 +91,7 @@ def stream(
             runner.reset_state()
         for slot in range(contract.batch):  # batch > 1: the same frame in every slot (throughput runs)
             preprocess(frame.image, runner.image, slot)
-        flow_ms = host_flow(frame.image, runner.next_kind() == "update") if host_flow is not None else 0.0
+        flow_ms = host_flow(frame.image, runner.next_kind() == UPDATE) if host_flow is not None else 0.0
         prepared = time.perf_counter()
         inputs = {contract.image.name: runner.image.copy(), **runner.state_inputs()} if capture_inputs else None
         phases = runner.infer()

@@ -71,8 +71,9 @@ class OnnxRuntimeRunner(Runner):
             # Two sessions take turns on the same cores: the idle one's spinning workers would steal them
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         rss_before = current_rss_bytes()
-        source = str(self.onnx_path) if self.graph is None else self.graph.SerializeToString()
-        self.session = ort.InferenceSession(source, options, providers=self.providers)
+        self.session = ort.InferenceSession(
+            _source(self.onnx_path if self.graph is None else self.graph), options, providers=self.providers
+        )
         self.keyframe_session = None
         if self.keyframe_graph is not None:
             self.keyframe_contract = read_keyframe(self.contract, self.keyframe_graph)
@@ -192,6 +193,7 @@ def onnx_weight_bytes(path: str | os.PathLike[str] | Any) -> int:
 
 
 def _source(graph: str | os.PathLike[str] | Any) -> str | bytes:
+    """What onnxruntime.InferenceSession takes for a file or an onnx.ModelProto in memory."""
     return graph.SerializeToString() if hasattr(graph, "SerializeToString") else str(graph)
 
 
