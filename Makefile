@@ -38,12 +38,12 @@ PY         := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 # Extras of pyproject.toml to install; `make run EXTRAS=` on a Jetson installs no torch.
 EXTRAS     ?= train,dev
-# What the venv needs, asked of the system Python (.venv does not exist yet) by common/platform.py, and only when
+# What the venv needs, asked of the system Python (.venv does not exist yet) by tempseg/common/platform.py, and only when
 # the venv is made (recursive `=`): --system-site-packages where it imports TensorRT (JetPack installs it there),
 # and the pip target: EXTRAS, plus rtx on x86-64 Linux without TensorRT (TensorRT-RTX builds engines without a
 # GPU; its wheels exist for x86-64 only). `.[train,dev,rtx]`, `.[rtx]` or `.`: never `.[]` nor `.[,rtx]`.
-VENV_OPTIONS = $(shell $(PYTHON) -m common.platform venv-options)
-PIP_TARGET   = $(shell $(PYTHON) -m common.platform pip-requirement --extras "$(EXTRAS)")
+VENV_OPTIONS = $(shell $(PYTHON) -m tempseg.common.platform venv-options)
+PIP_TARGET   = $(shell $(PYTHON) -m tempseg.common.platform pip-requirement --extras "$(EXTRAS)")
 STAMP      := $(VENV)/.installed
 
 RUN_DIR    := $(RUNS)/$(MODEL)
@@ -78,7 +78,7 @@ help:
 	@echo "make compare MODELS=\"...\" PRECISIONS=\"fp32 fp16 int8\"   make paper   make test"
 
 # ---- environment ------------------------------------------------------------------------
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml
 	@test -x "$(PY)" || $(PYTHON) -m venv $(VENV_OPTIONS) "$(VENV)"
 	@if [ -n "$(TORCH_SPEC)" ] && [[ ",$(EXTRAS)," == *,train,* ]]; then "$(PY)" -m pip install -q "$(TORCH_SPEC)"; fi
 	"$(PY)" -m pip install -q -e "$(PIP_TARGET)"
@@ -88,17 +88,17 @@ setup: $(STAMP)
 
 # ---- stages -------------------------------------------------------------------------------
 $(BASE_CKPT): | $(STAMP)
-	@"$(PY)" -m train --model "$(BASE)" --preset "$(PRESET)" --stage base --out-dir "$(BASE_DIR)"
+	@"$(PY)" -m tempseg.train --model "$(BASE)" --preset "$(PRESET)" --stage base --out-dir "$(BASE_DIR)"
 
 # The base is made in the recipe, only when the checkpoint must be: a run directory copied over with its
 # checkpoint (and no base) is never retrained.
 $(CKPT): | $(STAMP)
 	@$(MAKE) --no-print-directory base
 	$(if $(REF),@$(MAKE) --no-print-directory MODEL="$(REF)" base)
-	@"$(PY)" -m train --model "$(MODEL)" --preset "$(PRESET)" --stage finetune --init-from "$(BASE_CKPT)" $(if $(REF),--reference-from "$(REF_CKPT)") --out-dir "$(RUN_DIR)" $(TRAIN_ARGS)
+	@"$(PY)" -m tempseg.train --model "$(MODEL)" --preset "$(PRESET)" --stage finetune --init-from "$(BASE_CKPT)" $(if $(REF),--reference-from "$(REF_CKPT)") --out-dir "$(RUN_DIR)" $(TRAIN_ARGS)
 
 # $(call check_size,NAME,VALUE): stop make (one line, exit 2) unless VALUE is a positive multiple of 32, the
-# network's stride (models/fcresnet.py check_input_size). Make checks for digits first: only digits reach expr.
+# network's stride (tempseg/models/fcresnet.py check_input_size). Make checks for digits first: only digits reach expr.
 digitless  = $(subst 0,,$(subst 1,,$(subst 2,,$(subst 3,,$(subst 4,,$(subst 5,,$(subst 6,,$(subst 7,,$(subst 8,,$(subst 9,,$(1)))))))))))
 size_ok    = $(and $(filter 1,$(words $(1))),$(if $(call digitless,$(1)),,yes),$(filter 1,$(shell expr $(1) % 32 = 0 \& $(1) \> 0)))
 check_size = $(if $(call size_ok,$(2)),,$(error $(1)=$(2) is not an input size the network takes: a positive multiple of 32 (the stride), such as 256 or 512))
@@ -111,15 +111,15 @@ $(RUN_DIR)/export.args: FORCE
 
 # export.args first: make takes prerequisites in order, so a bad size stops make before any training.
 $(ONNX_FP32) $(ONNX_FP16) &: $(if $(DEPLOYED),,$(RUN_DIR)/export.args $(CKPT)) | $(STAMP)
-	@"$(PY)" -m export --model "$(MODEL)" --checkpoint "$(CKPT)" --height "$(HEIGHT)" --width "$(WIDTH)" --batch "$(BATCH)" --out-dir "$(RUN_DIR)"
+	@"$(PY)" -m tempseg.export --model "$(MODEL)" --checkpoint "$(CKPT)" --height "$(HEIGHT)" --width "$(WIDTH)" --batch "$(BATCH)" --out-dir "$(RUN_DIR)"
 
 # Deployed: the FP32 graph need only exist (order-only), so a copy that left it newer does not recalibrate.
 $(ONNX_INT8): $(if $(DEPLOYED),,$(ONNX_FP32)) | $(if $(DEPLOYED),$(ONNX_FP32)) $(STAMP)
-	@"$(PY)" -m calibration --onnx "$(ONNX_FP32)" --frames "$(CALIB_FRAMES)" --method "$(CALIB_METHOD)" $(CALIB_ARGS)
+	@"$(PY)" -m tempseg.calibration --onnx "$(ONNX_FP32)" --frames "$(CALIB_FRAMES)" --method "$(CALIB_METHOD)" $(CALIB_ARGS)
 
 .SECONDEXPANSION:
 $(RUN_DIR)/%.engine: $$(GRAPH_$$*) | $(STAMP)
-	@"$(PY)" -m engine --onnx "$<" --out "$@" $(ENGINE_ARGS)
+	@"$(PY)" -m tempseg.engine --onnx "$<" --out "$@" $(ENGINE_ARGS)
 
 base: $(BASE_CKPT)
 train: $(CKPT)
@@ -128,20 +128,20 @@ calibrate: $(ONNX_INT8)
 engine: $(ENGINE)
 
 # `make run` runs the engine when asked for (BACKEND=tensorrt|tensorrt_rtx), or when BACKEND=auto and
-# common/platform.py says auto runs one here (a TensorRT flavour that imports and runs on this GPU, and a CUDA
+# tempseg/common/platform.py says auto runs one here (a TensorRT flavour that imports and runs on this GPU, and a CUDA
 # binding): the runtime's `auto` asks the same function. Asked in the recipe, once .venv exists; a sub-make
 # then builds the engine. ONNX Runtime on the graph otherwise.
 RUN_ENGINE := $(if $(filter tensorrt tensorrt_rtx,$(BACKEND)),$(ENGINE))
 
 run: $(GRAPH_$(PRECISION)) $(RUN_ENGINE) | $(STAMP)
 ifeq ($(BACKEND),auto)
-	@backend=$$("$(PY)" -m common.platform auto-backend) && if [ "$$backend" != onnxruntime ]; then \
+	@backend=$$("$(PY)" -m tempseg.common.platform auto-backend) && if [ "$$backend" != onnxruntime ]; then \
 	  echo "backend auto -> $$backend: make engine"; $(MAKE) --no-print-directory engine; fi
 endif
-	@"$(PY)" -m runtime --model-dir "$(RUN_DIR)" --precision "$(PRECISION)" --backend "$(BACKEND)" --source "$(SOURCE)" --frames "$(FRAMES)" $(RUN_ARGS)
+	@"$(PY)" -m tempseg.runtime --model-dir "$(RUN_DIR)" --precision "$(PRECISION)" --backend "$(BACKEND)" --source "$(SOURCE)" --frames "$(FRAMES)" $(RUN_ARGS)
 
 # `make demo MODEL=a MODEL2=b`: the same degraded clip through both, side by side, in one video
-# ($(RUNS)/demo-a-vs-b.mp4; runtime/demo.py). MODEL's graph is made as for `run`; MODEL2's by a sub-make
+# ($(RUNS)/demo-a-vs-b.mp4; tempseg/runtime/demo.py). MODEL's graph is made as for `run`; MODEL2's by a sub-make
 # with MODEL=$(MODEL2). Engines are not built here: BACKEND=auto runs ONNX Runtime where one is missing.
 MODEL2     ?=
 DEMO_ARGS  ?=
@@ -153,7 +153,7 @@ endif
 
 demo: $(GRAPH_$(PRECISION)) | $(STAMP)
 	@$(MAKE) --no-print-directory MODEL="$(MODEL2)" "$(RUNS)/$(MODEL2)/$(notdir $(GRAPH_$(PRECISION)))"
-	@"$(PY)" -m runtime.demo --model-dir "$(RUN_DIR)" --model-dir2 "$(RUNS)/$(MODEL2)" --precision "$(PRECISION)" --backend "$(BACKEND)" --source "$(SOURCE)" --frames "$(FRAMES)" $(DEMO_ARGS)
+	@"$(PY)" -m tempseg.runtime.demo --model-dir "$(RUN_DIR)" --model-dir2 "$(RUNS)/$(MODEL2)" --precision "$(PRECISION)" --backend "$(BACKEND)" --source "$(SOURCE)" --frames "$(FRAMES)" $(DEMO_ARGS)
 
 # compare trains its own rows (runs/compare-PRESET) with one recipe, PRESET=compare unless given.
 COMPARE_PRESET := $(if $(filter command line,$(origin PRESET)),$(PRESET),compare)
@@ -181,7 +181,7 @@ gpu-check:
 lint: | $(STAMP)
 	"$(PY)" -m ruff check .
 	"$(PY)" -m ruff format --check .
-	"$(VENV)/bin/vermin" -q --no-tips --violations -t=3.10- tempseg common engine runtime metrics data
+	"$(VENV)/bin/vermin" -q --no-tips --violations -t=3.10- tempseg
 
 format: | $(STAMP)
 	"$(PY)" -m ruff format .

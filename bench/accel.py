@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tempseg.bench.compare import deployed_memory, engine_figures, measure, memory_bytes, trained_recipe
-from tempseg.bench.runtime_ratios import interleaved
+from bench.compare import deployed_memory, engine_figures, measure, memory_bytes, trained_recipe
+from bench.runtime_ratios import interleaved
 from tempseg.common.errors import UserError, run_cli
 from tempseg.common.io import atomic_write, write_json
 from tempseg.data import Frame, open_source

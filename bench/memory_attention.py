@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from tempseg.bench.runtime_ratios import interleaved, per_call_ms
+from bench.runtime_ratios import interleaved, per_call_ms
 from tempseg.common.contract import read_onnx_contract
 from tempseg.common.errors import UserError, run_cli
 from tempseg.common.io import sha256_file, write_json

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tempseg.bench.graphs import benchmark_graph
+from bench.graphs import benchmark_graph
 from tempseg.common.contract import read_onnx_contract
 from tempseg.common.io import write_json
 from tempseg.data import SyntheticVideo, split_seed

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tempseg.bench.graphs import benchmark_graph
+from bench.graphs import benchmark_graph
 from tempseg.common.io import write_json
 from tempseg.data import Frame, open_source
 from tempseg.runtime.loop import PHASES, LoopOptions, run_loop

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from tempseg.bench.compare import base_model, check_recipes, deployed_memory, markdown, pareto_front, plot, table_rows
-from tempseg.bench.paper import CONNECTIONS, Budget, report, table_models
-from tempseg.bench.runtime_ratios import interleaved
-from tempseg.bench.soak import MemorySampler, loop_windows, max_deviation, replayed, verdict, windows
+from bench.compare import base_model, check_recipes, deployed_memory, markdown, pareto_front, plot, table_rows
+from bench.paper import CONNECTIONS, Budget, report, table_models
+from bench.runtime_ratios import interleaved
+from bench.soak import MemorySampler, loop_windows, max_deviation, replayed, verdict, windows
 from tempseg.metrics import Delta, StreamScores, paired_delta
 from tempseg.runtime.loop import PHASES
 
@@ -270,7 +270,7 @@ def test_compare_builds_what_is_missing_and_writes_the_table(tmp_path):
 @pytest.mark.slow
 def test_paper_harness_trains_bases_and_fine_tunes_every_row_it_is_asked_for(tmp_path):
     """`make paper` end to end at a budget of seconds: bases, paired fine-tunes, deltas, the table."""
-    from tempseg.bench.paper import main as paper_main
+    from bench.paper import main as paper_main
 
     argv = ["--pretrain-steps", "1", "--steps", "1", "--height", "64", "--width", "128", "--connections", "6-6"]
     argv += ["--val-sequences", "2", "--val-frames", "2", "--out", str(tmp_path)]
@@ -287,7 +287,7 @@ def test_paper_harness_trains_bases_and_fine_tunes_every_row_it_is_asked_for(tmp
 @pytest.mark.slow
 def test_memory_attention_bench_measures_every_variant_both_forms_and_the_ratios(tmp_path):
     """bench.memory_attention at a tiny size: each figure per variant, the ratios, both correlation forms."""
-    from tempseg.bench.memory_attention import main as memory_main
+    from bench.memory_attention import main as memory_main
     from tempseg.models import build_model
 
     base, memory = "fcresnet18x0.25", "fcresnet18x0.25_lma2r1"  # r=1 fits the 4x8 map at stride 16 of 64x128
@@ -337,7 +337,7 @@ def _accel_report(model: str, mean: float, kinds: dict | None, worst: str) -> di
 
 
 def test_accel_table_splits_latency_by_frame_kind_and_prices_each_flow_source():
-    from tempseg.bench.accel import deltas, flow_costs, markdown, row
+    from bench.accel import deltas, flow_costs, markdown, row
 
     def kinds(key_ms: float, compute_ms: float, flow_ms: float) -> dict:
         stats = lambda v: {"mean": v}  # noqa: E731

@@ -1,4 +1,4 @@
-"""`python -m runtime.demo`: two models side by side in one video, with labels, badges and a metrics strip."""
+"""`python -m tempseg.runtime.demo`: two models side by side in one video, with labels, badges and a metrics strip."""
 
 from __future__ import annotations
 
@@ -185,9 +185,9 @@ def test_per_frame_miou_and_tc():
 
 
 def test_demo_imports_and_runs_without_torch(tiny_run, tmp_path):
-    help_text = _without_torch(tmp_path, "-m", "runtime.demo", "--help")
+    help_text = _without_torch(tmp_path, "-m", "tempseg.runtime.demo", "--help")
     assert help_text.returncode == 0, help_text.stderr
-    assert "usage: python -m runtime.demo" in help_text.stdout
+    assert "usage: python -m tempseg.runtime.demo" in help_text.stdout
     out = tmp_path / "demo.mp4"
     script = (
         "import sys\n"

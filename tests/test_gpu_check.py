@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tempseg.bench.gpu_check import PLAN, UnavailableError, attempt, overall, report_path, write_report
+from bench.gpu_check import PLAN, UnavailableError, attempt, overall, report_path, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,6 @@ import pytest
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("common", "data", "models", "train", "export", "calibration", "engine", "runtime", "metrics", "bench")
 
 
 def _run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -37,9 +36,9 @@ def test_wheel_holds_every_package_of_the_checkout_under_tempseg_and_nothing_els
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert tops == {"tempseg", next(t for t in tops if t.endswith(".dist-info"))}  # no top-level `data`, `models`
-    folders = {p.parent for stage in STAGES for p in (REPO / stage).rglob("*.py") if "__pycache__" not in p.parts}
+    folders = {p.parent for p in (REPO / "tempseg").rglob("*.py") if "__pycache__" not in p.parts}
     for folder in folders:
-        init = f"tempseg/{folder.relative_to(REPO).as_posix()}/__init__.py"
+        init = f"{folder.relative_to(REPO).as_posix()}/__init__.py"
         assert init in names, f"{folder.relative_to(REPO)} is not a package of the wheel"
     assert "tempseg/runtime/backends/ort_runner.py" in names
 
@@ -65,3 +64,27 @@ def test_installed_wheel_runs_the_runtime_from_another_directory(wheel, tiny_run
     for name in ("data", "models", "common", "runtime"):  # the user's own packages of these names stay theirs
         probe = _run([python, "-c", f"import {name}"], elsewhere)
         assert "ModuleNotFoundError" in probe.stderr, name
+
+
+def test_a_checkout_imports_each_module_once_under_its_file_path():
+    """`import tempseg.<stage>` in a checkout: every module is loaded from the file its name says, and no stage
+    is loaded a second time as a top-level package (`runtime`, `data`, ...)."""
+    code = (
+        "import importlib, pkgutil, sys, tempseg\n"
+        "names = [m.name for m in pkgutil.walk_packages(tempseg.__path__, 'tempseg.') if '__main__' not in m.name]\n"
+        "for name in names: importlib.import_module(name)\n"
+        "print(len(names))\n"
+        "for name, module in sys.modules.items():\n"
+        "    if name.split('.')[0] in ('common', 'data', 'models', 'train', 'export', 'calibration', 'engine',"
+        " 'runtime', 'metrics'):\n"
+        "        print('TOP-LEVEL', name)\n"
+        "    elif name.startswith('tempseg'):\n"
+        "        path = name.replace('.', '/')\n"
+        "        assert module.__file__.endswith((path + '.py', path + '/__init__.py')), (name, module.__file__)\n"
+    )
+    result = _run([sys.executable, "-c", code], REPO, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    count, *tops = result.stdout.split("\n")
+    files = [p for p in (REPO / "tempseg").rglob("*.py") if p.name != "__main__.py" and "__pycache__" not in p.parts]
+    assert int(count) == len(files) - 1  # every module of the package was imported (tempseg/__init__.py is the root)
+    assert not [t for t in tops if t], tops

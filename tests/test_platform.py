@@ -169,7 +169,7 @@ def test_auto_backend(machine, flavours, gpu, binding, expected, why):
 
 
 def test_load_tensorrt_takes_the_flavour_auto_takes(machine):
-    """`python -m engine` (load_tensorrt("auto")) builds for the flavour the runtime's auto then runs."""
+    """`python -m tempseg.engine` (load_tensorrt("auto")) builds for the flavour the runtime's auto then runs."""
     from tempseg.engine.trt import gpu_support, load_tensorrt
 
     machine(flavours={"tensorrt_rtx": fake_tensorrt("tensorrt_rtx", "8.9")}, gpu=RTX_GPU)
@@ -307,11 +307,11 @@ def test_make_run_auto_builds_the_engine_where_auto_runs_it(tmp_path, capability
     args = ("-n", "run", "MODEL=m", f"RUNS={run.parent}", f"VENV={venv}", f"PY={sys.executable}", "BACKEND=auto")
     result = make(*args, env=env)
     assert result.returncode == 0, result.stderr
-    build = f'-m engine --onnx "{run}/model.fp16.onnx" --out "{run}/fp16.engine"'
+    build = f'-m tempseg.engine --onnx "{run}/model.fp16.onnx" --out "{run}/fp16.engine"'
     assert (build in result.stdout) is builds, result.stdout
     assert ("backend auto -> tensorrt_rtx: make engine" in result.stdout) is builds
-    assert "-m train" not in result.stdout  # a deployed run directory: no checkpoint, graphs as they are
-    assert "-m export" not in result.stdout
+    assert "-m tempseg.train" not in result.stdout  # a deployed run directory: no checkpoint, graphs as they are
+    assert "-m tempseg.export" not in result.stdout
     assert result.stdout.rstrip().endswith('--backend "auto" --source "synthetic" --frames "300"')
 
 

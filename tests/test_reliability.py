@@ -377,7 +377,7 @@ def test_atomic_write_keeps_the_old_file_when_interrupted(tmp_path):
 
 def _train_cmd(out: Path, *extra: str) -> list[str]:
     args = ["--model", TINY, "--preset", "smoke", "--steps", "6", "--eval-every", "6", "--out-dir", str(out)]
-    return [sys.executable, "-m", "train", *args, *extra]
+    return [sys.executable, "-m", "tempseg.train", *args, *extra]
 
 
 @pytest.mark.slow
@@ -437,7 +437,7 @@ def test_ctrl_c_in_the_runtime_writes_the_report_of_the_frames_done(tiny_run, tm
     labels = tmp_path / "labels"
     argv = _run(tiny_run, "--frames", "100000", "--report", str(report), "--no-tc", "--labels-dir", str(labels))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "runtime", *argv], cwd=REPO, env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "tempseg.runtime", *argv], cwd=REPO, env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while len(list(labels.glob("*.png"))) < 3 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)  # wait until the loop is running: a few frames written

@@ -79,7 +79,7 @@ def _frames(n: int) -> list[Frame]:
 
 
 def _run_report(runner: Runner, frames: list[Frame], warmup: int) -> dict:
-    """Stream `frames` through `runner` and build its report, as `python -m runtime` does."""
+    """Stream `frames` through `runner` and build its report, as `python -m tempseg.runtime` does."""
     options = LoopOptions(warmup=warmup, progress=False, accuracy=False, consistency=False)
     with runner:
         result = run_loop(runner, frames, options, source_fps=17.0)

@@ -338,9 +338,9 @@ def test_runtime_and_engine_run_without_torch(tmp_path):
     refused = _without_torch(tmp_path, "-c", "import torch")
     assert refused.returncode != 0  # the prelude does refuse torch
     assert "not installed here" in refused.stderr
-    help_text = _without_torch(tmp_path, "-m", "runtime", "--help")
+    help_text = _without_torch(tmp_path, "-m", "tempseg.runtime", "--help")
     assert help_text.returncode == 0, help_text.stderr
-    assert "usage: python -m runtime" in help_text.stdout
+    assert "usage: python -m tempseg.runtime" in help_text.stdout
     imports = (
         "import sys\n"
         "import tempseg.runtime.loop, tempseg.runtime.session, tempseg.runtime.report\n"

@@ -95,7 +95,7 @@ def test_training_on_a_cityscapes_tree(tmp_path):
 @pytest.mark.slow
 def test_torchrun_trains_with_two_processes_on_cpu(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", "-m"]
-    cmd += ["train", "--model", TINY, "--preset", "smoke", "--out-dir", str(tmp_path)]
+    cmd += ["tempseg.train", "--model", TINY, "--preset", "smoke", "--out-dir", str(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]

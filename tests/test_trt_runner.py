@@ -1047,7 +1047,8 @@ def test_pair_memory_counts_both_engines_and_everything_is_freed(tmp_path, fake_
 
 
 def build_pair(pair_graphs: tuple[Path, Path], out: Path, flavour: str) -> Path:
-    """The pair's engines as `python -m engine` builds them: keyframe.fp32.engine first, then fp32.engine naming it."""
+    """The pair's engines as `python -m tempseg.engine` builds them: keyframe.fp32.engine first, then fp32.engine
+    naming it."""
     from tempseg.engine.__main__ import main
 
     argv = ["--onnx", str(pair_graphs[0]), "--out", str(out), "--flavour", flavour, "--no-timing-cache"]

@@ -1,6 +1,6 @@
-"""`python -m models NAME [--height H --width W]`: parameters, state shapes and bytes, GFLOPs.
+"""`python -m tempseg.models NAME [--height H --width W]`: parameters, state shapes and bytes, GFLOPs.
 
-`python -m models --list [PATTERN]` lists the standard zoo (names are a grammar: see models/registry.py).
+`python -m tempseg.models --list [PATTERN]` lists the standard zoo (names are a grammar: see models/registry.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from tempseg.models.summary import format_summary, summarize
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tempseg.models", description=__doc__)
     parser.add_argument("name", nargs="?", help="model name, e.g. fcresnet18_t66")
     parser.add_argument("--list", nargs="?", const="*", metavar="PATTERN", help="list names matching PATTERN")
     parser.add_argument("--height", type=int, default=256, help="input height in pixels (default 256)")

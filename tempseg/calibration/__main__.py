@@ -1,4 +1,5 @@
-"""`python -m calibration --onnx runs/M/model.onnx [--out runs/M/model.int8.onnx] [--frames 128] [--method percentile]`.
+"""`python -m tempseg.calibration --onnx runs/M/model.onnx [--out runs/M/model.int8.onnx] [--frames 128]
+[--method percentile]`.
 
 Writes the explicitly quantized (Q/DQ) INT8 graph and calib.json beside it: activation ranges and
 scales, method, calibration key, timings, file size, and the accuracy of INT8 against FP32 on
@@ -19,7 +20,7 @@ from tempseg.common.errors import run_cli
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m calibration", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m tempseg.calibration", description=__doc__)
     p.add_argument("--onnx", type=Path, required=True, help="FP32 contract graph (runs/MODEL/model.onnx)")
     p.add_argument("--out", type=Path, help="INT8 graph (default: model.int8.onnx beside --onnx)")
     p.add_argument("--calib-json", type=Path, help="report (default: calib.json beside --out)")

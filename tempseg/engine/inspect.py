@@ -1,4 +1,5 @@
-"""`python -m engine.inspect runs/M/fp16.engine [--layers] [--deserialize]`: what an engine is, from its build record.
+"""`python -m tempseg.engine.inspect runs/M/fp16.engine [--layers] [--deserialize]`: what an engine is, from its
+build record.
 
 Verifies the engine against its record first (size, sha256). `--deserialize` also loads it with the
 recorded TensorRT flavour and prints the EngineInspector's layers: GPU only, not run by the CPU tests.
@@ -64,7 +65,7 @@ def deserialized_layers(engine_path: Path, payload: dict[str, Any]) -> list[str]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m engine.inspect", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m tempseg.engine.inspect", description=__doc__)
     p.add_argument("engine", type=Path, help="engine file (its build record ENGINE.json must be beside it)")
     p.add_argument("--layers", action="store_true", help="list the recorded layers")
     p.add_argument("--deserialize", action="store_true", help="load the engine (GPU) and list the inspector's layers")

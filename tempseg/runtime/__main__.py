@@ -1,4 +1,5 @@
-"""`python -m runtime --model-dir runs/MODEL [--precision fp16] [--backend auto] [--source synthetic] [--frames N]`.
+"""`python -m tempseg.runtime --model-dir runs/MODEL [--precision fp16] [--backend auto] [--source synthetic]
+[--frames N]`.
 
 Runs the stateful frame loop and prints the latency, memory and accuracy table; writes the
 report to runs/MODEL/run-<precision>-<backend>.json. Sources: synthetic (labelled), a video
@@ -28,7 +29,7 @@ log = logging.getLogger("tempseg.runtime")
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m runtime", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m tempseg.runtime", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--model-dir", type=Path, required=True, help="run directory with the graphs/engines (runs/MODEL)")
     p.add_argument("--precision", default="fp16", choices=PRECISIONS, help="graph/engine precision (default fp16)")

@@ -1,4 +1,4 @@
-"""python -m data synthetic --out demo.mp4 | python -m data preview --out preview.png"""
+"""python -m tempseg.data synthetic --out demo.mp4 | python -m tempseg.data preview --out preview.png"""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def _positive(text: str) -> int:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m data", description="Synthetic street video and previews.")
+    parser = argparse.ArgumentParser(prog="python -m tempseg.data", description="Synthetic street video and previews.")
     sub = parser.add_subparsers(dest="command", required=True)
     video = sub.add_parser("synthetic", help="write a labelled synthetic street video (mp4v) to try the video path")
     video.add_argument("--out", required=True, help="video file to write, e.g. demo.mp4")

@@ -185,7 +185,9 @@ def _zoo() -> list[str]:
 def _unknown(name: str, reason: str) -> UnknownModelError:
     close = difflib.get_close_matches(name, _zoo(), n=5, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    return UnknownModelError(f"unknown model {name!r}: {reason}{hint} (`python -m models --list` lists the zoo)")
+    return UnknownModelError(
+        f"unknown model {name!r}: {reason}{hint} (`python -m tempseg.models --list` lists the zoo)"
+    )
 
 
 __all__ = [

@@ -239,7 +239,7 @@ class TensorRTRunner(Runner):
         if not path.is_file():
             raise UserError(
                 f"keyframe engine not found (update engine {self.engine_path.name} runs only with it); "
-                "rebuild the pair with `python -m engine`",
+                "rebuild the pair with `python -m tempseg.engine`",
                 path,
             )
         sidecar = check_engine(path, expect=expect)

@@ -3,7 +3,7 @@ FLAME and TC, with the per-sequence confusion matrices that paired comparisons r
 
 What the state buys is not measured here by position in the sequence (frames since a reset are
 confounded with the content of those frames), but by scoring the same frames twice, with the state
-carried and with the state zeroed (`python -m runtime --reset-every 1`, or compare's state gain).
+carried and with the state zeroed (`python -m tempseg.runtime --reset-every 1`, or compare's state gain).
 """
 
 from __future__ import annotations

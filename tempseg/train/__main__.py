@@ -1,4 +1,4 @@
-"""`python -m train --model NAME [--preset smoke|default|compare|paper] [--stage base|finetune] ...`.
+"""`python -m tempseg.train --model NAME [--preset smoke|default|compare|paper] [--stage base|finetune] ...`.
 
 Stage `base` trains a frame-by-frame model from scratch (runs/NAME/base/); stage `finetune` trains
 any model from a trained base (`--init-from`), the temporal variants and their controls alike.
@@ -19,7 +19,7 @@ from tempseg.train.trainer import train, val_line
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m train", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m tempseg.train", description=__doc__)
     p.add_argument("--model", required=True, help="registered model name, e.g. fcresnet18_t66")
     p.add_argument(
         "--preset",

@@ -1,4 +1,4 @@
-"""`python -m engine --onnx runs/M/model.fp16.onnx --out runs/M/fp16.engine [options]`.
+"""`python -m tempseg.engine --onnx runs/M/model.fp16.onnx --out runs/M/fp16.engine [options]`.
 
 Reads and checks the ONNX contract, builds a TensorRT (or TensorRT-RTX) engine, and writes it with its
 build record `<out>.json`. An update graph of a keyframe pair (Accel) names its keyframe graph: both are
@@ -23,7 +23,7 @@ from tempseg.engine.trt import PREFERENCES, load_tensorrt
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m tempseg.engine", description=__doc__)
     p.add_argument(
         "--onnx", type=Path, required=True, help="contract ONNX graph (model.onnx, model.fp16.onnx, model.int8.onnx)"
     )

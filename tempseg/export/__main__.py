@@ -1,4 +1,4 @@
-"""`python -m export --model NAME --checkpoint PATH [--height 256 --width 512 --batch 1]`.
+"""`python -m tempseg.export --model NAME --checkpoint PATH [--height 256 --width 512 --batch 1]`.
 
 Writes OUT_DIR/model.onnx (FP32), model.fp16.onnx and export.json (streaming parity against
 torch, sizes, times). A keyframe model (Accel) writes its update graph there and its keyframe graph as
@@ -34,7 +34,7 @@ log = logging.getLogger("tempseg.export")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m tempseg.export", description=__doc__)
     p.add_argument("--model", required=True, help="registered model name")
     p.add_argument("--checkpoint", type=Path, required=True, help="tempseg checkpoint (runs/MODEL/checkpoint.pt)")
     p.add_argument("--height", type=int, default=256, help="input height in pixels (default 256)")

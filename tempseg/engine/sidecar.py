@@ -110,7 +110,7 @@ def read_sidecar(engine_path: str | os.PathLike[str]) -> dict[str, Any]:
     path = sidecar_path(engine_path)
     if not path.is_file():
         raise UserError(
-            f"no build record {path.name} beside the engine; rebuild it with `python -m engine`", engine_path
+            f"no build record {path.name} beside the engine; rebuild it with `python -m tempseg.engine`", engine_path
         )
     try:
         payload = json.loads(path.read_text())

@@ -1,4 +1,4 @@
-"""`python -m runtime.demo --model-dir runs/A --model-dir2 runs/B [--precision fp16] [--frames 200]`.
+"""`python -m tempseg.runtime.demo --model-dir runs/A --model-dir2 runs/B [--precision fp16] [--frames 200]`.
 
 Writes one video to look at: the same (degraded) clip through two models side by side, each carrying
 its own state (runtime/stream.py compare_runners). Per frame:
@@ -304,7 +304,7 @@ class Composer:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m runtime.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m tempseg.runtime.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--model-dir", type=Path, required=True, help="run directory of model A (runs/A)")
     p.add_argument("--model-dir2", type=Path, required=True, help="run directory of model B (runs/B)")

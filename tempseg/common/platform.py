@@ -6,7 +6,7 @@
 - the CUDA binding the TensorRT runner reaches the GPU through (cuda-python, else pycuda);
 - what `--backend auto` runs (`auto_backend`), and what a new venv needs (`venv_options`, `pip_requirement`).
 
-runtime/session.py, runtime/cuda.py, engine/trt.py and the Makefile (`python -m common.platform QUERY`) ask here
+runtime/session.py, runtime/cuda.py, engine/trt.py and the Makefile (`python -m tempseg.common.platform QUERY`) ask here
 instead of deciding for themselves. It lives in common/ because engine/ asks too and must not import runtime/.
 Standard library only, every optional import lazy, and nothing raises on a machine without TensorRT, CUDA or a
 GPU: the Makefile runs it under the system Python before .venv exists (Python 3.10 on JetPack 6), without torch.
@@ -221,7 +221,7 @@ def describe(info: Platform) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m common.platform", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tempseg.common.platform", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="query")
     auto = sub.add_parser("auto-backend", help="the backend `--backend auto` runs")
     auto.add_argument("--engine", type=Path, help="the engine it would run (default: assume it gets built)")
