@@ -34,8 +34,9 @@ from bench.compare import deployed_memory, engine_figures, measure, memory_bytes
 from bench.runtime_ratios import interleaved
 from tempseg.common.errors import UserError, run_cli
 from tempseg.common.io import atomic_write, write_json
-from tempseg.data import Frame, open_source
 from tempseg.data.flow import GridFlow
+from tempseg.data.frames import Frame
+from tempseg.data.sources import open_source
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.metrics.paired import miou_interval
 

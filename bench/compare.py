@@ -34,7 +34,8 @@ import numpy as np
 
 from tempseg.common.errors import UserError, run_cli
 from tempseg.common.io import atomic_path, atomic_write, write_json
-from tempseg.data import Frame, open_source
+from tempseg.data.frames import Frame
+from tempseg.data.sources import open_source
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.metrics.paired import miou_interval
 from tempseg.models.registry import base_model, model_config

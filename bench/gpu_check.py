@@ -46,7 +46,6 @@ import sys
 import tempfile
 import time
 import traceback
-import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -144,7 +143,7 @@ class Context:
     @functools.cached_property
     def frames(self) -> list[Any]:
         """SMALL_FRAMES synthetic frames at the small graph's input size (one sequence, in order)."""
-        from tempseg.data import open_source
+        from tempseg.data.sources import open_source
 
         with open_source("synthetic", height=SMALL_HW[0], width=SMALL_HW[1], frames=SMALL_FRAMES) as source:
             return list(source)
@@ -156,27 +155,6 @@ class Context:
 
         _, contract, graph, _ = self.small
         return stream_labels(OnnxRuntimeRunner(contract, graph), self.frames)[0]
-
-
-def placeholder_class_names() -> str | None:
-    """Where cityscapesscripts is not installed (a bare GPU machine), stand in for the one table of it that the
-    contract needs (trainId2label: the 19 class names and colours that data/classes.py reads), so models and
-    graphs can be built; the names ("class 0".."class 18") and grey colours go into graph metadata only.
-    Returns what was done, for the report, or None where cityscapesscripts imports."""
-    try:
-        import cityscapesscripts.helpers.labels  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        return None
-    labels = types.ModuleType("cityscapesscripts.helpers.labels")
-    labels.trainId2label = {
-        i: types.SimpleNamespace(name=f"class {i}", color=(12 * i, 12 * i, 12 * i)) for i in range(19)
-    }
-    for name in ("cityscapesscripts", "cityscapesscripts.helpers"):
-        sys.modules[name] = types.ModuleType(name)
-    sys.modules[labels.__name__] = labels
-    return "cityscapesscripts is not installed: the class names and colours in the graphs' metadata are placeholders"
 
 
 def torchscript_export(model: Any, contract: Any) -> Any:
@@ -413,7 +391,7 @@ def check_torch_vs_onnxruntime(ctx: Context) -> dict:
 
 def check_torch_latency(ctx: Context) -> dict:
     torch = torch_cuda()
-    from tempseg.data import open_source
+    from tempseg.data.sources import open_source
     from tempseg.export.onnx_graph import build_contract
     from tempseg.models import build_model
     from tempseg.runtime.backends.torch_runner import TorchRunner
@@ -560,9 +538,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "versions": versions(),
         "checks": {name: {"status": "not run"} for name, _ in CHECKS},
     }
-    stand_in = placeholder_class_names()
-    if stand_in:
-        report["notes"] = [stand_in]
     path = report_path(args.results, report["device"], report["date"])
     print(f"gpu-check on {gpu.name} (compute capability {gpu.compute_capability}) -> {path}", flush=True)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as work:

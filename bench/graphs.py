@@ -31,6 +31,7 @@ def benchmark_graph(model: str, precision: str, height: int, width: int, runs: P
 def _export_random(model: str, height: int, width: int, out_dir: Path) -> None:
     import torch
 
+    from tempseg.data.classes import class_table
     from tempseg.export.fp16 import convert_fp16
     from tempseg.export.onnx_graph import build_contract, export_fp32, save_onnx
     from tempseg.models import build_model
@@ -39,7 +40,7 @@ def _export_random(model: str, height: int, width: int, out_dir: Path) -> None:
     torch.manual_seed(0)
     net = build_model(model).eval()
     save_checkpoint(out_dir / "checkpoint.pt", net, model)
-    contract = build_contract(net, model, height=height, width=width, batch=1, checkpoint_sha256=None)
+    contract = build_contract(net, model, height=height, width=width, classes=class_table(net.config.num_classes))
     graph = export_fp32(net, contract)
     save_onnx(graph, out_dir / "model.onnx")
     save_onnx(convert_fp16(graph, contract)[0], out_dir / "model.fp16.onnx")

@@ -34,7 +34,7 @@ import torch
 
 from tempseg.common.errors import run_cli
 from tempseg.common.io import atomic_write, write_json
-from tempseg.data import CLASS_NAMES
+from tempseg.data.classes import CLASS_NAMES
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.models import build_model
 from tempseg.models.checkpoint import load_model

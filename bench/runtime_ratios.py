@@ -24,7 +24,7 @@ import numpy as np
 from bench.graphs import benchmark_graph
 from tempseg.common.contract import read_onnx_contract
 from tempseg.common.io import write_json
-from tempseg.data import SyntheticVideo, split_seed
+from tempseg.data.synthetic import SyntheticVideo, split_seed
 from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
 from tempseg.runtime.loop import LoopOptions, run_loop
 from tempseg.runtime.policy import StatePolicy

@@ -37,7 +37,8 @@ import numpy as np
 
 from bench.graphs import benchmark_graph
 from tempseg.common.io import write_json
-from tempseg.data import Frame, open_source
+from tempseg.data.frames import Frame
+from tempseg.data.sources import open_source
 from tempseg.runtime.loop import PHASES, LoopOptions, run_loop
 from tempseg.runtime.memory import current_rss_bytes
 from tempseg.runtime.session import make_runner, select

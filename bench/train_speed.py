@@ -29,7 +29,7 @@ import torch
 
 from tempseg.common.errors import run_cli
 from tempseg.common.io import write_json
-from tempseg.data import CLASS_NAMES
+from tempseg.data.classes import CLASS_NAMES
 from tempseg.metrics import paired_delta
 from tempseg.train.config import TrainConfig, preset_config
 from tempseg.train.evaluate import stream_scores

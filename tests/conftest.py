@@ -22,6 +22,7 @@ def make_tiny_model(name: str = TINY):
 def tiny_run(tmp_path_factory) -> Path:
     """runs/<TINY>: checkpoint.pt, model.onnx, model.fp16.onnx and model.int8.onnx (+ calib.json)."""
     from tempseg.calibration import CalibConfig, calibrate
+    from tempseg.data.classes import CITYSCAPES
     from tempseg.export.fp16 import convert_fp16
     from tempseg.export.onnx_graph import build_contract, export_fp32, save_onnx
     from tempseg.models.checkpoint import save_checkpoint
@@ -29,7 +30,7 @@ def tiny_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("runs") / TINY
     model = make_tiny_model()
     save_checkpoint(run / "checkpoint.pt", model, TINY)
-    contract = build_contract(model, TINY, height=TINY_HW[0], width=TINY_HW[1], batch=1, checkpoint_sha256=None)
+    contract = build_contract(model, TINY, height=TINY_HW[0], width=TINY_HW[1], classes=CITYSCAPES)
     graph = export_fp32(model, contract)
     save_onnx(graph, run / "model.onnx")
     fp16, _ = convert_fp16(graph, contract)

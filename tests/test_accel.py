@@ -17,8 +17,9 @@ import torch
 
 from tempseg.common.contract import read_onnx_contract, set_metadata
 from tempseg.common.errors import UserError, run_cli
-from tempseg.data import Frame, SyntheticVideo, split_seed
 from tempseg.data.flow import GridFlow
+from tempseg.data.frames import Frame
+from tempseg.data.synthetic import SyntheticVideo, split_seed
 from tempseg.models import model_config
 from tempseg.models.accel import Accel, warp
 from tempseg.models.registry import UnknownModelError, base_model, random_model

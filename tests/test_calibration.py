@@ -24,7 +24,8 @@ from tempseg.calibration.frames import take_frames
 from tempseg.common.contract import graph_io, read_onnx_contract
 from tempseg.common.errors import UserError, run_cli
 from tempseg.common.io import sha256_file
-from tempseg.data import Frame, SyntheticVideo, split_seed
+from tempseg.data.frames import Frame
+from tempseg.data.synthetic import SyntheticVideo, split_seed
 from tempseg.export.parity import ort_session
 from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
 from tempseg.runtime.stream import compare_runners

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from tempseg.data import SyntheticVideo, augment_clip
+from tempseg.data.augment import augment_clip
 from tempseg.data.frames import resize_flow, resize_label
+from tempseg.data.synthetic import SyntheticVideo
 from tempseg.metrics.consistency import warp_with_flow
 from tempseg.models.registry import UnknownModelError, model_config, split_name
 from tempseg.train.__main__ import main as train_main
@@ -133,7 +134,7 @@ def test_the_tc_model_and_its_control_see_the_same_clips_and_labels(tmp_path):
 def test_tc_with_the_exact_flow_and_its_paired_delta():
     """Predictions that follow the scene score TC near 1 with the exact flow (DIS says far less on this video),
     and a flickering model's paired ΔTC against them is negative with its interval below 0."""
-    from tempseg.data import open_source
+    from tempseg.data.sources import open_source
     from tempseg.metrics import StreamScores, TemporalConsistency, paired_delta
 
     with open_source("synthetic", height=64, width=128, frames=24, sequence_length=6, with_flow=True) as source:
@@ -165,7 +166,7 @@ def test_tc_with_the_exact_flow_and_its_paired_delta():
 def test_tc_splits_by_the_frame_scored_clean_or_degraded():
     """A model that jumps only where its frame is damaged loses TC on degraded frames alone; the split's parts
     make up the whole, and survive the arrays compare saves."""
-    from tempseg.data import open_source
+    from tempseg.data.sources import open_source
     from tempseg.metrics import StreamScores, TemporalConsistency, paired_delta
 
     with open_source("synthetic", height=64, width=128, frames=40, sequence_length=8, with_flow=True) as source:

@@ -11,21 +11,15 @@ import numpy as np
 import pytest
 
 from tempseg.common.errors import UserError, run_cli
-from tempseg.data import (
-    CityscapesClips,
-    SyntheticVideo,
-    augment_clip,
-    cityscapes_source,
-    degrade,
-    open_source,
-    split_seed,
-    synthetic_split,
-    write_cityscapes_tree,
-)
+from tempseg.data import degrade
 from tempseg.data.__main__ import main
+from tempseg.data.augment import augment_clip
+from tempseg.data.cityscapes import CityscapesClips, cityscapes_source
 from tempseg.data.classes import PALETTE, colorize
 from tempseg.data.degrade import KINDS
 from tempseg.data.demo import write_synthetic_video
+from tempseg.data.sources import open_source
+from tempseg.data.synthetic import SyntheticVideo, split_seed, synthetic_split, write_cityscapes_tree
 
 H, W = 64, 128  # small frames keep the file fast; the renderer is resolution-free
 
@@ -389,11 +383,11 @@ def test_cli_writes_a_video_and_a_preview(tmp_path):
 
 
 def test_palette_comes_from_cityscapesscripts():
-    from tempseg import data
+    from tempseg.data import classes
 
-    assert len(data.CLASS_NAMES) == 19
-    assert data.CLASS_NAMES[0] == "road"
-    assert data.CLASS_NAMES[18] == "bicycle"
+    assert len(classes.CLASS_NAMES) == 19
+    assert classes.CLASS_NAMES[0] == "road"
+    assert classes.CLASS_NAMES[18] == "bicycle"
     assert len(PALETTE) == 19
     assert PALETTE[0] == (128, 64, 128)
     assert tuple(colorize(np.array([[0, 255]], np.uint8))[0, 0]) == (128, 64, 128)[::-1]

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tempseg.common.errors import UserError, run_cli
-from tempseg.data import Frame, open_source
+from tempseg.data.frames import Frame
+from tempseg.data.sources import open_source
 from tempseg.runtime.demo import FrameConsistency, Layout, check_pair, frame_miou, main
 from tempseg.runtime.session import select
 from tests.conftest import TINY, TINY_HW
@@ -23,16 +24,17 @@ FRAMES = 12
 def other_runs(tmp_path_factory) -> tuple[Path, Path]:
     """Two more FP32 run directories of the tiny model: other weights (seed 1) at the tiny size, and the
     same weights at half the height (a model the demo must refuse to pair with the tiny one)."""
+    from tempseg.data.classes import CITYSCAPES
     from tempseg.export.onnx_graph import build_contract, export_fp32, save_onnx
     from tempseg.models import random_model
     from tests.conftest import make_tiny_model
 
     root = tmp_path_factory.mktemp("demo-runs")
     other = random_model(TINY, seed=1)
-    contract = build_contract(other, TINY, height=TINY_HW[0], width=TINY_HW[1], batch=1, checkpoint_sha256=None)
+    contract = build_contract(other, TINY, height=TINY_HW[0], width=TINY_HW[1], classes=CITYSCAPES)
     save_onnx(export_fp32(other, contract), root / "other" / "model.onnx")
     tiny = make_tiny_model()
-    half = build_contract(tiny, TINY, height=TINY_HW[0] // 2, width=TINY_HW[1], batch=1, checkpoint_sha256=None)
+    half = build_contract(tiny, TINY, height=TINY_HW[0] // 2, width=TINY_HW[1], classes=CITYSCAPES)
     save_onnx(export_fp32(tiny, half), root / "half" / "model.onnx")
     return root / "other", root / "half"
 

@@ -8,20 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from tempseg.data import Frame, SyntheticVideo
-from tempseg.data.flow import (
-    FIRST_CLOUD,
-    ExactFlow,
-    _fan,
-    _homographies,
-    _id_pass,
-    _Ids,
-    _split,
-    backward_flow,
-    dis_flow,
-)
-from tempseg.data.scene import CAR, TRUCK, Walker
-from tempseg.data.synthetic import _Camera
+from tempseg.data.flow import backward_flow, dis_flow
+from tempseg.data.frames import Frame
+from tempseg.data.synthetic import SyntheticVideo
+from tempseg.data.synthetic.flow import FIRST_CLOUD, ExactFlow, _fan, _homographies, _id_pass, _Ids, _split
+from tempseg.data.synthetic.render import Camera
+from tempseg.data.synthetic.scene import CAR, TRUCK, Walker
 from tempseg.metrics.consistency import warp_with_flow
 
 H, W = 256, 512  # the training size: flow is a few pixels per frame here
@@ -36,7 +28,7 @@ def cases() -> list[tuple[Frame, Frame, np.ndarray, np.ndarray]]:
     out = []
     for seed, t in CASES:
         video = SyntheticVideo(seed, H, W, degrade_rate=0.0)
-        flow, valid = video.flow(t)
+        flow, valid = video.exact_flow(t)
         out.append((video.render(t - 1), video.render(t), flow, valid))
     return out
 
@@ -119,14 +111,14 @@ def test_mask_is_false_where_the_surface_did_not_exist_in_the_previous_frame():
     assert new_pixels > 0
 
 
-def _project(cam: _Camera, scene, verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _project(cam: Camera, scene, verts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     xc, yc, zc = cam.to_camera(verts, scene.curve(verts[:, 2]))
     return np.stack([cam.cx + cam.f * xc / zc, cam.cy + cam.f * yc / zc, np.ones_like(zc)], axis=1), zc
 
 
 class Surfaces(NamedTuple):
-    cam: _Camera
-    prev_cam: _Camera
+    cam: Camera
+    prev_cam: Camera
     id_map: np.ndarray
     parts: list
     first: list[int]
@@ -140,7 +132,7 @@ def _surfaces(scene, t: int) -> Surfaces:
     """Frame t's id pass and the per-surface homographies to frame t-1, as ExactFlow computes them."""
     ids = _Ids(FIRST_CLOUD + len(scene.clouds))
     cam, id_map, parts, first = _id_pass(scene, t, H, W, ids)
-    prev_cam = _Camera(scene, t - 1, H, W)
+    prev_cam = Camera(scene, t - 1, H, W)
     h, ok, _, owner = _homographies(scene, t, cam, prev_cam, parts, first, ids.next)
     return Surfaces(cam, prev_cam, id_map, parts, first, h, ok, owner, ids.next)
 
@@ -190,7 +182,7 @@ def test_flow_at_each_part_follows_its_surface_point():
     for seed, t in [(2, 4), (1, 10), (3, 16), (4, 30)]:
         video = SyntheticVideo(seed, H, W)
         scene = video.scene
-        flow, valid = video.flow(t)
+        flow, valid = video.exact_flow(t)
         s = _surfaces(scene, t)
         for (thing, i, part, off, layer), f in zip(s.parts, s.first, strict=True):
             now, before = part.polys, thing.parts_at(t - 1)[i].polys
@@ -222,7 +214,7 @@ def test_frames_carry_the_flow_only_when_asked():
     assert flowing.render(0).flow_prev is None
     frames = [flowing.render(t) for t in (3, 4)]  # in order: the second reuses the first's surface ids
     frame = frames[1]
-    expected, valid = plain.flow(4)
+    expected, valid = plain.exact_flow(4)
     np.testing.assert_array_equal(frame.label, plain.render(4).label)
     np.testing.assert_array_equal(frame.image, plain.render(4).image)
     np.testing.assert_array_equal(frame.flow_prev, expected)
@@ -237,7 +229,7 @@ def test_frames_carry_the_flow_only_when_asked():
     assert flow.shape == (128, 256, 2)
     assert mask.shape == (128, 256)
     with pytest.raises(ValueError, match="no previous frame"):
-        plain.flow(0)
+        plain.exact_flow(0)
     old = Frame(image=frame.image, label=None, index=0, sequence="old")  # the four-field form still works
     assert old.flow_prev is None
     assert old.flow_valid is None

@@ -268,7 +268,7 @@ def test_training_warms_up_the_module_alone_then_trains_everything(tmp_path):
 def exported(tmp_path_factory):
     """The memory model exported (fp32, fp16) with its 30-frame streaming parity, and calibrated to INT8."""
     from tempseg.calibration import CalibConfig, calibrate
-    from tempseg.data import SyntheticVideo, split_seed
+    from tempseg.data.synthetic import SyntheticVideo, split_seed
     from tempseg.export.__main__ import check_parity, export_graphs, save_graphs
     from tempseg.export.onnx_graph import build_contract
 

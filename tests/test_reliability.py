@@ -24,7 +24,7 @@ from tempseg.calibration.__main__ import main as calibration_main
 from tempseg.common.contract import METADATA_KEY
 from tempseg.common.errors import run_cli
 from tempseg.common.io import atomic_write
-from tempseg.data import SyntheticVideo, split_seed, write_cityscapes_tree
+from tempseg.data.synthetic import SyntheticVideo, split_seed, write_cityscapes_tree
 from tempseg.export.__main__ import main as export_main
 from tempseg.models import build_model
 from tempseg.models.__main__ import main as models_main
@@ -408,7 +408,7 @@ def test_a_corrupted_frame_affects_at_most_the_next_frame(tiny_run):
     """The state is a function of the previous frame only (out <= in): two frames after a
     corrupted one, the stream's output equals the clean stream's exactly."""
     from tempseg.common.contract import read_onnx_contract
-    from tempseg.data import Frame
+    from tempseg.data.frames import Frame
     from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
     from tempseg.runtime.preprocess import Preprocessor
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tempseg.common.contract import Contract, TensorSpec
-from tempseg.data import Frame
+from tempseg.data.frames import Frame
 from tempseg.runtime.backends.base import MemoryInfo, PhaseTimes, Runner
 from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
 from tempseg.runtime.loop import PHASES, LoopOptions, run_loop

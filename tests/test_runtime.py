@@ -15,7 +15,8 @@ import pytest
 
 from tempseg.common.contract import read_onnx_contract
 from tempseg.common.errors import UserError
-from tempseg.data import Frame, SyntheticVideo, split_seed
+from tempseg.data.frames import Frame
+from tempseg.data.synthetic import SyntheticVideo, split_seed
 from tempseg.runtime.__main__ import main as runtime_main
 from tempseg.runtime.backends.base import PhaseTimes
 from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tempseg.data import write_cityscapes_tree
+from tempseg.data.synthetic import write_cityscapes_tree
 from tempseg.models import build_model
 from tempseg.models.checkpoint import save_checkpoint
 from tempseg.train.__main__ import main as train_main

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tempseg.data import Frame
+from tempseg.data.frames import Frame
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.runtime.backends.base import Runner
 from tempseg.runtime.stream import compare_runners

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tempseg.common.errors import UserError
-from tempseg.data import Frame, SyntheticVideo, open_source, split_seed
+from tempseg.data.frames import Frame
+from tempseg.data.sources import open_source
+from tempseg.data.synthetic import SyntheticVideo, split_seed
 
 SYNTHETIC = "synthetic"
 CALIB_SPLIT = "val"

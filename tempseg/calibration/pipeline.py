@@ -35,7 +35,7 @@ from tempseg.calibration.reader import StreamingCalibrationReader
 from tempseg.common.contract import Contract, read_onnx_contract
 from tempseg.common.errors import UserError
 from tempseg.common.io import atomic_write, sha256_file, write_json
-from tempseg.data import Frame
+from tempseg.data.frames import Frame
 from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
 
 log = logging.getLogger("tempseg.calibration")

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
-from tempseg.data import Frame
+from tempseg.data.frames import Frame
 from tempseg.runtime.backends.base import Runner
 from tempseg.runtime.stream import StreamStep, stream
 

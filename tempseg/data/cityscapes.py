@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from tempseg.common.errors import UserError
-from tempseg.data.frames import Frame, FrameSource, resize_image, resize_label, write_png
+from tempseg.data.frames import Frame, FrameSource, resize_image, resize_label
 
 SNIPPET = 30  # frames per snippet
 ANNOTATED = 19  # index of the annotated frame within its snippet
@@ -210,36 +210,3 @@ def cityscapes_source(
 ) -> FrameSource:
     """Stream a split's snippets frame by frame at 17 fps (see CityscapesSource)."""
     return CityscapesSource(root, split, height=height, width=width)
-
-
-def write_cityscapes_tree(
-    root: PathLike,
-    *,
-    split: str = "val",
-    cities: Sequence[str] = ("frankfurt", "munster"),
-    snippets: int = 2,
-    height: int = 64,
-    width: int = 128,
-    seed: int = 0,
-) -> Path:
-    """Write a tiny Cityscapes tree from synthetic video, in the real layout; returns ROOT.
-
-    Snippet k (cities in order, then snippets) is SyntheticVideo(seed + k, height, width, length=30): its
-    frame j is written as absolute frame 100 * s + j of sequence s (s = snippet index within the city),
-    and frame 19's train ids as the gtFine label ids of absolute frame 100 * s + 19.
-    """
-    from tempseg.data.synthetic import SyntheticVideo  # lazy: the reader side does not need the renderer
-
-    root = Path(root)
-    k = 0
-    for city in cities:
-        for s in range(snippets):
-            video = SyntheticVideo(seed + k, height, width, length=SNIPPET, sequence=f"cityscapes-synthetic/{city}/{s}")
-            snippet = Snippet(city, s, 100 * s + ANNOTATED)
-            for j in range(SNIPPET):
-                frame = video.render(j)
-                write_png(snippet.image_path(root, split, 100 * s + j), frame.image)
-                if j == ANNOTATED:
-                    write_png(snippet.label_path(root, split), to_label_ids(frame.label))
-            k += 1
-    return root

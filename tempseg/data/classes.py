@@ -9,10 +9,19 @@ from __future__ import annotations
 import numpy as np
 from cityscapesscripts.helpers.labels import trainId2label
 
+from tempseg.common.classes import ClassTable
+
 NUM_CLASSES = 19
 IGNORE = 255
 CLASS_NAMES: tuple[str, ...] = tuple(trainId2label[i].name for i in range(NUM_CLASSES))
 PALETTE: tuple[tuple[int, int, int], ...] = tuple(tuple(trainId2label[i].color) for i in range(NUM_CLASSES))  # RGB
+CITYSCAPES = ClassTable(CLASS_NAMES, PALETTE, IGNORE)
+
+
+def class_table(num_classes: int) -> ClassTable | None:
+    """The class table of a model with `num_classes` outputs: every data set here (synthetic street video,
+    Cityscapes) labels the 19 Cityscapes classes; None for another count (its graph then names no classes)."""
+    return CITYSCAPES if num_classes == NUM_CLASSES else None
 
 
 def colorize(label: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 from tempseg.common.errors import UserError
 from tempseg.common.io import atomic_path
 from tempseg.data.frames import Frame, write_png
-from tempseg.data.streams import open_source
+from tempseg.data.sources import open_source
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ class Frame:
     index: int  # frame index within its sequence, 0-based
     sequence: str  # sequence id: "synthetic/val/3", a video path, "cityscapes/val/frankfurt_000000_000294"
     degraded: str | None = None  # synthetic only: the transient degradation on this frame, else None
-    # Synthetic with_flow only (data/flow.py): backward flow to the previous frame (HxWx2 float32,
+    # Synthetic with_flow only (data/synthetic/flow.py): backward flow to the previous frame (HxWx2 float32,
     # current -> previous, as cv2.remap maps) and where it is valid (HxW bool); None on frame 0 or unasked.
     flow_prev: np.ndarray | None = None
     flow_valid: np.ndarray | None = None
@@ -39,6 +39,12 @@ class FrameSource(abc.ABC):
     @abc.abstractmethod
     def __iter__(self) -> Iterator[Frame]:
         """Yield the frames in order."""
+
+    def exact_flow(self, t: int, size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """Exact backward flow from frame t to frame t-1 (HxWx2 float32, HxW bool valid) where the source knows
+        its scene (synthetic video), at `size` (h, w) if given; None for sources that cannot know it."""
+        del t, size  # a plain source has no exact flow
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook: most sources hold nothing to release
         """Release files or devices; the default holds none."""

@@ -1,9 +1,10 @@
-"""Any frame source as one stream: synthetic video, a video file, an image folder, Cityscapes, a camera.
+"""Frame sources of real video: a video file, an image folder, a camera; and `Conformed`, which makes any source's
+frames HxWx3 uint8 BGR of one size.
 
-`open_source(spec)` picks the source from the spec string and wraps it so every frame comes out as
-HxWx3 uint8 BGR (grayscale, BGRA and 16-bit frames are converted, and resized when a size is asked
-for), each kind of conversion announced once in the log. A video that ends early or a camera that
-stops ends the stream cleanly; bad input (a file that does not open, an empty folder) is a UserError.
+Grayscale, BGRA and 16-bit frames are converted, and resized when a size is asked for, each kind of
+conversion announced once in the log. A video that ends early or a camera that stops ends the stream
+cleanly; bad input (a file that does not open, an empty folder) is a UserError. data/sources.py opens
+any of them (and synthetic video, Cityscapes) from a spec string.
 """
 
 from __future__ import annotations
@@ -25,72 +26,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 FALLBACK_FPS = 30.0  # videos that do not report a rate, cameras, image folders
-SYNTHETIC_LENGTH = 300  # frames per synthetic sequence in a stream (17.6 s at 17 fps)
-SPLITS = ("train", "val", "test")
 ASPECT_TOLERANCE = 0.01  # aspect ratios closer than 1 % are one picture resized, not a stretched one
-
-
-def open_source(
-    spec: str,
-    *,
-    height: int | None = None,
-    width: int | None = None,
-    frames: int | None = None,
-    seed: int = 0,
-    split: str = "val",
-    sequence_length: int = SYNTHETIC_LENGTH,
-    with_flow: bool = False,
-) -> FrameSource:
-    """Open `spec` as a stream of at most `frames` frames, conformed to height x width when both are given.
-    `with_flow`: synthetic frames carry their exact backward flow (data/flow.py); other sources ignore it.
-
-    spec: "synthetic" (sequences `seed`, `seed`+1, ... of `split`, `sequence_length` frames each),
-    "synthetic:N" (starting at sequence N),
-    a video file, an image folder (sorted *.png/*.jpg/*.jpeg/*.bmp, at 30 fps), "cityscapes:PATH" or
-    "cityscapes:PATH:SPLIT", or "camera:N".
-    """
-    if (height is None) != (width is None):
-        raise ValueError("give both height and width, or neither")
-    if frames is not None and frames < 1:
-        raise ValueError(f"frames {frames} must be at least 1")
-    if split not in SPLITS:
-        raise UserError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    if spec == "synthetic" or spec.startswith("synthetic:"):
-        index = _integer(spec.partition(":")[2], spec) if ":" in spec else seed
-        return SyntheticStream(
-            index,
-            split,
-            frames=frames,
-            height=height or 256,
-            width=width or 512,
-            sequence_length=sequence_length,
-            with_flow=with_flow,
-        )
-    if spec.startswith("cityscapes:"):
-        from tempseg.data.cityscapes import cityscapes_source  # lazy: only this spec needs cityscapesscripts
-
-        path, city_split = spec[len("cityscapes:") :], split
-        head, sep, tail = path.rpartition(":")
-        if sep and tail in SPLITS:
-            path, city_split = head, tail
-        inner = cityscapes_source(path, city_split)
-    elif spec.startswith("camera:"):
-        inner = CameraSource(_integer(spec[len("camera:") :], spec))
-    else:
-        path = Path(spec)
-        if path.is_dir():
-            inner = ImageFolderSource(path)
-        elif path.is_file():
-            inner = VideoSource(path)
-        else:
-            raise UserError("no such file or directory (expected a video, an image folder or a source spec)", spec)
-    return Conformed(inner, height=height, width=width, frames=frames)
-
-
-def _integer(text: str, spec: str) -> int:
-    if not re.fullmatch(r"\d+", text):
-        raise UserError(f"expected a non-negative integer after ':', got {text!r}", spec)
-    return int(text)
 
 
 class Conformed(FrameSource):
@@ -154,44 +90,6 @@ def aspect(width: int, height: int) -> str:
     divisor = math.gcd(width, height)
     w, h = width // divisor, height // divisor
     return f"{w}:{h}" if max(w, h) <= 32 else f"{width / height:.2f}:1"
-
-
-class SyntheticStream(FrameSource):
-    """Labelled synthetic sequences of a split back to back, `sequence_length` frames each, from `index` on."""
-
-    def __init__(
-        self,
-        index: int,
-        split: str,
-        *,
-        frames: int | None,
-        height: int,
-        width: int,
-        sequence_length: int = SYNTHETIC_LENGTH,
-        with_flow: bool = False,
-    ) -> None:
-        if sequence_length < 1:
-            raise ValueError(f"sequence_length {sequence_length} must be at least 1")
-        self.with_flow = with_flow
-        self.index, self.split = index, split
-        self.height, self.width = height, width
-        self.sequence_length = sequence_length
-        self.length = frames or sequence_length
-        self.fps = 17.0
-        self.name = f"synthetic:{split}/{index}"
-
-    def __iter__(self) -> Iterator[Frame]:
-        from tempseg.data.synthetic import SyntheticVideo, split_seed  # lazy: keeps camera/video streams light
-
-        left = self.length
-        for index in itertools.count(self.index):
-            n = min(left, self.sequence_length)
-            name = f"synthetic/{self.split}/{index}"
-            seed = split_seed(self.split, index)
-            yield from SyntheticVideo(seed, self.height, self.width, length=n, sequence=name, with_flow=self.with_flow)
-            left -= n
-            if left == 0:
-                return
 
 
 class VideoSource(FrameSource):

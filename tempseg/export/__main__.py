@@ -22,7 +22,8 @@ import onnx
 from tempseg.common.contract import LOGITS, Contract, TensorSpec, set_metadata
 from tempseg.common.errors import UserError, run_cli
 from tempseg.common.io import sha256_file, write_json
-from tempseg.data import SyntheticVideo, split_seed
+from tempseg.data.classes import class_table
+from tempseg.data.synthetic import SyntheticVideo, split_seed
 from tempseg.export.fp16 import convert_fp16
 from tempseg.export.onnx_graph import build_contract, export_fp32, save_onnx
 from tempseg.export.parity import FP16_TARGET_AGREEMENT, ParityError, check_fp32, merge, streaming_parity
@@ -68,7 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     hw = {"height": args.height, "width": args.width, "batch": args.batch}
     sha = sha256_file(args.checkpoint)
     contract = build_contract(
-        model, name, **hw, checkpoint_sha256=sha, logits=args.logits, keyframe_every=args.keyframe_every
+        model,
+        name,
+        **hw,
+        checkpoint_sha256=sha,
+        logits=args.logits,
+        keyframe_every=args.keyframe_every,
+        classes=class_table(model.config.num_classes),
     )
     t0 = time.perf_counter()
     graphs = export_graphs(model, contract)

@@ -13,7 +13,7 @@ import onnx
 import onnxruntime as ort
 
 from tempseg.common.contract import LOGITS, Contract, TensorSpec
-from tempseg.data import Frame
+from tempseg.data.frames import Frame
 from tempseg.models import FCResNet
 from tempseg.runtime.backends.base import Runner
 from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner

@@ -6,9 +6,9 @@ runner with it, so both sides stream frames through one contract.
 
 from __future__ import annotations
 
+from tempseg.common.classes import ClassTable
 from tempseg.common.contract import FLOW, LABELS, LOGITS, Contract, StateSpec, TensorSpec
 from tempseg.common.preprocess import COLOR_ORDER, MEAN_RGB, STD_RGB
-from tempseg.data.classes import CLASS_NAMES, PALETTE
 from tempseg.models.accel import FEATURE_STRIDE, Accel
 from tempseg.models.fcresnet import FCResNet
 from tempseg.models.registry import variant_name
@@ -34,15 +34,18 @@ def build_contract(
     checkpoint_sha256: str | None = None,
     logits: bool = False,
     keyframe_every: int = KEYFRAME_EVERY,
+    classes: ClassTable | None = None,
 ) -> Contract:
     """The FP32 contract of `model` at one input size; `logits` adds the C x H x W logits output. For Accel
-    it is the update graph's, naming keyframe.onnx (keyframe_contract() gives the keyframe graph's)."""
+    it is the update graph's, naming keyframe.onnx (keyframe_contract() gives the keyframe graph's).
+    `classes`: the data's class table, recorded in the metadata (names and palette); None records none."""
     c = model.config.num_classes
     states = tuple(
         StateSpec(f"state_in.{i}", f"state_out.{i}", tuple(shape), "float32")
         for i, shape in enumerate(model.state_shapes(height, width, batch=batch))
     )
-    is_cityscapes = c == len(CLASS_NAMES)
+    if classes is not None and len(classes) != c:
+        raise ValueError(f"{name} has {c} classes but the class table lists {len(classes)}")
     return Contract(
         model=name,
         num_classes=c,
@@ -51,8 +54,8 @@ def build_contract(
         logits=TensorSpec(LOGITS, (batch, c, height, width), "float32") if logits else None,
         labels=TensorSpec(LABELS, (batch, height, width), "int32"),
         precision="fp32",
-        classes=tuple(CLASS_NAMES) if is_cityscapes else (),
-        palette=tuple(tuple(p) for p in PALETTE) if is_cityscapes else (),
+        classes=classes.names if classes else (),
+        palette=classes.palette if classes else (),
         mean=MEAN_RGB,
         std=STD_RGB,
         color_order=COLOR_ORDER,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tempseg.common.errors import UserError, run_cli
 from tempseg.common.io import write_json
-from tempseg.data import open_source
+from tempseg.data.sources import open_source
 from tempseg.runtime.loop import LoopOptions, run_loop
 from tempseg.runtime.outputs import Overlay, OverlayVideo, PngFrames, palette_lut
 from tempseg.runtime.policy import StatePolicy

@@ -8,7 +8,7 @@ carried and with the state zeroed (`python -m tempseg.runtime --reset-every 1`, 
 
 from __future__ import annotations
 
-from tempseg.data import Frame
+from tempseg.data.frames import Frame
 from tempseg.metrics import LatencyAwareMIoU, StreamScores, TemporalConsistency
 
 

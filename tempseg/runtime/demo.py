@@ -32,7 +32,8 @@ import numpy as np
 
 from tempseg.common.errors import UserError, run_cli
 from tempseg.common.io import atomic_path
-from tempseg.data import Frame, open_source
+from tempseg.data.frames import Frame
+from tempseg.data.sources import open_source
 from tempseg.metrics import ConfusionMatrix, TemporalConsistency
 from tempseg.runtime.outputs import Overlay, palette_lut
 from tempseg.runtime.session import BACKENDS, PRECISIONS, Selection, make_runner, select

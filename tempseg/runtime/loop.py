@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from tempseg.data import Frame
+from tempseg.data.frames import Frame
 from tempseg.runtime.accuracy import AccuracyTracker
 from tempseg.runtime.backends.base import Runner
 from tempseg.runtime.policy import ResetTracker, StatePolicy

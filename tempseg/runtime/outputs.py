@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from tempseg.common.errors import UserError
-from tempseg.data import Frame
+from tempseg.data.frames import Frame
 
 
 def palette_lut(palette: tuple[tuple[int, int, int], ...], num_classes: int) -> np.ndarray:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tempseg.data import Frame
 from tempseg.data.flow import GridFlow
+from tempseg.data.frames import Frame
 from tempseg.runtime.backends.base import PhaseTimes, Runner
 from tempseg.runtime.policy import ResetTracker, StatePolicy
 from tempseg.runtime.preprocess import Preprocessor

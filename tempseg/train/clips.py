@@ -20,10 +20,11 @@ import numpy as np
 
 from tempseg.common.errors import UserError
 from tempseg.common.preprocess import normalize_bgr
-from tempseg.data import CityscapesClips, SyntheticVideo, augment_clip, split_seed
-from tempseg.data.augment import Flow
+from tempseg.data.augment import Flow, augment_clip
+from tempseg.data.cityscapes import CityscapesClips
 from tempseg.data.flow import GridFlow, dis_flow
 from tempseg.data.frames import resize_flow, resize_image, resize_label
+from tempseg.data.synthetic import SyntheticVideo, split_seed
 from tempseg.metrics import IGNORE_INDEX
 
 

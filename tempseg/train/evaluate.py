@@ -14,7 +14,9 @@ from dataclasses import replace
 
 import torch
 
-from tempseg.data import CLASS_NAMES, Frame, open_source
+from tempseg.data.classes import CLASS_NAMES
+from tempseg.data.frames import Frame
+from tempseg.data.sources import open_source
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.models import FCResNet
 from tempseg.models.contract import build_contract
@@ -66,7 +68,7 @@ def val_frames(config: TrainConfig, *, with_flow: bool = False) -> Iterator[Fram
 def cityscapes_frames(config: TrainConfig) -> Iterator[Frame]:
     """Cityscapes val clips (paper section IV-A: previous frame -> state, annotated frame): each clip a
     sequence of two frames, only the last labelled."""
-    from tempseg.data import CityscapesClips
+    from tempseg.data.cityscapes import CityscapesClips
 
     root = config.data.split(":", 1)[1]
     clips = CityscapesClips(

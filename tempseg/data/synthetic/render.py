@@ -1,41 +1,18 @@
-"""Procedural street video with dense labels: the default data of every stage, no download.
+"""Rendering of one synthetic frame: camera, projection with clipping, painter's algorithm into a material map.
 
-A 2.5D world (data/world.py) seen from a forward-moving car: road with lane paint in perspective,
-sidewalks, buildings with windows, vegetation, terrain, sky with clouds, poles, signs, traffic lights,
-walls, fences, parked and moving cars, trucks, buses, trams, pedestrians, cyclists and motorcyclists.
-Every frame is rendered on its own from closed-form motion (`render(t)`), so training samples any frame
-of any sequence directly. Polygons are filled, far to near, into one uint8 *material* map; two 256-entry
-tables turn it into the label (train ids, never anti-aliased) and into the BGR image, which then gets
-optics blur, sensor noise and, on ~25% of frames, a transient degradation lasting 1-3 frames (data/degrade.py).
-
-Resolution only scales the projection: the scene and every random draw depend on the seed alone, so
-the same seed at 128x256 and at 256x512 is the same video, scaled (only the per-pixel sensor grain,
-a shared fixed noise tile shifted per frame, exists per resolution).
-
-Speed, 256x512, frames 0..299 of synthetic_split("val", 4) rendered in order, cv2.setNumThreads(1),
-timed around `render(t)` on this project's 2-core CPU container: 4.9 ms mean CPU time per frame
-(median 4.2, 95th percentile 7.7, degradations included); wall time was 7.1 ms mean because two
-other jobs shared the two cores. The street is generated in 60 m chunks on first sight, cached per
-SyntheticVideo (about 1.3 MB per 300-frame sequence): a frame of a fresh SyntheticVideo costs about
-50 ms, so keep the objects alive across samples (keep the list synthetic_split returns).
+Public for the exact optical flow (data/synthetic/flow.py), which repeats the same painter's pass with
+surface ids in place of materials.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from tempseg.data import degrade
-from tempseg.data.frames import Frame, FrameSource
-from tempseg.data.scene import CAM_H, SKY_BANDS, Layer, Part, Thing
-from tempseg.data.world import NEAR_M, Scene
-
-if TYPE_CHECKING:
-    from tempseg.data.flow import ExactFlow
+from tempseg.data.synthetic.scene import CAM_H, SKY_BANDS, Layer, Part, Thing
+from tempseg.data.synthetic.world import NEAR_M, Scene
 
 FOCAL = 0.75  # focal length as a fraction of the width (67 degree horizontal field of view)
 HORIZON = 0.45  # horizon row as a fraction of the height, camera level
@@ -43,140 +20,9 @@ DETAIL_M = 40.0  # windows, lamps and similar small parts are skipped beyond thi
 SHIFT = 4  # fillPoly fractional bits: 1/16 pixel vertex precision keeps small renders faithful
 GUARD_PX = 8000.0  # polygons reaching further outside the frame are clipped (fillPoly is exact to ~16k px)
 STRIP_Z = np.geomspace(2.5, 600.0, 18)  # depths at which the ground bands are sampled (metres ahead)
-SPLITS = {"train": 0, "val": 1, "test": 2}
-SPLIT_SPAN = 1_000_000  # seeds per split: split k holds [k * SPAN, (k + 1) * SPAN)
 
 
-def split_seed(split: str, index: int) -> int:
-    """Seed of sequence `index` of a split; the train, val and test seed ranges are disjoint."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
-    if not 0 <= index < SPLIT_SPAN:
-        raise ValueError(f"sequence index {index} outside [0, {SPLIT_SPAN})")
-    return SPLITS[split] * SPLIT_SPAN + index
-
-
-class SyntheticVideo(FrameSource):
-    """One labelled synthetic sequence; iterating yields frames 0..length-1, `render(t)` any single one."""
-
-    def __init__(
-        self,
-        seed: int = 0,
-        height: int = 256,
-        width: int = 512,
-        *,
-        length: int = 300,
-        degrade_rate: float = degrade.DEFAULT_RATE,
-        fps: float = 17.0,
-        sequence: str | None = None,
-        with_flow: bool = False,
-    ) -> None:
-        """`length` in frames; `degrade_rate` is the expected fraction of degraded frames (0 turns them off);
-        `with_flow` fills every frame's flow_prev and flow_valid (frames 1 on; see `flow`)."""
-        if height < 8 or width < 8:
-            raise ValueError(f"frame size {height}x{width} is too small (8x8 at least)")
-        if length < 1:
-            raise ValueError(f"length {length} must be at least 1")
-        self.seed = seed
-        self.height, self.width = height, width
-        self.length = length
-        self.fps = fps
-        self.name = sequence or f"synthetic/{seed}"
-        self.with_flow = with_flow
-        self._flow: ExactFlow | None = None
-        self.scene = Scene(seed, fps)
-        self.schedule = degrade.Schedule(seed, degrade_rate)
-        self.classes, colours = self.scene.palette.tables()
-        packed = np.zeros((256, 4), np.uint8)
-        packed[:, :3] = colours[:, 0]
-        self._packed = packed.view(np.uint32).ravel()  # BGRA of each material as one 32-bit word
-        self._noise_sigma = float(np.random.default_rng([seed, 5]).uniform(1.5, 4.5))  # sensor noise, grey levels
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __iter__(self) -> Iterator[Frame]:
-        for t in range(self.length):
-            yield self.render(t)
-
-    def render(self, t: int, size: tuple[int, int] | None = None) -> Frame:
-        """Frame t (0-based, any t >= 0: the street goes on past `length`), at `size` (h, w) if given.
-
-        Another size renders the same view at another resolution (scale augmentation reuses the scene).
-        """
-        if t < 0:
-            raise IndexError(f"frame {t} < 0")
-        height, width = size or (self.height, self.width)
-        flow = valid = None
-        if self.with_flow and t >= 1:
-            materials = np.empty((height, width), np.uint8)
-            flow, valid = self._exact_flow()(t, height, width, materials)
-        else:
-            materials = render_materials(self.scene, t, height, width)
-        label = cv2.LUT(materials, self.classes)
-        image = self._expose(materials, t)
-        event = self.schedule.at(t)
-        if event is not None and event.kind == "frozen":  # the sensor repeats the last clean frame
-            image = self._expose(render_materials(self.scene, event.start - 1, height, width), event.start - 1)
-        elif event is not None:
-            image = degrade.apply(image, event, t, self.seed)
-        kind = event.kind if event else None
-        return Frame(image, label, t, self.name, degraded=kind, flow_prev=flow, flow_valid=valid)
-
-    def flow(self, t: int, size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Exact backward flow from frame t >= 1 to frame t-1 at `size` (h, w) if given, and its validity
-        mask: HxWx2 float32 (current -> previous, as cv2.remap maps) and HxW bool (data/flow.py)."""
-        height, width = size or (self.height, self.width)
-        return self._exact_flow()(t, height, width)
-
-    def _exact_flow(self) -> ExactFlow:
-        """The scene's flow renderer, made on first use (it keeps the last frame's surface ids)."""
-        if self._flow is None:
-            from tempseg.data.flow import ExactFlow  # flow.py builds on this module
-
-            self._flow = ExactFlow(self.scene)
-        return self._flow
-
-    def _expose(self, materials: np.ndarray, t: int) -> np.ndarray:
-        """Material map to a camera-like image: colours, lens softness, moving sensor grain."""
-        # One 32-bit gather per pixel (BGRA packed), then drop alpha: faster than a 3-channel cv2.LUT.
-        image = cv2.cvtColor(
-            np.take(self._packed, materials).view(np.uint8).reshape(*materials.shape, 4), cv2.COLOR_BGRA2BGR
-        )
-        image = cv2.GaussianBlur(image, (0, 0), sigmaX=0.6 * materials.shape[1] / 512.0)
-        rng = np.random.default_rng([self.seed, 6, t])
-        offset = (int(rng.integers(degrade.NOISE_PAD)), int(rng.integers(degrade.NOISE_PAD)))
-        return degrade.add_noise(image, self._noise_sigma, offset)
-
-
-def synthetic_split(
-    split: str,
-    sequences: int,
-    length: int = 300,
-    height: int = 256,
-    width: int = 512,
-    *,
-    degrade_rate: float = degrade.DEFAULT_RATE,
-) -> list[SyntheticVideo]:
-    """The first `sequences` sequences of a split, named "synthetic/{split}/{index}"."""
-    return [
-        SyntheticVideo(
-            split_seed(split, i),
-            height,
-            width,
-            length=length,
-            degrade_rate=degrade_rate,
-            sequence=f"synthetic/{split}/{i}",
-        )
-        for i in range(sequences)
-    ]
-
-
-# ---------------------------------------------------------------------------------------------
-# Rendering: camera, projection with clipping, painter's algorithm into a material map.
-
-
-class _Camera:
+class Camera:
     """Pinhole camera at frame t: world pose from the ego motion, intrinsics from the frame size."""
 
     def __init__(self, scene: Scene, t: int, height: int, width: int) -> None:
@@ -201,17 +47,17 @@ class _Camera:
 
 def render_materials(scene: Scene, t: int, height: int, width: int) -> np.ndarray:
     """The HxW uint8 material map of frame t: sky, clouds, ground, then things far to near."""
-    cam = _Camera(scene, t, height, width)
+    cam = Camera(scene, t, height, width)
     out = np.empty((height, width), np.uint8)
-    _sky_and_ground(out, scene, cam)
-    _clouds(out, scene, cam)
-    calls = _ground_calls(scene, cam)
+    sky_and_ground(out, scene, cam)
+    clouds(out, scene, cam)
+    calls = ground_calls(scene, cam)
     calls += [(part.mat, part.polys, off) for _thing, _i, part, off, _layer in visible_parts(scene, t, cam)]
-    _fill(out, calls, scene, cam)
+    fill(out, calls, scene, cam)
     return out
 
 
-def visible_parts(scene: Scene, t: int, cam: _Camera) -> list[tuple[Thing, int, Part, float, Layer]]:
+def visible_parts(scene: Scene, t: int, cam: Camera) -> list[tuple[Thing, int, Part, float, Layer]]:
     """(thing, part index, part, z offset, layer) of every part drawn at frame t, in draw order."""
     out = []
     for _group, depth, thing, off, layer in scene.visible(t, cam.z):
@@ -224,7 +70,7 @@ def visible_parts(scene: Scene, t: int, cam: _Camera) -> list[tuple[Thing, int, 
     return out
 
 
-def _sky_and_ground(out: np.ndarray, scene: Scene, cam: _Camera) -> None:
+def sky_and_ground(out: np.ndarray, scene: Scene, cam: Camera) -> None:
     """Sky as bands of rising elevation above the horizon, distant terrain below it."""
     pal = scene.palette
     horizon = int(np.clip(round(cam.cy), 0, out.shape[0]))
@@ -237,7 +83,7 @@ def _sky_and_ground(out: np.ndarray, scene: Scene, cam: _Camera) -> None:
         top = row
 
 
-def _clouds(out: np.ndarray | None, scene: Scene, cam: _Camera, ids: np.ndarray | None = None, first: int = 0) -> None:
+def clouds(out: np.ndarray | None, scene: Scene, cam: Camera, ids: np.ndarray | None = None, first: int = 0) -> None:
     """Clouds at infinity: they move only with the camera's yaw and pitch. With `ids`, cloud k is also
     filled there with the id first + k (data/flow.py)."""
     for k, (azimuth, elevation, outline) in enumerate(scene.clouds):
@@ -252,7 +98,7 @@ def _clouds(out: np.ndarray | None, scene: Scene, cam: _Camera, ids: np.ndarray 
             cv2.fillPoly(ids, [pts], first + k, cv2.LINE_8, SHIFT)
 
 
-def _ground_calls(scene: Scene, cam: _Camera) -> list[tuple[int, np.ndarray, float]]:
+def ground_calls(scene: Scene, cam: Camera) -> list[tuple[int, np.ndarray, float]]:
     """Ground bands (sampled along the curved road) and dashed lane lines as fill calls."""
     zs = cam.z + STRIP_Z
     calls = []
@@ -271,11 +117,11 @@ def _ground_calls(scene: Scene, cam: _Camera) -> list[tuple[int, np.ndarray, flo
 IdFill = tuple[np.ndarray, list[int], list[bool]]  # id map (int32), first id of each call, one id per contour
 
 
-def _fill(
+def fill(
     out: np.ndarray | None,
     calls: list[tuple[int, np.ndarray, float]],
     scene: Scene,
-    cam: _Camera,
+    cam: Camera,
     ids: IdFill | None = None,
 ) -> None:
     """Project every call's contours at once (z shifted by the call's layer offset), cull what is out of
@@ -326,7 +172,7 @@ def _fill(
             if out is not None:
                 fill_poly(out, contours, mat, line8, SHIFT)
             if ids is not None:
-                _fill_ids(ids, i, contours, range(m))
+                fill_ids(ids, i, contours, range(m))
             continue
         # Per contour: cull again, fill the clean ones directly and clip only the rest.
         sl = slice(s, s + m * k)
@@ -344,10 +190,10 @@ def _fill(
             if out is not None:
                 fill_poly(out, contours, mat, line8, SHIFT)
             if ids is not None:
-                _fill_ids(ids, i, contours, index)
+                fill_ids(ids, i, contours, index)
 
 
-def _fill_ids(ids: IdFill, call: int, contours: np.ndarray | list[np.ndarray], index: range | list[int]) -> None:
+def fill_ids(ids: IdFill, call: int, contours: np.ndarray | list[np.ndarray], index: range | list[int]) -> None:
     """A call's contours into the id map: one id for all (filled together, even-odd like the materials),
     or one per contour where the call is split."""
     target, first, split = ids
@@ -358,7 +204,7 @@ def _fill_ids(ids: IdFill, call: int, contours: np.ndarray | list[np.ndarray], i
         cv2.fillPoly(target, [c], first[call] + j, cv2.LINE_8, SHIFT)
 
 
-def _clip(xc: np.ndarray, yc: np.ndarray, zc: np.ndarray, cam: _Camera, w: int, h: int) -> np.ndarray | None:
+def _clip(xc: np.ndarray, yc: np.ndarray, zc: np.ndarray, cam: Camera, w: int, h: int) -> np.ndarray | None:
     """One contour clipped to z >= NEAR_M in camera space, projected, then clipped to the guard band."""
     pts = _clip_plane(np.stack([xc, yc, zc], axis=1), 2, NEAR_M, 1)
     if pts is None:

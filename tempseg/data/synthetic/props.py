@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from tempseg.data.scene import (
+from tempseg.data.synthetic.scene import (
     FAR,
     GROUND,
     PROPERTY,

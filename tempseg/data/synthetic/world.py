@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tempseg.data import props
-from tempseg.data.scene import (
+from tempseg.data.synthetic import props
+from tempseg.data.synthetic.scene import (
     CHUNK_M,
     FAR,
     MAX_THING_M,
