@@ -31,7 +31,7 @@ from tempseg.common.contract import Contract, TensorSpec, check_against_io, read
 from tempseg.common.errors import UserError
 from tempseg.common.io import atomic_write
 from tempseg.engine.sidecar import make_sidecar, sidecar_path, write_sidecar
-from tempseg.engine.trt import TensorRT, cuda_gpu
+from tempseg.engine.trt import TensorRT, cuda_gpu, dtype_name
 
 log = logging.getLogger("tempseg.engine")
 
@@ -40,20 +40,6 @@ DEFAULT_TIMING_CACHE = Path("runs/timing.cache")
 # portable set (Ampere 8.6, Ada 8.9, Blackwell 12.0). Turing (7.5) must be asked for explicitly.
 DEFAULT_RTX_TARGETS = ("8.6", "8.9", "12.0")
 PROFILING = ("detailed", "layer_names_only", "none")
-# TensorRT DataType member name -> the numpy-style names of common/contract.py
-DTYPES = {
-    "FLOAT": "float32",
-    "HALF": "float16",
-    "BF16": "bfloat16",
-    "INT8": "int8",
-    "UINT8": "uint8",
-    "INT32": "int32",
-    "INT64": "int64",
-    "BOOL": "bool",
-    "FP8": "float8",
-    "INT4": "int4",
-    "FP4": "float4",
-}
 # Lines of TensorRT's INFO build log that carry memory figures (no API gives them without a GPU).
 _MEMORY_LINES = {
     "activation_bytes": re.compile(r"Total Activation Memory: (\d+) bytes"),
@@ -164,12 +150,6 @@ def network_io(network: Any) -> tuple[dict[str, TensorSpec], dict[str, TensorSpe
     inputs = [spec(network.get_input(i)) for i in range(network.num_inputs)]
     outputs = [spec(network.get_output(i)) for i in range(network.num_outputs)]
     return {s.name: s for s in inputs}, {s.name: s for s in outputs}
-
-
-def dtype_name(dtype: Any) -> str:
-    """TensorRT DataType -> 'float32', 'float16', ... (the member name lowercased if unknown)."""
-    name = getattr(dtype, "name", str(dtype)).rsplit(".", 1)[-1]
-    return DTYPES.get(name, name.lower())
 
 
 def network_layers(network: Any) -> list[dict[str, str]]:

@@ -2,7 +2,8 @@
 
 Both are imported lazily (engine/ imports on a machine with neither) and their differences are
 feature-detected with hasattr, never by comparing version strings. Also here: a logger that routes
-TensorRT's messages into Python logging. Which flavours there are, in which order `auto` takes them, and
+TensorRT's messages into Python logging, and `dtype_name` (TensorRT DataType -> the contract's dtype names,
+for the builder and the runtime alike). Which flavours there are, in which order `auto` takes them, and
 the GPU (a driver-level probe that needs no CUDA binding) come from common/platform.py, the one place
 that decides about the machine; `GpuInfo` and `cuda_gpu` are re-exported from there.
 """
@@ -24,6 +25,20 @@ INSTALL_HINTS = {
     "tensorrt": "`pip install tensorrt` (desktop NVIDIA GPU); on a Jetson it comes with JetPack "
     "(make a venv with --system-site-packages, as `make setup` does)",
     "tensorrt_rtx": "`pip install -e '.[rtx]'` for TensorRT-RTX (x86-64 Linux/Windows; builds engines without a GPU)",
+}
+# TensorRT DataType member name -> the numpy-style names of common/contract.py
+DTYPES = {
+    "FLOAT": "float32",
+    "HALF": "float16",
+    "BF16": "bfloat16",
+    "INT8": "int8",
+    "UINT8": "uint8",
+    "INT32": "int32",
+    "INT64": "int64",
+    "BOOL": "bool",
+    "FP8": "float8",
+    "INT4": "int4",
+    "FP4": "float4",
 }
 # TensorRT severities -> Python levels. TensorRT's INFO is chatty (a dozen lines per parse), so it is
 # DEBUG unless --verbose asks for it; VERBOSE is dropped before formatting unless --verbose.
@@ -91,6 +106,12 @@ def make_logger(module: Any, *, verbose: bool = False) -> Any:
             self.messages.clear()
 
     return Logger()
+
+
+def dtype_name(dtype: Any) -> str:
+    """TensorRT DataType -> 'float32', 'float16', ... (the member name lowercased if unknown)."""
+    name = getattr(dtype, "name", str(dtype)).rsplit(".", 1)[-1]
+    return DTYPES.get(name, name.lower())
 
 
 def gpu_support(trt: TensorRT, gpu: GpuInfo | None) -> str | None:
