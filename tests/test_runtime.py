@@ -351,3 +351,22 @@ def test_runtime_and_engine_run_without_torch(tmp_path):
     )
     imported = _without_torch(tmp_path, "-c", imports)
     assert imported.returncode == 0, imported.stderr
+
+
+def test_the_runtime_library_loads_no_model_code_renderer_or_cityscapesscripts():
+    """What a Jetson loads: every runtime library module (the torch backend included: it loads its model lazily,
+    behind the backend choice) imports neither tempseg.models nor the synthetic renderer nor cityscapesscripts."""
+    code = (
+        "import importlib, pkgutil, sys, tempseg.runtime\n"
+        "for m in pkgutil.walk_packages(tempseg.runtime.__path__, 'tempseg.runtime.'):\n"
+        "    if m.name.rsplit('.', 1)[-1] not in ('__main__', 'demo'):\n"
+        "        importlib.import_module(m.name)\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.split()
+    assert "tempseg.runtime.backends.torch_runner" in loaded
+    leaked = [m for m in loaded if m.startswith(("tempseg.models", "tempseg.data.synthetic", "cityscapesscripts"))]
+    assert not leaked, leaked
