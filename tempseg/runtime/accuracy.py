@@ -25,7 +25,9 @@ class AccuracyTracker:
             self.labelled_frames += 1
         self.flame.update(prediction, frame.label, frame.sequence)
         if self.tc is not None:
-            flow = (frame.flow_prev, frame.flow_valid) if frame.flow_prev is not None else None
+            flow = None
+            if frame.flow_prev is not None and frame.flow_valid is not None:  # exact flow: set together, or neither
+                flow = (frame.flow_prev, frame.flow_valid)
             reference = self.tc.update(frame.image, prediction, frame.sequence, flow)
             if reference is not None and frame.label is not None:
                 degraded = frame.degraded is not None

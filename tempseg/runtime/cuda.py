@@ -29,14 +29,20 @@ from __future__ import annotations
 
 import abc
 import ctypes
+import importlib
 from collections.abc import Callable
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from tempseg.common.errors import UserError
 from tempseg.common.platform import cuda_binding
+
+if TYPE_CHECKING:  # imported lazily at run time (module docstring); typings/pycuda stubs it for the checker
+    import pycuda.driver
+
+_T = TypeVar("_T")
 
 INSTALL_HINT = (
     "`pip install cuda-python` (any platform), or pycuda (`pip install pycuda`, which compiles against the "
@@ -178,15 +184,22 @@ class DeviceBuffer:
         return f"DeviceBuffer(ptr=0x{self.ptr:x}, nbytes={self.nbytes})"
 
 
+def _open(native: _T | None, what: str) -> _T:
+    """A handle's binding object, which close() sets to None: RuntimeError for a handle used after close()."""
+    if native is None:
+        raise RuntimeError(f"CUDA {what} used after close()")
+    return native
+
+
 # ---- cuda-python ----------------------------------------------------------------------------------------
 
 
 def _import_cudart() -> ModuleType:
     """cuda-python's runtime module: `cuda.bindings.runtime` (12.6+, 13.x) or the older `cuda.cudart`."""
     try:
-        from cuda.bindings import runtime
-    except ImportError:
-        from cuda import cudart as runtime  # cuda-python < 12.6
+        import cuda.bindings.runtime as runtime
+    except ImportError:  # cuda-python < 12.6, which has no cuda.bindings
+        return importlib.import_module("cuda.cudart")
     return runtime
 
 
@@ -222,7 +235,7 @@ class CudaPythonApi(CudaApi):
         ptr = int(self.call("cudaMallocHost", max(1, nbytes)))
         self._pinned[ptr] = nbytes
         raw = (ctypes.c_ubyte * max(1, nbytes)).from_address(ptr)  # numpy view of the pinned block, no copy
-        array = np.frombuffer(raw, dtype=np.uint8, count=nbytes).view(dtype).reshape(shape)
+        array = np.frombuffer(memoryview(raw), dtype=np.uint8, count=nbytes).view(dtype).reshape(shape)
         array.fill(0)  # cudaMallocHost does not zero
         return array
 
@@ -290,7 +303,7 @@ class _CudartStream(Stream):
 
     @property
     def handle(self) -> int:
-        return int(self.native)
+        return int(_open(self.native, "stream"))
 
     def synchronize(self) -> None:
         self.api.call("cudaStreamSynchronize", self.native)
@@ -348,14 +361,16 @@ class PyCudaApi(CudaApi):
         import pycuda.driver as driver
 
         self.driver = driver
-        self._device: dict[int, Any] = {}  # address -> DeviceAllocation (pycuda frees on GC: keep them alive)
+        # address -> DeviceAllocation (pycuda frees on GC: keep them alive)
+        self._device: dict[int, pycuda.driver.DeviceAllocation] = {}
         self._pinned: dict[int, Any] = {}  # address -> PagelockedHostAllocation
         self.call("cuInit", driver.init)
         # the primary context is the CUDA runtime's, so TensorRT and pycuda share memory and streams
-        self._context = self.call("cuDevicePrimaryCtxRetain", driver.Device(device).retain_primary_context)
-        self.call("cuCtxPushCurrent", self._context.push)
+        context = self.call("cuDevicePrimaryCtxRetain", driver.Device(device).retain_primary_context)
+        self._context: pycuda.driver.Context | None = context
+        self.call("cuCtxPushCurrent", context.push)
 
-    def call(self, name: str, function: Callable[..., Any], *args: Any) -> Any:
+    def call(self, name: str, function: Callable[..., _T], *args: Any) -> _T:
         """Run a pycuda function; its `pycuda.driver.Error` becomes a CudaError naming `name`."""
         try:
             return function(*args)
@@ -413,42 +428,46 @@ class PyCudaApi(CudaApi):
             self._context = None  # pycuda releases the retained primary context when this object goes
 
 
-def _pycuda_stream(stream: Stream) -> Any:
+def _pycuda_stream(stream: Stream) -> pycuda.driver.Stream | None:
     if not isinstance(stream, _PyCudaStream):
         raise TypeError("PyCudaApi needs streams from its own create_stream()")
     return stream.native
 
 
 class _PyCudaStream(Stream):
-    def __init__(self, api: PyCudaApi, native: Any) -> None:
-        self.api, self.native = api, native
+    def __init__(self, api: PyCudaApi, native: pycuda.driver.Stream) -> None:
+        self.api = api
+        self.native: pycuda.driver.Stream | None = native
 
     @property
     def handle(self) -> int:
-        return int(self.native.handle)
+        return int(_open(self.native, "stream").handle)
 
     def synchronize(self) -> None:
-        self.api.call("cuStreamSynchronize", self.native.synchronize)
+        self.api.call("cuStreamSynchronize", _open(self.native, "stream").synchronize)
 
     def close(self) -> None:
         self.native = None  # pycuda destroys the stream when its object goes
 
 
 class _PyCudaEvent(Event):
-    def __init__(self, api: PyCudaApi, native: Any) -> None:
-        self.api, self.native = api, native
+    def __init__(self, api: PyCudaApi, native: pycuda.driver.Event) -> None:
+        self.api = api
+        self.native: pycuda.driver.Event | None = native
 
     def record(self, stream: Stream) -> None:
-        self.api.call("cuEventRecord", self.native.record, _pycuda_stream(stream))
+        self.api.call("cuEventRecord", _open(self.native, "event").record, _pycuda_stream(stream))
 
     def synchronize(self) -> None:
-        self.api.call("cuEventSynchronize", self.native.synchronize)
+        self.api.call("cuEventSynchronize", _open(self.native, "event").synchronize)
 
     def elapsed_ms(self, end: Event) -> float:
         if not isinstance(end, _PyCudaEvent):
             raise TypeError("elapsed_ms: both events must come from the same api")
         # pycuda's convention: end.time_since(start)
-        return float(self.api.call("cuEventElapsedTime", end.native.time_since, self.native))
+        return float(
+            self.api.call("cuEventElapsedTime", _open(end.native, "event").time_since, _open(self.native, "event"))
+        )
 
     def close(self) -> None:
         self.native = None

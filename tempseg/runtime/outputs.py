@@ -25,7 +25,7 @@ def palette_lut(palette: tuple[tuple[int, int, int], ...], num_classes: int) -> 
 def _fallback_palette(num_classes: int) -> list[tuple[int, int, int]]:
     hues = np.linspace(0, 179, num_classes, endpoint=False).astype(np.uint8)
     hsv = np.stack([hues, np.full_like(hues, 200), np.full_like(hues, 230)], axis=-1)[None]
-    return [tuple(int(c) for c in rgb) for rgb in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]]
+    return [(int(r), int(g), int(b)) for r, g, b in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]]
 
 
 class Overlay:
@@ -57,7 +57,7 @@ class OverlayVideo:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.stem}.tmp{self.path.suffix}")
         h, w = overlay.image.shape[:2]
-        fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
+        fourcc = cv2.VideoWriter.fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
         self._writer = cv2.VideoWriter(str(self._tmp), fourcc, max(1.0, fps), (w, h))
         if not self._writer.isOpened():
             raise UserError("cannot open a video writer for this file (extension / codec?)", self.path)

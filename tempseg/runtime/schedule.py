@@ -8,6 +8,8 @@ keyframes the update graph runs.
 
 from __future__ import annotations
 
+from typing import cast
+
 from tempseg.common.contract import check_keyframe_interval
 
 FRAME, KEYFRAME, UPDATE = "frame", "keyframe", "update"
@@ -17,9 +19,10 @@ KINDS = (FRAME, KEYFRAME, UPDATE)  # what ran on a frame: a single graph, or one
 class KeyframeSchedule:
     """`next_kind()` before a frame, `ran(kind)` after it, `force()` on a reset."""
 
-    def __init__(self, every: int, *, source: str = "--keyframe-every") -> None:
+    def __init__(self, every: object, *, source: str = "--keyframe-every") -> None:
+        """`every` as given (an option, a graph's metadata): UserError unless a whole number of frames, at least 1."""
         check_keyframe_interval(every, source)
-        self.every = every
+        self.every = cast(int, every)  # what check_keyframe_interval has just checked
         self.since_keyframe: int | None = None  # frames run since the last keyframe, itself included
 
     def next_kind(self) -> str:

@@ -98,7 +98,7 @@ def make_runner(selection: Selection, *, threads: int = 0, device: str = "auto",
 def _expectations(model_dir: Path, precision: str, backend: str) -> dict:
     """What the user asked for: the precision, the flavour, and the model and input size of the
     run directory's FP32 graph when there is one (an engine from elsewhere must match them)."""
-    expect = {"precision": precision, "flavour": backend}
+    expect: dict[str, object] = {"precision": precision, "flavour": backend}
     graph = model_dir / GRAPH_NAMES["fp32"]
     if graph.is_file():
         contract = read_onnx_contract(graph)

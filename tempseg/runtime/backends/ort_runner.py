@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,10 @@ from tempseg.common.contract import Contract, check_keyframe_pair, contract_of_m
 from tempseg.runtime.backends.base import MemoryInfo, PhaseTimes, Runner
 from tempseg.runtime.memory import current_rss_bytes
 from tempseg.runtime.schedule import KEYFRAME
+
+if TYPE_CHECKING:  # both imported when used: the runtime imports without them
+    import onnx
+    import onnxruntime
 
 
 class OnnxRuntimeRunner(Runner):
@@ -47,6 +51,7 @@ class OnnxRuntimeRunner(Runner):
         in_memory = hasattr(onnx_path, "SerializeToString")
         self.graph = onnx_path if in_memory else None
         self.onnx_path = None if in_memory else Path(onnx_path)
+        self._main_graph = onnx_path if self.onnx_path is None else self.onnx_path  # what the session loads
         self.threads = threads
         self.spinning = spinning
         self.providers = providers or ["CPUExecutionProvider"]
@@ -71,9 +76,7 @@ class OnnxRuntimeRunner(Runner):
             # Two sessions take turns on the same cores: the idle one's spinning workers would steal them
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         rss_before = current_rss_bytes()
-        self.session = ort.InferenceSession(
-            _source(self.onnx_path if self.graph is None else self.graph), options, providers=self.providers
-        )
+        self.session = ort.InferenceSession(_source(self._main_graph), options, providers=self.providers)
         self.keyframe_session = None
         if self.keyframe_graph is not None:
             self.keyframe_contract = read_keyframe(self.contract, self.keyframe_graph)
@@ -128,10 +131,10 @@ class OnnxRuntimeRunner(Runner):
         kind = self.next_kind()
         start = time.perf_counter()
         if kind == KEYFRAME:
-            self.keyframe_session.run_with_iobinding(self._keyframe_bindings[self._parity])
+            _active(self.keyframe_session).run_with_iobinding(self._keyframe_bindings[self._parity])
         else:
-            self.session.run_with_iobinding(self._bindings[self._parity])
-        if not self.contract.labels:
+            _active(self.session).run_with_iobinding(self._bindings[self._parity])
+        if not self.contract.labels and self.logits is not None:  # a graph without labels has logits
             np.argmax(self.logits, axis=1, out=self.labels)
         self._parity ^= 1
         self._ran(kind)
@@ -160,7 +163,7 @@ class OnnxRuntimeRunner(Runner):
     def memory(self) -> MemoryInfo:
         """Initializers, host I/O and both OrtValues of each state; activations from the RSS growth."""
         c = self.contract
-        weights = onnx_weight_bytes(self.onnx_path if self.graph is None else self.graph)
+        weights = onnx_weight_bytes(self._main_graph)
         if self.keyframe_graph is not None:
             weights += onnx_weight_bytes(self.keyframe_graph)
         io = self.image.nbytes + self.labels.nbytes + (0 if self.logits is None else self.logits.nbytes)
@@ -180,11 +183,11 @@ class OnnxRuntimeRunner(Runner):
         )
 
 
-def onnx_weight_bytes(path: str | os.PathLike[str] | Any) -> int:
+def onnx_weight_bytes(path: str | os.PathLike[str] | onnx.ModelProto) -> int:
     """Bytes of the initializers (the weights) of an ONNX file or onnx.ModelProto."""
     import onnx
 
-    model = path if hasattr(path, "graph") else onnx.load(str(path), load_external_data=False)
+    model = onnx.load(str(path), load_external_data=False) if isinstance(path, (str, os.PathLike)) else path
     total = 0
     for init in model.graph.initializer:
         count = int(np.prod(init.dims)) if init.dims else 1
@@ -192,9 +195,16 @@ def onnx_weight_bytes(path: str | os.PathLike[str] | Any) -> int:
     return total
 
 
-def _source(graph: str | os.PathLike[str] | Any) -> str | bytes:
+def _source(graph: str | os.PathLike[str] | onnx.ModelProto) -> str | bytes:
     """What onnxruntime.InferenceSession takes for a file or an onnx.ModelProto in memory."""
-    return graph.SerializeToString() if hasattr(graph, "SerializeToString") else str(graph)
+    return str(graph) if isinstance(graph, (str, os.PathLike)) else graph.SerializeToString()
+
+
+def _active(session: onnxruntime.InferenceSession | None) -> onnxruntime.InferenceSession:
+    """A session of the activated runner (deactivate() drops them)."""
+    if session is None:
+        raise RuntimeError("OnnxRuntimeRunner used before activate()")
+    return session
 
 
 def read_keyframe(update: Contract, graph: str | os.PathLike[str] | Any) -> Contract:

@@ -81,7 +81,7 @@ class TorchRunner(Runner):
             torch.cuda.reset_peak_memory_stats()
 
     def _load(self):
-        if self.in_memory is not None:
+        if self.checkpoint is None:  # __init__: a checkpoint or a model, exactly one
             return self.in_memory
         from tempseg.models.checkpoint import load_model
 
@@ -89,6 +89,13 @@ class TorchRunner(Runner):
             self.checkpoint, expect_model=self.contract.model, expect_classes=self.contract.num_classes
         )
         return model
+
+    @property
+    def _active_model(self) -> Any:
+        """The model activate() loaded: an FCResNet, or a keyframe pair (Accel) given in memory; duck-typed."""
+        if self.model is None:
+            raise RuntimeError("TorchRunner used before activate()")
+        return self.model
 
     def deactivate(self) -> None:
         self.model = None
@@ -112,13 +119,14 @@ class TorchRunner(Runner):
 
     def _run(self, kind: str):
         """One frame through the model (a graph pair: its keyframe or update graph); the states move on."""
+        model = self._active_model
         if kind == KEYFRAME:
-            logits, *self._states = self.model.keyframe(self._image_dev)
+            logits, *self._states = model.keyframe(self._image_dev)
         elif self._flow is not None:
             flow = self._flow.to(self.device, self.dtype, non_blocking=True)
-            logits, *self._states = self.model(self._image_dev, *self._states, flow=flow)
+            logits, *self._states = model(self._image_dev, *self._states, flow=flow)
         else:
-            logits, *self._states = self.model(self._image_dev, *self._states)
+            logits, *self._states = model(self._image_dev, *self._states)
         self._ran(kind)
         return logits
 
@@ -164,8 +172,9 @@ class TorchRunner(Runner):
     def memory(self) -> MemoryInfo:
         """Parameters, state (two sets) and host I/O; device figures on CUDA only."""
         torch = self.torch
-        params = sum(p.numel() for p in self.model.parameters())
-        weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        model = self._active_model
+        params = sum(p.numel() for p in model.parameters())
+        weights = sum(p.numel() * p.element_size() for p in model.parameters())
         io = self.image.nbytes + self.labels.nbytes
         # One set of state tensors is kept, but each frame's model call allocates the next set while the set it
         # reads is still alive: two sets at the peak, counted like the two ping-pong buffers of ORT and TensorRT.

@@ -82,14 +82,23 @@ class FrameBuffers:
             pair = (cuda.device_buffer(spec.nbytes), cuda.device_buffer(spec.nbytes))
             self.states.append(StatePair(spec, pair, self._pinned(TensorSpec(spec.input, spec.shape, spec.dtype))))
         out = contract.labels or contract.logits  # labels from the graph; logits only as the fallback
+        if out is None:  # contract_from_io refuses a graph with neither: only a contract made by hand has none
+            raise ValueError(f"contract of {contract.model} has neither a logits nor a labels output")
         self.output, self.output_name = self._pinned(out), out.name
         if contract.labels is not None and contract.labels.dtype == "int32":
             self.labels = self.output  # the D2H copy lands where the loop reads: no host copy
         else:
             self.labels = np.zeros((contract.batch, contract.height, contract.width), np.int32)
 
+    @property
+    def _api(self) -> CudaApi:
+        """The api allocate() was given (the buffers' owner frees them with it)."""
+        if self.cuda is None:
+            raise RuntimeError("FrameBuffers used before allocate()")
+        return self.cuda
+
     def _pinned(self, spec: TensorSpec) -> np.ndarray:
-        array = self.cuda.host_array(tuple(spec.shape), np.dtype(spec.dtype))
+        array = self._api.host_array(tuple(spec.shape), np.dtype(spec.dtype))
         self.host.append(array)
         return array
 
@@ -121,16 +130,16 @@ class FrameBuffers:
     def upload(self, names: Iterable[str], stream: Stream) -> None:
         """H2D copies of the pinned inputs `names` (the image, and the flow before an update frame)."""
         for name in names:
-            self.cuda.memcpy_htod_async(self.device[name].ptr, self.inputs[name], stream)
+            self._api.memcpy_htod_async(self.device[name].ptr, self.inputs[name], stream)
 
     def download(self, stream: Stream) -> None:
         """D2H copy of the labels (or logits); the logits of a graph with labels stay on the device."""
-        self.cuda.memcpy_dtoh_async(self.output, self.device[self.output_name].ptr, stream)
+        self._api.memcpy_dtoh_async(self.output, self.device[self.output_name].ptr, stream)
 
     def mirror_written(self, parity: int, stream: Stream) -> None:
         """A check frame: copy the states a frame of `parity` wrote (what the next frame reads) to the mirrors."""
         for pair in self.states:
-            self.cuda.memcpy_dtoh_async(pair.mirror, pair.buffers[1 - parity].ptr, stream)
+            self._api.memcpy_dtoh_async(pair.mirror, pair.buffers[1 - parity].ptr, stream)
         self._mirrored = True
 
     def finite(self) -> bool:
@@ -140,11 +149,11 @@ class FrameBuffers:
             self._mirrored = False
         return self._finite
 
-    def reset(self, parity: int, stream: Stream | None) -> None:
+    def reset(self, parity: int, stream: Stream) -> None:
         """Zero the states the next frame (of `parity`) reads, ordered on `stream` before that frame."""
         for pair in self.states:
             current = pair.buffers[parity]
-            self.cuda.memset_async(current.ptr, 0, current.nbytes, stream)
+            self._api.memset_async(current.ptr, 0, current.nbytes, stream)
             pair.mirror.fill(0)
         self._mirrored, self._finite = False, True
 
@@ -166,7 +175,7 @@ class FrameBuffers:
         for buffer in [*self.device.values(), *(b for pair in self.states for b in pair.buffers)]:
             buffer.free()
         for array in self.host:
-            self.cuda.free_host(array)
+            self._api.free_host(array)
 
 
 def fixed_tensors(contract: Contract) -> list[TensorSpec]:

@@ -72,6 +72,13 @@ class Engine:
 
     # ---- load ----------------------------------------------------------------------------------------
 
+    @property
+    def _loaded_trt(self) -> TensorRT:
+        """The TensorRT flavour load() deserialized this engine with."""
+        if self.trt is None:
+            raise RuntimeError(f"engine {self.path.name} used before load()")
+        return self.trt
+
     def load(self, runtime: Any, trt: TensorRT, *, cuda_graphs: bool) -> None:
         """Deserialize the (checked) engine with `runtime` and create its execution context."""
         self.trt = trt
@@ -99,7 +106,7 @@ class Engine:
     def io_specs(self) -> dict[str, TensorSpec]:
         """The engine's I/O as TensorSpecs, dynamic inputs set to the contract's shapes; UserError where they differ."""
         engine, context, c = self.engine, self.context, self.contract
-        input_mode = self.trt.module.TensorIOMode.INPUT
+        input_mode = self._loaded_trt.module.TensorIOMode.INPUT
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = {n for n in names if engine.get_tensor_mode(n) == input_mode}
         wanted = {t.name: t.shape for t in (c.image, c.flow) if t is not None}
@@ -160,7 +167,7 @@ class Engine:
 
     def weights_bytes(self) -> int | None:
         """The engine's own figure where it has one (11.x, RTX), else the build log's, else None."""
-        stat = getattr(self.trt.module, "EngineStat", None)
+        stat = getattr(self._loaded_trt.module, "EngineStat", None)
         if stat is not None and hasattr(self.engine, "get_engine_stat"):
             return int(self.engine.get_engine_stat(stat.TOTAL_WEIGHTS_SIZE))
         return self.sidecar.get("device_memory", {}).get("build_log", {}).get("weights_bytes")

@@ -121,6 +121,19 @@ class TensorRTRunner(Runner):
     def _labels_host(self) -> np.ndarray:
         return self._buffers.output
 
+    # the activated runner's CUDA objects (activate() makes them, deactivate() drops them)
+    @property
+    def _active_cuda(self) -> CudaApi:
+        if self.cuda is None:
+            raise RuntimeError("TensorRTRunner used before activate()")
+        return self.cuda
+
+    @property
+    def _active_stream(self) -> Stream:
+        if self._stream is None:
+            raise RuntimeError("TensorRTRunner used before activate()")
+        return self._stream
+
     # ---- activate ------------------------------------------------------------------------------------
 
     def activate(self) -> None:
@@ -155,7 +168,7 @@ class TensorRTRunner(Runner):
             engine.attach(self._buffers.fixed_addresses(engine.contract), self._buffers.state_bindings(engine.contract))
         if self.cuda_graphs and not engines.builtin_graphs:
             for engine in engines:
-                engine.capture(cuda, self._stream)
+                engine.capture(cuda, self._active_stream)
         self._parity = 0
         self.reset_state()
 
@@ -170,7 +183,7 @@ class TensorRTRunner(Runner):
     # ---- per frame -----------------------------------------------------------------------------------
 
     def infer(self) -> PhaseTimes:
-        buffers, stream, (e0, e1, e2, e3) = self._buffers, self._stream, self._events
+        buffers, stream, (e0, e1, e2, e3) = self._buffers, self._active_stream, self._events
         kind = self.next_kind()
         engine, parity = self._engines[kind], self._parity
         e0.record(stream)
@@ -200,7 +213,8 @@ class TensorRTRunner(Runner):
             np.argmax(output, axis=1, out=self.labels)
 
     def reset_state(self) -> None:
-        self._buffers.reset(self._parity, self._stream)  # ordered before the next frame
+        if self._stream is not None:  # else not activated: no state to zero
+            self._buffers.reset(self._parity, self._stream)  # ordered before the next frame
         self._force_keyframe()
 
     def state_is_finite(self) -> bool:
@@ -217,7 +231,7 @@ class TensorRTRunner(Runner):
 
     def memory(self) -> MemoryInfo:
         engines, buffers = list(self._engines), self._buffers
-        free, total = self.cuda.mem_get_info()
+        free, total = self._active_cuda.mem_get_info()
         notes = [
             "tensorrt: activation_bytes is the execution context's device memory (ICudaEngine.device_memory_size"
             "[_v2]); state_bytes counts both buffers of each state pair"
@@ -265,4 +279,5 @@ class TensorRTRunner(Runner):
 def _total(values: Iterable[int | None]) -> int | None:
     """The sum, or None where any engine cannot tell (a partial sum would understate a pair)."""
     values = list(values)
-    return None if any(v is None for v in values) else sum(values)
+    known = [v for v in values if v is not None]
+    return sum(known) if len(known) == len(values) else None
