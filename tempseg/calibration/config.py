@@ -43,7 +43,7 @@ class CalibConfig:
 
     def extra_options(self) -> dict:
         """quantize_static extra_options: symmetric int8 for TensorRT, no int32 bias (its parser refuses it)."""
-        options = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
+        options: dict[str, bool | float] = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
         if self.method == "percentile":
             options["CalibPercentile"] = self.percentile
         return options

@@ -29,9 +29,10 @@ def accuracy_report(fp32: Runner, int8: Runner, sequences: Sequence[Sequence[Fra
         ref, test = steps["fp32"], steps["int8"]
         agree += int((ref.labels == test.labels).sum())
         total += ref.labels.size
-        if ref.frame.label is not None:
+        label = ref.frame.label  # every runner's step holds the same frame
+        if label is not None:
             for name, step in steps.items():
-                scores[name].update(step.frame.sequence, step.frame.index, None, step.labels, step.frame.label)
+                scores[name].update(step.frame.sequence, step.frame.index, None, step.labels, label)
     report: dict = {
         "sequences": len(sequences),
         "frames": len(frames),
@@ -41,9 +42,11 @@ def accuracy_report(fp32: Runner, int8: Runner, sequences: Sequence[Sequence[Fra
         summary = score.matrix().summary(contract.class_names())
         report[precision] = {"miou": summary["miou"], "pixel_acc": summary["pixel_acc"]}
     fp32_miou, int8_miou = report["fp32"]["miou"], report["int8"]["miou"]
-    has_miou = fp32_miou is not None and int8_miou is not None
-    report["miou_drop_points"] = round(100 * (fp32_miou - int8_miou), 3) if has_miou else None
-    if has_miou and len(scores["fp32"].sequences) >= MIN_SEQUENCES_FOR_INTERVAL:
+    drop_points = None
+    if fp32_miou is not None and int8_miou is not None:
+        drop_points = round(100 * (fp32_miou - int8_miou), 3)
+    report["miou_drop_points"] = drop_points
+    if drop_points is not None and len(scores["fp32"].sequences) >= MIN_SEQUENCES_FOR_INTERVAL:
         drop = paired_delta(scores["fp32"], scores["int8"])
         report["miou_drop_interval"] = [drop.low, drop.high]
     report["target_drop_points"] = MIOU_DROP_TARGET

@@ -120,8 +120,10 @@ def keep_float_nodes(graph: onnx.ModelProto, contract: Contract, names: Sequence
         elif name == "memory-read":
             found += _reached_before_weighted(graph, [s.input for s in contract.states])
         elif name == "last-upsample":
-            output = contract.logits.name if contract.logits is not None else contract.labels.name
-            found += _producer_chain(graph, output)
+            output = contract.logits if contract.logits is not None else contract.labels
+            if output is None:
+                raise UserError("--keep-float last-upsample: the graph has neither a logits nor a labels output")
+            found += _producer_chain(graph, output.name)
         elif name in nodes:
             found.append(name)
         else:

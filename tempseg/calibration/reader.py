@@ -58,6 +58,8 @@ class StreamingCalibrationReader(CalibrationDataReader):
                 self.exhausted_at = time.perf_counter()
             return None
         feed = next(self._steps).inputs
+        if feed is None:  # stream(capture_inputs=True) copies every frame's inputs
+            raise RuntimeError("the stream handed over a frame without its inputs")
         self.states = {k: v for k, v in feed.items() if k != self.runner.contract.image.name}
         self.position += 1
         if self.keep_fed:

@@ -119,14 +119,15 @@ class Contract:
         version = data.pop("contract", None)
         if version != CONTRACT_VERSION:
             raise ValueError(f"contract version {version} is not {CONTRACT_VERSION}")
-        tensor = lambda d: None if d is None else TensorSpec(d["name"], tuple(d["shape"]), d["dtype"])  # noqa: E731
+        tensor = lambda d: TensorSpec(d["name"], tuple(d["shape"]), d["dtype"])  # noqa: E731
+        optional = lambda d: None if d is None else tensor(d)  # noqa: E731
         return cls(
             model=data["model"],
             num_classes=int(data["num_classes"]),
             image=tensor(data["image"]),
             states=tuple(StateSpec(s["input"], s["output"], tuple(s["shape"]), s["dtype"]) for s in data["states"]),
-            logits=tensor(data.get("logits")),
-            labels=tensor(data.get("labels")),
+            logits=optional(data.get("logits")),
+            labels=optional(data.get("labels")),
             precision=data.get("precision", "fp32"),
             classes=tuple(data.get("classes", ())),
             palette=tuple(tuple(c) for c in data.get("palette", ())),
@@ -137,7 +138,7 @@ class Contract:
             source_onnx_sha256=data.get("source_onnx_sha256"),
             extra=data.get("extra", {}),
             role=data.get("role", "frame"),
-            flow=tensor(data.get("flow")),
+            flow=optional(data.get("flow")),
             schedule=data.get("schedule", {}),
         )
 
@@ -166,7 +167,7 @@ def contract_from_io(inputs: dict[str, TensorSpec], outputs: dict[str, TensorSpe
         raise UserError(
             f"no input named '{IMAGE}' (inputs: {', '.join(inputs) or 'none'}); not a state-contract graph", source
         )
-    states = []
+    states: list[tuple[int, StateSpec]] = []  # (k of state_in.k, spec)
     for name, spec in inputs.items():
         match = STATE_IN.match(name)
         if match is None:
@@ -176,7 +177,7 @@ def contract_from_io(inputs: dict[str, TensorSpec], outputs: dict[str, TensorSpe
         out_name = f"state_out.{match[1]}"
         if out_name not in outputs:
             raise UserError(f"input {name} has no matching output {out_name}", source)
-        states.append(StateSpec(name, out_name, spec.shape, spec.dtype))
+        states.append((int(match[1]), StateSpec(name, out_name, spec.shape, spec.dtype)))
     logits, labels = outputs.get(LOGITS), outputs.get(LABELS)
     if logits is None and labels is None:
         raise UserError(f"no '{LOGITS}' or '{LABELS}' output (outputs: {', '.join(outputs)})", source)
@@ -187,7 +188,7 @@ def contract_from_io(inputs: dict[str, TensorSpec], outputs: dict[str, TensorSpe
         model=Path(source).stem,
         num_classes=num_classes,
         image=inputs[IMAGE],
-        states=tuple(sorted(states, key=lambda s: int(STATE_IN.match(s.input)[1]))),
+        states=tuple(state for _, state in sorted(states, key=lambda pair: pair[0])),
         logits=logits,
         labels=labels,
     )

@@ -83,7 +83,7 @@ def _crop_flow(flow: np.ndarray, valid: np.ndarray, y: int, x: int, h: int, w: i
 
 def _flip_flow(flow: np.ndarray, valid: np.ndarray) -> Flow:
     """Mirrored: pixel x shows what x' = W-1-x showed, and a motion dx becomes -dx."""
-    flipped = flow[:, ::-1] * np.float32([-1.0, 1.0])
+    flipped = flow[:, ::-1] * np.array([-1.0, 1.0], np.float32)
     return flipped, valid[:, ::-1]
 
 

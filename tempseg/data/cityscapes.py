@@ -151,7 +151,7 @@ class CityscapesClips:
             raise ValueError("give both height and width, or neither")
         self.root, self.split = Path(root), split
         self.clip_length, self.target_offset = clip_length, target_offset
-        self.size = (height, width) if height is not None else None
+        self.size = (height, width) if height is not None and width is not None else None
         self.snippets = find_snippets(self.root, split)
         for snippet in self.snippets:
             _require(self._frame_paths(snippet))
@@ -181,7 +181,7 @@ class CityscapesSource(FrameSource):
         if (height is None) != (width is None):
             raise ValueError("give both height and width, or neither")
         self.root, self.split = Path(root), split
-        self.size = (height, width) if height is not None else None
+        self.size = (height, width) if height is not None and width is not None else None
         self.snippets = find_snippets(self.root, split)
         for snippet in self.snippets:
             _require([*self._frame_paths(snippet)])

@@ -128,7 +128,7 @@ def _blobs(rng: np.random.Generator) -> list[float]:
     return params
 
 
-def _drops(rng: np.random.Generator) -> list[float]:
+def _drop_params(rng: np.random.Generator) -> list[float]:
     """10-30 drops: count, then per drop centre (x, y), radius (fraction of width), magnification."""
     count = int(rng.integers(10, 31))
     area = rng.uniform(0.25, 0.5)
@@ -149,7 +149,7 @@ _PARAMS = {
     ],
     "exposure": lambda rng: [rng.uniform(0.08, 0.2) if rng.random() < 0.5 else rng.uniform(2.8, 4.5)],  # gain
     "dirt": _blobs,
-    "drops": _drops,
+    "drops": _drop_params,
     "wiper": lambda rng: [
         rng.uniform(0.06, 0.10),  # blade thickness, fraction of the width
         rng.uniform(0.3, 0.6),  # wake: the angle behind the blade still under the water film, radians
@@ -341,7 +341,8 @@ def _compression(image: np.ndarray, p: tuple[float, ...], k: int) -> np.ndarray:
     """JPEG at quality p[0], then lost slices of macroblock rows concealed by repeating the row above."""
     h, w = image.shape[:2]
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, round(p[0])])
-    out = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else image.copy()
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else None
+    out = decoded if decoded is not None else image.copy()
     block = max(4, round(16 * w / 512))
     rows = -(-h // block)
     lost = max(1, round(p[1] * rows))

@@ -40,7 +40,7 @@ def write_synthetic_video(
     with atomic_path(out) as tmp:
         # VideoWriter picks the container from the file name, so write to a name with the right suffix.
         named = tmp.with_name(tmp.name + out.suffix)
-        writer = cv2.VideoWriter(str(named), cv2.VideoWriter_fourcc(*"mp4v"), source.fps, (width, height))
+        writer = cv2.VideoWriter(str(named), cv2.VideoWriter.fourcc(*"mp4v"), source.fps, (width, height))
         try:
             if not writer.isOpened():
                 raise UserError(f"cannot write a {out.suffix or 'suffix-less'} video with codec mp4v (try .mp4)", out)
@@ -49,6 +49,8 @@ def write_synthetic_video(
                 render_s += time.perf_counter() - clock
                 writer.write(frame.image)
                 if labels_out is not None:
+                    if frame.label is None:  # synthetic frames are all labelled
+                        raise RuntimeError(f"synthetic frame {i} has no label")
                     write_png(Path(labels_out) / f"{i:06d}.png", frame.label)
                 clock = time.perf_counter()
             writer.release()

@@ -29,8 +29,10 @@ def dis_flow(
     image: np.ndarray, previous: np.ndarray, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 ) -> tuple[np.ndarray, np.ndarray]:
     """Backward DIS flow from `image` to `previous` (both HxWx3 BGR uint8) and ETC's photometric mask."""
-    dis = cv2.DISOpticalFlow_create(preset)
-    flow = dis.calc(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.cvtColor(previous, cv2.COLOR_BGR2GRAY), None)
+    dis = cv2.DISOpticalFlow.create(preset)
+    grey, previous_grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.cvtColor(previous, cv2.COLOR_BGR2GRAY)
+    # flow=None: OpenCV allocates the output (the stubs type this InputOutputArray as never None)
+    flow = dis.calc(grey, previous_grey, None)  # pyright: ignore[reportCallIssue, reportArgumentType]
     height, width = flow.shape[:2]
     map_x = flow[..., 0] + np.arange(width, dtype=np.float32)[None, :]
     map_y = flow[..., 1] + np.arange(height, dtype=np.float32)[:, None]
@@ -77,7 +79,7 @@ class GridFlow:
     ) -> None:
         self.grid_hw = grid_hw
         self.scale = scale
-        self.dis = cv2.DISOpticalFlow_create(preset)
+        self.dis = cv2.DISOpticalFlow.create(preset)
 
     def grey(self, image: np.ndarray) -> np.ndarray:
         """The frame (HxWx3 BGR uint8) as DIS reads it: grey, at `scale`."""
@@ -90,7 +92,8 @@ class GridFlow:
     def __call__(self, grey: np.ndarray, previous_grey: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Flow from `grey` to `previous_grey` (both from `grey()`) on the grid, written into `out` [2, h, w]."""
         h, w = self.grid_hw
-        flow = self.dis.calc(grey, previous_grey, None)
+        # flow=None: OpenCV allocates the output (the stubs type this InputOutputArray as never None)
+        flow = self.dis.calc(grey, previous_grey, None)  # pyright: ignore[reportCallIssue, reportArgumentType]
         coarse = cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA)
         out = np.empty((2, h, w), np.float32) if out is None else out
         np.multiply(coarse[..., 0], w / flow.shape[1], out=out[0])

@@ -82,7 +82,7 @@ def resize_flow(flow: np.ndarray, valid: np.ndarray, height: int, width: int) ->
     if flow.shape[:2] == (height, width):
         return flow, valid
     sx, sy = width / flow.shape[1], height / flow.shape[0]
-    resized = cv2.resize(flow, (width, height), interpolation=cv2.INTER_NEAREST) * np.float32([sx, sy])
+    resized = cv2.resize(flow, (width, height), interpolation=cv2.INTER_NEAREST) * np.array([sx, sy], np.float32)
     mask = cv2.resize(valid.view(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).view(bool)
     return resized, mask
 

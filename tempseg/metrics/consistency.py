@@ -26,7 +26,7 @@ class TemporalConsistency:
 
     def __init__(self, num_classes: int, flow_preset: int = cv2.DISOPTICAL_FLOW_PRESET_FAST) -> None:
         self.num_classes = num_classes
-        self._dis = cv2.DISOpticalFlow_create(flow_preset)
+        self._dis = cv2.DISOpticalFlow.create(flow_preset)
         self._sequence: str | None = None
         self._previous: tuple[np.ndarray, np.ndarray] | None = None
         self._current = ConfusionMatrix(num_classes)
@@ -54,7 +54,8 @@ class TemporalConsistency:
                 motion, trusted = flow
                 self.sources.add("exact")
             else:
-                motion, trusted = self._dis.calc(gray, prev_gray, None), True
+                # flow=None: OpenCV allocates the output (the stubs type this InputOutputArray as never None)
+                motion, trusted = self._dis.calc(gray, prev_gray, None), True  # pyright: ignore[reportCallIssue, reportArgumentType]
                 self.sources.add("dis")
             warped, inside = warp_with_flow(prev_pred, motion)
             reference = np.where(inside & trusted, warped, 255).astype(np.uint8)

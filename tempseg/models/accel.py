@@ -28,6 +28,7 @@ Differences from the paper, and why:
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -70,8 +71,13 @@ class FlowNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(2 * width, 2, 3, padding=1),
         )
-        nn.init.zeros_(self.layers[-1].weight)  # zero flow at first: the warp starts as the identity
-        nn.init.zeros_(self.layers[-1].bias)
+        nn.init.zeros_(self.output_conv.weight)  # zero flow at first: the warp starts as the identity
+        nn.init.zeros_(cast(Tensor, self.output_conv.bias))  # made with a bias; torch types it Optional
+
+    @property
+    def output_conv(self) -> nn.Conv2d:
+        """The last layer, which writes the flow."""
+        return cast(nn.Conv2d, self.layers[-1])  # Sequential indexing is typed as returning any Module
 
     def forward(self, previous: Tensor, current: Tensor) -> Tensor:
         return self.layers(torch.cat([current, previous], dim=1))
@@ -100,7 +106,7 @@ class Accel(nn.Module):
             self.fusion.weight.zero_()
             self.fusion.weight[range(c), range(c)] = 0.5
             self.fusion.weight[range(c), range(c, 2 * c)] = 0.5
-            self.fusion.bias.zero_()
+            cast(Tensor, self.fusion.bias).zero_()  # made with a bias; torch types it Optional
         self.flow_net = FlowNet() if spec.flow == "net" else None
 
     @property
@@ -156,13 +162,14 @@ class Accel(nn.Module):
         """The reference feature warped to this frame, and the states for the next one."""
         if len(states) != self.num_states:
             raise ValueError(f"Accel takes {self.num_states} state tensor(s), got {len(states)}")
-        if (flow is None) == self.takes_flow:
-            raise ValueError("give `flow` exactly when the model has no flow net")
         if self.flow_net is not None:
+            if flow is not None:
+                raise ValueError("give `flow` exactly when the model has no flow net")
             current = _pooled(image)
-            flow = self.flow_net(states[1], current)
-            warped = warp(states[0], flow)
+            warped = warp(states[0], self.flow_net(states[1], current))
             return warped, [warped, current]
+        if flow is None:
+            raise ValueError("give `flow` exactly when the model has no flow net")
         warped = warp(states[0], flow)
         return warped, [warped]
 
@@ -172,6 +179,8 @@ class Accel(nn.Module):
 
     def flow_of(self, previous: Tensor, image: Tensor) -> Tensor:
         """The flow net's backward flow from `image` to `previous` (full frames), at stride 8."""
+        if self.flow_net is None:
+            raise ValueError("this Accel model has no flow net: its flow is an input")
         return self.flow_net(_pooled(previous), _pooled(image))
 
     def clip_logits(self, frames: Tensor, flows: Tensor | None, offset: int) -> Tensor:
@@ -184,11 +193,16 @@ class Accel(nn.Module):
         if offset == 0:
             return self.keyframe(frames[:, key])[0]
         features = self.reference_features(frames[:, key])
+        if self.flow_net is not None:
+            for j in range(key + 1, last):
+                features = warp(features, self.flow_of(frames[:, j - 1], frames[:, j]))
+            return self(frames[:, last], *self.keyframe_states(features, frames[:, last - 1]))[0]
+        if flows is None:
+            raise ValueError("give `flows` when the model has no flow net")
         for j in range(key + 1, last):
-            step_flow = flows[:, j - 1] if self.flow_net is None else self.flow_of(frames[:, j - 1], frames[:, j])
-            features = warp(features, step_flow)
+            features = warp(features, flows[:, j - 1])
         states = self.keyframe_states(features, frames[:, last - 1])
-        return self(frames[:, last], *states, flow=None if self.flow_net is not None else flows[:, last - 1])[0]
+        return self(frames[:, last], *states, flow=flows[:, last - 1])[0]
 
 
 def _pooled(image: Tensor) -> Tensor:

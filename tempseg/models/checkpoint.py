@@ -13,6 +13,7 @@ import torch
 
 from tempseg.common.errors import UserError
 from tempseg.common.io import atomic_write
+from tempseg.models.accel import Accel
 from tempseg.models.fcresnet import FCResNet, FCResNetConfig
 from tempseg.models.registry import build_model, model_config
 
@@ -20,7 +21,7 @@ FORMAT = "tempseg-checkpoint"
 VERSION = 1
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: FCResNet, name: str, **extra: Any) -> None:
+def save_checkpoint(path: str | os.PathLike[str], model: FCResNet | Accel, name: str, **extra: Any) -> None:
     """Write model weights plus `extra` (optimizer state, epoch, metrics...) atomically."""
     payload = {
         "format": FORMAT,
@@ -54,7 +55,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def load_model(
     path: str | os.PathLike[str], *, expect_model: str | None = None, expect_classes: int | None = None
-) -> tuple[FCResNet, dict[str, Any]]:
+) -> tuple[FCResNet | Accel, dict[str, Any]]:
     """Rebuild the model of a checkpoint and load its weights (eval mode).
 
     `expect_model` / `expect_classes` make a checkpoint of another variant an error naming both.

@@ -75,6 +75,8 @@ def _accel_fields(model: Accel, height: int, width: int, batch: int, keyframe_ev
     """The update graph's role, flow input and schedule."""
     shape = model.flow_shape(height, width, batch)
     spec = model.config.accel
+    if spec is None:  # Accel refuses a config without it
+        raise ValueError("an Accel model's config has no `accel`")
     schedule = {
         "keyframe_graph": "keyframe.onnx",
         "keyframe_every": keyframe_every,

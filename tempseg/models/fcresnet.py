@@ -17,6 +17,7 @@ A frame-by-frame model has no state.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -119,16 +120,16 @@ class FCResNet(nn.Module):
         self.upscore8 = upsampler(merged[7], c, 8)
         for score in (self.score_fr, self.score_pool4, self.score_pool3):
             nn.init.normal_(score.weight, std=0.01)
-            nn.init.zeros_(score.bias)
-        self.temporal = None
+            nn.init.zeros_(cast(Tensor, score.bias))  # made with a bias; torch types it Optional
+        self.temporal: TemporalProcessor | None = None
         if conn is not None:
             scale = POSITION_STRIDES[conn.out] / POSITION_STRIDES[conn.in_]
             self.temporal = TemporalProcessor(channels[conn.out], channels[conn.in_], kernel=conn.kernel, scale=scale)
             if conn.merge == "add":
                 # Start as the frame-by-frame model: the added temporal term is zero at first.
                 nn.init.zeros_(self.temporal.conv.weight)
-            nn.init.zeros_(self.temporal.conv.bias)
-        self.memory = None
+            nn.init.zeros_(cast(Tensor, self.temporal.conv.bias))  # made with a bias; torch types it Optional
+        self.memory: LocalMemoryAttention | None = None
         if config.memory is not None:
             self.memory = LocalMemoryAttention(config.memory, channels[config.memory.position])
 
@@ -142,7 +143,7 @@ class FCResNet(nn.Module):
         """Shapes of the state tensors for an input of `height` x `width` pixels."""
         check_model_input(self.config, height, width)
         if self.memory is not None:
-            stride = POSITION_STRIDES[self.config.memory.position]
+            stride = POSITION_STRIDES[self.memory.config.position]
             keys, values = self.memory.state_channels
             return [(batch, c, height // stride, width // stride) for c in (keys, values)]
         conn = self.config.temporal
@@ -171,10 +172,10 @@ class FCResNet(nn.Module):
         for pos in range(1, 8):
             x = self.stage(pos, x, features)
             if conn is not None and pos == conn.out:
-                next_states.append(self.temporal(x))
+                next_states.append(self._feedback_state(x))
             if conn is not None and pos == conn.in_:
                 x = self.merge(x, states[0])
-            if self.memory is not None and pos == self.config.memory.position:
+            if self.memory is not None and pos == self.memory.config.position:
                 x, *next_states = self.memory(x, *states)
             features[pos] = x
         return x, next_states
@@ -182,14 +183,21 @@ class FCResNet(nn.Module):
     def next_states(self, image: Tensor, *states: Tensor) -> list[Tensor]:
         """Only the states that `image` hands to the next frame, given the states it received (runs up to the
         position where the next state is taken; a memory only adds this frame's pair and shifts)."""
-        conn, memory = self.config.temporal, self.config.memory
-        if conn is None and memory is None:
-            return []
-        x = self.encode(image, conn.out if conn is not None else memory.position)
+        conn, memory = self.config.temporal, self.memory
         if memory is not None:
-            self.memory.check_state(*states)
-            return list(self.memory.shift(*states, self.memory.memory_pair(x)))
-        return [self.temporal(x)]
+            x = self.encode(image, memory.config.position)
+            memory.check_state(*states)
+            keys, values = states
+            return list(memory.shift(keys, values, memory.memory_pair(x)))
+        if conn is None:
+            return []
+        return [self._feedback_state(self.encode(image, conn.out))]
+
+    def _feedback_state(self, feature: Tensor) -> Tensor:
+        """The next state of a feedback connection, from the feature at its `out` position."""
+        if self.temporal is None:
+            raise ValueError(f"{type(self).__name__} has no feedback connection")
+        return self.temporal(feature)
 
     def clip_states(self, frames: Tensor, *, encoder_grad: bool = True) -> list[Tensor]:
         """The states after streaming `frames` [N, L, 3, H, W] from the zero state, in one batched pass: a
@@ -202,9 +210,9 @@ class FCResNet(nn.Module):
         empty = self.initial_states(frames[:, 0])
         if self.memory is None or length == 0:
             return self.next_states(frames[:, -1], *empty) if length else empty
-        recent = frames[:, -self.config.memory.frames :].flip(1)  # slot 0 = the newest frame
+        recent = frames[:, -self.memory.config.frames :].flip(1)  # slot 0 = the newest frame
         with torch.set_grad_enabled(encoder_grad and torch.is_grad_enabled()):
-            x = self.encode(recent.flatten(0, 1), self.config.memory.position)
+            x = self.encode(recent.flatten(0, 1), self.memory.config.position)
         keys, values = (t.unflatten(0, (n, recent.shape[1])).flatten(1, 2) for t in self.memory.memory_pair(x))
         return [torch.cat([new, old[:, new.shape[1] :]], dim=1) for new, old in zip((keys, values), empty, strict=True)]
 
@@ -236,7 +244,10 @@ class FCResNet(nn.Module):
         return self.upscore_pool4(x) + self.score_pool3(features[3])
 
     def merge(self, current: Tensor, previous: Tensor) -> Tensor:
-        if self.config.temporal.merge == "concat":
+        conn = self.config.temporal
+        if conn is None:
+            raise ValueError(f"{type(self).__name__} has no feedback connection to merge")
+        if conn.merge == "concat":
             return torch.cat([current, previous], dim=1)
         return current + previous
 

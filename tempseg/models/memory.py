@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -102,14 +103,15 @@ class LocalMemoryAttention(nn.Module):
         self._identity_start()
 
     def _identity_start(self) -> None:
+        # Every conv here is made with a bias; torch types it Optional.
         with torch.no_grad():
             for conv in (self.value_query, self.embed_query):
                 nn.init.dirac_(conv.weight)
-                nn.init.zeros_(conv.bias)
+                nn.init.zeros_(cast(Tensor, conv.bias))
             for conv in (self.embed_memory, self.gate_query, self.gate_memory):
                 nn.init.normal_(conv.weight, std=0.01 if conv is not self.embed_memory else 0.0)
-                nn.init.zeros_(conv.bias)
-            self.gate_query.bias.fill_(QUERY_GATE_BIAS)
+                nn.init.zeros_(cast(Tensor, conv.bias))
+            cast(Tensor, self.gate_query.bias).fill_(QUERY_GATE_BIAS)
 
     @property
     def state_channels(self) -> tuple[int, int]:
@@ -234,9 +236,11 @@ def aggregate(weights: Tensor, values: Tensor, radius: int) -> Tensor:
     slots = values.unflatten(1, (s, values.shape[1] // s))  # [N, S, D_V, h, w]
     padded = F.pad(slots.flatten(1, 2), (radius, radius, radius, radius)).unflatten(1, (s, -1))
     r = radius
-    out = None
+    out: Tensor | None = None
     for k, (dy, dx) in enumerate(displacements(r)):
         window = padded[..., r + dy : r + dy + h, r + dx : r + dx + w]
         term = (window * weights[:, :, k, None]).sum(dim=1)
         out = term if out is None else out + term
+    if out is None:  # no window offsets: a negative radius
+        raise ValueError(f"memory radius r={radius} is negative (valid: 0 and up)")
     return out

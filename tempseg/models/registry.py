@@ -65,6 +65,13 @@ def base_model(name: str) -> str:
     return split_name(name)[0].split("_", 1)[0]
 
 
+def reference_model(name: str) -> str | None:
+    """The reference network of a keyframe model (Accel), fine-tuned from its own base beside the model's:
+    fcresnet18x0.5_accel34 -> fcresnet34; None for every other model. UnknownModelError for a bad name."""
+    accel = model_config(name).accel
+    return None if accel is None else variant_name(accel.depth, accel.width)
+
+
 def model_config(name: str, *, num_classes: int = 19) -> FCResNetConfig:
     """The architecture `name` means (training tags aside); UnknownModelError when it means none."""
     name = split_name(name)[0]
@@ -138,14 +145,17 @@ def random_model(name: str, *, seed: int = 0) -> FCResNet | Accel:
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
+                mean, var = module.running_mean, module.running_var
+                if mean is None or var is None:  # every BatchNorm of the models tracks running statistics
+                    raise ValueError(f"{name}: a BatchNorm without running statistics")
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.2, 0.2)
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 1.5)
+                mean.uniform_(-0.2, 0.2)
+                var.uniform_(0.5, 1.5)
             if isinstance(module, torch.nn.ConvTranspose2d):
                 module.weight.add_(0.1 * torch.randn_like(module.weight))
-        if getattr(model, "flow_net", None) is not None:  # a fresh flow net outputs zero flow
-            model.flow_net.layers[-1].weight.normal_(0.0, 0.05)
+        if isinstance(model, Accel) and model.flow_net is not None:  # a fresh flow net outputs zero flow
+            model.flow_net.output_conv.weight.normal_(0.0, 0.05)
     return model
 
 
@@ -199,6 +209,7 @@ __all__ = [
     "list_models",
     "model_config",
     "random_model",
+    "reference_model",
     "resolve_name",
     "split_name",
     "variant_name",

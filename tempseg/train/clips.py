@@ -86,7 +86,11 @@ class SyntheticClipSampler:
         rendered = [self._frame(index, start + j, size) for j in range(clip_length + self.target_offset)]
         frames = [image for image, _, _ in rendered[:clip_length]]
         labels = [label for _, label, _ in rendered[self.target_offset : self.target_offset + clip_length]]
-        flows = [flow for _, _, flow in rendered[1:clip_length]] if self.with_flow else []
+        flows: list[Flow] = []
+        for j, (_, _, flow) in enumerate(rendered[1:clip_length] if self.with_flow else [], start=1):
+            if flow is None:  # with_flow: every frame after a sequence's first carries its flow
+                raise RuntimeError(f"synthetic frame {start + j} of sequence {index} has no flow")
+            flows.append(flow)
         return frames, labels, flows
 
     def warm_cache(self) -> None:
@@ -113,7 +117,11 @@ class SyntheticClipSampler:
 
     def _render(self, index: int, t: int, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray, Flow | None]:
         frame = self._video(index).render(t, size)  # with_flow: the flow comes from the same render pass
-        flow = (frame.flow_prev, frame.flow_valid) if frame.flow_prev is not None else None
+        if frame.label is None:  # synthetic frames are all labelled
+            raise RuntimeError(f"synthetic frame {t} of sequence {index} has no label")
+        flow = None
+        if frame.flow_prev is not None and frame.flow_valid is not None:
+            flow = frame.flow_prev, frame.flow_valid
         return frame.image, frame.label, flow
 
     def _size(self, rng: np.random.Generator) -> tuple[int, int]:

@@ -19,6 +19,7 @@ from tempseg.data.frames import Frame
 from tempseg.data.sources import open_source
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.models import FCResNet
+from tempseg.models.accel import Accel
 from tempseg.models.contract import build_contract
 from tempseg.runtime.backends.torch_runner import TorchRunner
 from tempseg.runtime.loop import LoopOptions, run_loop
@@ -27,7 +28,7 @@ from tempseg.train.config import TrainConfig
 
 
 def stream_scores(
-    model: FCResNet,
+    model: FCResNet | Accel,
     config: TrainConfig,
     device: torch.device,
     *,
@@ -43,6 +44,8 @@ def stream_scores(
     options = LoopOptions(warmup=0, policy=policy, consistency=consistency, progress=False)
     with runner:
         result = run_loop(runner, val_frames(config, with_flow=consistency), options, source_fps=17.0)
+    if result.accuracy is None:  # LoopOptions.accuracy is on
+        raise RuntimeError("the loop kept no accuracy")
     return result.accuracy.scores
 
 
@@ -93,7 +96,7 @@ def labels_ahead(frames: Iterable[Frame], offset: int) -> Iterator[Frame]:
             yield replace(window.popleft(), label=frame.label)
 
 
-def evaluate_synthetic(model: FCResNet, config: TrainConfig, device: torch.device, *, final: bool) -> dict:
+def evaluate_synthetic(model: FCResNet | Accel, config: TrainConfig, device: torch.device, *, final: bool) -> dict:
     """The val record of train.json; on the `final` pass of a temporal model also its state gain."""
     scores = stream_scores(model, config, device)
     summary = scores.summary(list(CLASS_NAMES))
@@ -113,7 +116,7 @@ def evaluate_synthetic(model: FCResNet, config: TrainConfig, device: torch.devic
     return record
 
 
-def evaluate(model: FCResNet, config: TrainConfig, device: torch.device, *, final: bool = False) -> dict:
+def evaluate(model: FCResNet | Accel, config: TrainConfig, device: torch.device, *, final: bool = False) -> dict:
     """Validation on the data the model trains on: Cityscapes val clips, or synthetic val sequences."""
     if config.data.startswith("cityscapes:"):
         summary = stream_scores(model, config, device).summary(list(CLASS_NAMES))

@@ -37,6 +37,8 @@ def write_cityscapes_tree(
                 frame = video.render(j)
                 write_png(snippet.image_path(root, split, 100 * s + j), frame.image)
                 if j == ANNOTATED:
+                    if frame.label is None:  # synthetic frames are all labelled
+                        raise RuntimeError(f"synthetic frame {j} of {video.name} has no label")
                     write_png(snippet.label_path(root, split), to_label_ids(frame.label))
             k += 1
     return root

@@ -170,7 +170,8 @@ def fill(
         if not slow_list[i]:
             contours = pts[s : s + m * k].reshape(m, k, 2)
             if out is not None:
-                fill_poly(out, contours, mat, line8, SHIFT)
+                # an (m, k, 2) int32 array is m contours to OpenCV; the stubs take only a Sequence of arrays
+                fill_poly(out, contours, mat, line8, SHIFT)  # pyright: ignore[reportCallIssue, reportArgumentType]
             if ids is not None:
                 fill_ids(ids, i, contours, range(m))
             continue
@@ -198,7 +199,8 @@ def fill_ids(ids: IdFill, call: int, contours: np.ndarray | list[np.ndarray], in
     or one per contour where the call is split."""
     target, first, split = ids
     if not split[call]:
-        cv2.fillPoly(target, contours, first[call], cv2.LINE_8, SHIFT)
+        # an (m, k, 2) int32 array is m contours to OpenCV; the stubs take only a Sequence of arrays
+        cv2.fillPoly(target, contours, first[call], cv2.LINE_8, SHIFT)  # pyright: ignore[reportCallIssue, reportArgumentType]
         return
     for c, j in zip(contours, index, strict=True):
         cv2.fillPoly(target, [c], first[call] + j, cv2.LINE_8, SHIFT)

@@ -14,6 +14,7 @@ import colorsys
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 
@@ -179,7 +180,7 @@ def _hsv(rng: np.random.Generator, h: float, s: float, v: float, dh: float, ds: 
 def _pick(rng: np.random.Generator, bases: list[tuple[float, float, float]], n: int, jitter: Rgb) -> list[Rgb]:
     """n colours, each a jittered copy of a random base (h, s, v)."""
     idx = rng.integers(len(bases), size=n)
-    return [_hsv(rng, *bases[i], *jitter) for i in idx]
+    return [_hsv(rng, *bases[int(i)], *jitter) for i in idx]
 
 
 FACADES = [(0.10, 0.25, 0.80), (0.07, 0.45, 0.55), (0.0, 0.0, 0.70), (0.12, 0.15, 0.90), (0.58, 0.08, 0.60)]
@@ -445,6 +446,10 @@ class Curve:
         a = np.zeros(2) if straight else rng.uniform(0, 1, 2) * np.array([8.0, 3.0])
         return Curve(a=a, k=2 * math.pi / rng.uniform([500, 250], [1200, 500]), p=rng.uniform(0, 2 * math.pi, 2))
 
+    @overload
+    def __call__(self, z: np.ndarray) -> np.ndarray: ...
+    @overload
+    def __call__(self, z: float) -> float: ...
     def __call__(self, z: np.ndarray | float) -> np.ndarray | float:
         if isinstance(z, np.ndarray):
             out = np.zeros_like(z)

@@ -50,6 +50,8 @@ def split_seed(split: str, index: int) -> int:
 class SyntheticVideo(FrameSource):
     """One labelled synthetic sequence; iterating yields frames 0..length-1, `render(t)` any single one."""
 
+    length: int  # always known
+
     def __init__(
         self,
         seed: int = 0,
@@ -163,6 +165,8 @@ def synthetic_split(
 
 class SyntheticStream(FrameSource):
     """Labelled synthetic sequences of a split back to back, `sequence_length` frames each, from `index` on."""
+
+    length: int  # always known: `frames`, or one sequence
 
     def __init__(
         self,
