@@ -48,15 +48,14 @@ STAMP      := $(VENV)/.installed
 
 RUN_DIR    := $(RUNS)/$(MODEL)
 CKPT       := $(RUN_DIR)/checkpoint.pt
-# Every model is fine-tuned from the frame-by-frame base of its backbone: fcresnet18x0.5_t66 -> fcresnet18x0.5,
-# and a training variant from its architecture's: fcresnet18_t66+tc -> fcresnet18.
-BASE       := $(firstword $(subst _, ,$(firstword $(subst +, ,$(MODEL)))))
-BASE_DIR   := $(RUNS)/$(BASE)/base
-BASE_CKPT  := $(BASE_DIR)/checkpoint.pt
-# A keyframe model (Accel, fcresnet18x0.5_accel34) also fine-tunes a trained reference network: the base of
-# fcresnet34, made the same way. REF is empty for every other model.
-REF        := $(patsubst accel%,fcresnet%,$(filter accel%,$(subst _, ,$(firstword $(subst +, ,$(MODEL))))))
-REF_CKPT   := $(RUNS)/$(REF)/base/checkpoint.pt
+# Every model is fine-tuned from the frame-by-frame base of its backbone (fcresnet18x0.5_t66 -> fcresnet18x0.5; a
+# training variant from its architecture's: fcresnet18_t66+tc -> fcresnet18), trained once into $(RUNS)/NAME/base;
+# a keyframe model (Accel, fcresnet18x0.5_accel34) also from the base of its reference network (fcresnet34). The
+# registry names both (`python -m tempseg.models --base NAME` / `--reference NAME`, empty for a model without one;
+# one line and exit 2 for a bad NAME). It imports torch, so it is asked in recipes once .venv exists, never while
+# make reads this file (on a fresh clone the system Python reads it, and may have no torch).
+MODELS_CLI  = "$(PY)" -m tempseg.models
+base_ckpt   = $(RUNS)/$(1)/base/checkpoint.pt
 ONNX_FP32  := $(RUN_DIR)/model.onnx
 ONNX_FP16  := $(RUN_DIR)/model.fp16.onnx
 ONNX_INT8  := $(RUN_DIR)/model.int8.onnx
@@ -87,15 +86,25 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # ---- stages -------------------------------------------------------------------------------
-$(BASE_CKPT): | $(STAMP)
-	@"$(PY)" -m tempseg.train --model "$(BASE)" --preset "$(PRESET)" --stage base --out-dir "$(BASE_DIR)"
+# A base is trained only when its checkpoint is missing: it has no prerequisite but the venv.
+$(call base_ckpt,%): | $(STAMP)
+	@"$(PY)" -m tempseg.train --model "$*" --preset "$(PRESET)" --stage base --out-dir "$(RUNS)/$*/base"
 
-# The base is made in the recipe, only when the checkpoint must be: a run directory copied over with its
-# checkpoint (and no base) is never retrained.
+# `make base MODEL=...`: the registry names the base, a sub-make trains it (the line runs under -n too).
+base: | $(STAMP)
+	@base=$$($(MODELS_CLI) --base "$(MODEL)") && $(MAKE) --no-print-directory "$(call base_ckpt,$$base)"
+
+# The bases are made in the recipe, only when the checkpoint must be: a run directory copied over with its
+# checkpoint (and no base) is never retrained. The registry names them; a sub-make given the names (BASE_MODEL,
+# REF_MODEL on its command line) trains the bases that are missing, in order, then fine-tunes.
+ifneq ($(origin BASE_MODEL),command line)
 $(CKPT): | $(STAMP)
-	@$(MAKE) --no-print-directory base
-	$(if $(REF),@$(MAKE) --no-print-directory MODEL="$(REF)" base)
-	@"$(PY)" -m tempseg.train --model "$(MODEL)" --preset "$(PRESET)" --stage finetune --init-from "$(BASE_CKPT)" $(if $(REF),--reference-from "$(REF_CKPT)") --out-dir "$(RUN_DIR)" $(TRAIN_ARGS)
+	@base=$$($(MODELS_CLI) --base "$(MODEL)") && ref=$$($(MODELS_CLI) --reference "$(MODEL)") && \
+	  $(MAKE) --no-print-directory "$@" BASE_MODEL="$$base" REF_MODEL="$$ref"
+else
+$(CKPT): | $(call base_ckpt,$(BASE_MODEL)) $(if $(REF_MODEL),$(call base_ckpt,$(REF_MODEL))) $(STAMP)
+	@"$(PY)" -m tempseg.train --model "$(MODEL)" --preset "$(PRESET)" --stage finetune --init-from "$(call base_ckpt,$(BASE_MODEL))" $(if $(REF_MODEL),--reference-from "$(call base_ckpt,$(REF_MODEL))") --out-dir "$(RUN_DIR)" $(TRAIN_ARGS)
+endif
 
 # $(call check_size,NAME,VALUE): stop make (one line, exit 2) unless VALUE is a positive multiple of 32, the
 # network's stride (tempseg/models/fcresnet.py check_input_size). Make checks for digits first: only digits reach expr.
@@ -121,7 +130,6 @@ $(ONNX_INT8): $(if $(DEPLOYED),,$(ONNX_FP32)) | $(if $(DEPLOYED),$(ONNX_FP32)) $
 $(RUN_DIR)/%.engine: $$(GRAPH_$$*) | $(STAMP)
 	@"$(PY)" -m tempseg.engine --onnx "$<" --out "$@" $(ENGINE_ARGS)
 
-base: $(BASE_CKPT)
 train: $(CKPT)
 export: $(ONNX_FP32) $(ONNX_FP16)
 calibrate: $(ONNX_INT8)

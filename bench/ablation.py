@@ -13,7 +13,7 @@ apart. Several seeds repeat the fine-tunes with other clips.
         --variants fcresnet18_t66 fcresnet18_t66_add fcresnet18_t66k3 fcresnet18_t44 fcresnet18_t66:clip=4
 
 A variant is a model name, optionally with `:clip=L` (clips of L frames, L-1 supervised) or `:steps=N`.
-Results: OUT/ablation.md and ablation.json; trained runs are kept in OUT and reused.
+Results: OUT_DIR/ablation.md and ablation.json; trained runs are kept in OUT_DIR and reused.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import torch
 
 from tempseg.common.errors import UserError, run_cli
 from tempseg.common.io import atomic_write, sha256_file, write_json
+from tempseg.common.text import number, table
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.models import resolve_name
 from tempseg.models.checkpoint import load_model
@@ -38,6 +39,9 @@ from tempseg.train.evaluate import stream_scores
 from tempseg.train.trainer import train
 
 SUBSETS = ("all", "clean", "degraded", "degraded_first", "degraded_later", "tc", "tc_clean", "tc_degraded")
+# The Markdown table's, a row per variant and seed: its mIoU, its Δ on SUBSETS[:5], its TC, its Δ on SUBSETS[5:].
+COLUMNS = ("variant", "control", "seed", "mIoU clean", "Δ all", "Δ clean", "Δ degraded", "Δ deg. first")
+COLUMNS += ("Δ deg. later", "TC", "Δ TC", "Δ TC clean", "Δ TC degraded")
 
 
 @dataclass(frozen=True)
@@ -142,18 +146,15 @@ def markdown(rows: list[dict], preset: str, base: Path) -> str:
         "degraded too. TC: temporal consistency with the exact flow (ETC), and its paired Δ on all frames and "
         "on clean and degraded frames apart (by the frame scored).",
         "",
-        "| variant | control | seed | mIoU clean | Δ all | Δ clean | Δ degraded | Δ deg. first | Δ deg. later "
-        "| TC | Δ TC | Δ TC clean | Δ TC degraded |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        t = r["text"]
-        lines.append(
-            f"| {r['variant']} | {r['control']} | {r['seed']} | {r['miou']['clean']:.4f} | {t['all']} | {t['clean']} "
-            f"| {t['degraded']} | {t['degraded_first']} | {t['degraded_later']} | {r['miou']['tc']:.4f} | {t['tc']} "
-            f"| {t['tc_clean']} | {t['tc_degraded']} |"
-        )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + table(COLUMNS, [_cells(r) for r in rows])) + "\n"
+
+
+def _cells(r: dict) -> list:
+    """One row of the table, a cell per column of COLUMNS."""
+    deltas = [r["text"][s] for s in SUBSETS]
+    miou, tc = number(r["miou"]["clean"], 4), number(r["miou"]["tc"], 4)
+    return [r["variant"], r["control"], r["seed"], miou, *deltas[:5], tc, *deltas[5:]]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -164,7 +165,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--variants", nargs="+", required=True, help="model[:clip=L][,steps=N] ...")
     p.add_argument("--preset", default="default", help="whose fine-tune stage to use (default: default)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="fine-tune seeds (default 0)")
-    p.add_argument("--out", type=Path, default=Path("runs/ablation"))
+    p.add_argument(
+        "--out-dir", type=Path, default=Path("runs/ablation"), help="runs and results (default runs/ablation)"
+    )
     p.add_argument("--teacher", type=Path, help="trained checkpoint the `+kd` variants distil from")
     return p.parse_args(argv)
 
@@ -175,13 +178,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("base checkpoint not found: train it with `make base MODEL=...`", args.base)
     variants = [Variant.parse(v) for v in args.variants]
     started = time.perf_counter()
-    rows = run_ablation(variants, args.preset, args.base, args.seeds, args.out, args.teacher)
+    rows = run_ablation(variants, args.preset, args.base, args.seeds, args.out_dir, args.teacher)
     text = markdown(rows, args.preset, args.base)
-    write_json(args.out / "ablation.json", {"base": str(args.base), "preset": args.preset, "rows": rows})
-    with atomic_write(args.out / "ablation.md", "w") as handle:
+    write_json(args.out_dir / "ablation.json", {"base": str(args.base), "preset": args.preset, "rows": rows})
+    with atomic_write(args.out_dir / "ablation.md", "w") as handle:
         handle.write(text)
     print(text)
-    print(f"stage ablation: {time.perf_counter() - started:.0f} s -> {args.out}/ablation.md")
+    print(f"stage ablation: {time.perf_counter() - started:.0f} s -> {args.out_dir}/ablation.md")
     return 0
 
 

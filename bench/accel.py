@@ -34,6 +34,7 @@ from bench.compare import deployed_memory, engine_figures, measure, memory_bytes
 from bench.runtime_ratios import interleaved
 from tempseg.common.errors import UserError, run_cli
 from tempseg.common.io import atomic_write, write_json
+from tempseg.common.text import number, table
 from tempseg.data.flow import GridFlow
 from tempseg.data.frames import Frame
 from tempseg.data.sources import open_source
@@ -44,6 +45,22 @@ MODELS = ("fcresnet18x0.5_accel34", "fcresnet18x0.5_accel34_flownet")
 BASELINES = ("fcresnet18", "fcresnet18x0.5", "fcresnet18_t66", "fcresnet18_lma3r4")
 INTERVALS = (1, 5, 10)
 MB = 2**20
+COLUMNS = (
+    "model",
+    "every",
+    "mIoU clean [95 %]",
+    "mIoU degraded [95 %]",
+    "d clean",
+    "d degraded",
+    "mean ms",
+    "p99 ms",
+    "keyframe ms",
+    "update ms (flow)",
+    "worst ms",
+    "engines MB",
+    "memory MB",
+    "mIoU/ms x1000",
+)  # of the Markdown table, one row per measured run
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -220,7 +237,7 @@ def isolated_text(isolated: dict) -> str:
     if not isolated:
         return ""
     lines = ["", "Isolated (median ms per call, alternating rounds on the same inputs):"]
-    return "\n".join([*lines, *(f"- {name}: {ms:.2f}" for name, ms in isolated.items())]) + "\n"
+    return "\n".join([*lines, *(f"- {name}: {number(ms, 2)}" for name, ms in isolated.items())]) + "\n"
 
 
 def markdown(rows: list[dict], flow: dict, header: str, reference: str) -> str:
@@ -228,21 +245,33 @@ def markdown(rows: list[dict], flow: dict, header: str, reference: str) -> str:
         f"Accel against keyframe interval, {header}. d = difference to {reference} on the same frames "
         "(points, 95 % interval over sequences).",
         "",
-        "| model | every | mIoU clean [95 %] | mIoU degraded [95 %] | d clean | d degraded | mean ms | p99 ms "
-        "| keyframe ms | update ms (flow) | worst ms | engines MB | memory MB | mIoU/ms x1000 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *table(COLUMNS, [_cells(r) for r in rows]),
+        "",
+        "Flow cost per update frame (ms, one value per interval): ",
     ]
-    for r in rows:
-        update = "-" if r["update_ms"] is None else f"{r['update_ms']:.1f} ({r['flow_ms']:.2f})"
-        lines.append(
-            f"| {r['model']} | {r['interval'] or 'every frame'} | {_ci(r, 'clean')} | {_ci(r, 'degraded')} "
-            f"| {_d(r, 'clean')} | {_d(r, 'degraded')} | {r['mean_ms']:.1f} | {r['p99_ms']:.1f} "
-            f"| {_num(r['keyframe_ms'])} | {update} | {r['worst_ms']:.1f} ({r['worst_kind']}) "
-            f"| {_num(r['engine_mb'])} | {r['memory_mb']:.1f} | {1000 * r['miou_per_ms']:.2f} |"
-        )
-    lines += ["", "Flow cost per update frame (ms, one value per interval): "]
-    lines += [f"- {source}: {', '.join(f'{v:.2f}' for v in values)}" for source, values in flow.items()]
+    lines += [f"- {source}: {', '.join(number(v, 2) for v in values)}" for source, values in flow.items()]
     return "\n".join(lines) + "\n"
+
+
+def _cells(r: dict) -> list:
+    """One row of the table, a cell per column of COLUMNS."""
+    update = "-" if r["update_ms"] is None else f"{number(r['update_ms'], 1)} ({number(r['flow_ms'], 2)})"
+    return [
+        r["model"],
+        r["interval"] or "every frame",
+        _ci(r, "clean"),
+        _ci(r, "degraded"),
+        _d(r, "clean"),
+        _d(r, "degraded"),
+        number(r["mean_ms"], 1),
+        number(r["p99_ms"], 1),
+        number(r["keyframe_ms"], 1),
+        update,
+        f"{number(r['worst_ms'], 1)} ({r['worst_kind']})",
+        number(r["engine_mb"], 1),
+        number(r["memory_mb"], 1),
+        number(1000 * r["miou_per_ms"], 2),
+    ]
 
 
 def _ci(r: dict, subset: str) -> str:
@@ -253,10 +282,6 @@ def _ci(r: dict, subset: str) -> str:
 def _d(r: dict, subset: str) -> str:
     low, high = r[f"d_{subset}_ci"]
     return f"{r[f'd_{subset}']:+.1f} [{low:+.1f}, {high:+.1f}]"
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ Writes bench/results/gpu-<device>-<date>.json: the device, package versions, and
 (pass, fail or skip), its reason and its figures. Exit status 1 if a check failed. Without a GPU it prints
 one line saying so and what it would run, writes nothing and exits 0.
 
-`python -m bench.gpu_check [--results bench/results] [--latency-frames 200]` (`make gpu-check`)
+`python -m bench.gpu_check [--out-dir bench/results] [--latency-frames 200]` (`make gpu-check`)
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ import contextlib
 import copy
 import datetime
 import functools
-import importlib.metadata
 import itertools
 import platform
 import re
@@ -54,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from tempseg.common.io import write_json
+from tempseg.common.platform import versions
 from tempseg.engine.trt import GpuInfo, cuda_gpu
 
 RESULTS = Path("bench/results")
@@ -509,19 +509,11 @@ CHECKS: tuple[tuple[str, Callable[[Context], dict]], ...] = (
 )
 
 
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in VERSIONS:
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            found[name] = importlib.metadata.version(name)
-    return found
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m bench.gpu_check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON report")
+    p.add_argument("--out-dir", type=Path, default=RESULTS, help="folder of the JSON report")
     p.add_argument("--latency-frames", type=int, default=200, help="timed frames per torch latency run")
     args = p.parse_args(argv)
     gpu = cuda_gpu()
@@ -535,22 +527,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "compute_capability": gpu.compute_capability,
         "total_memory_bytes": gpu.total_memory_bytes,
         "command": " ".join(["python -m bench.gpu_check", *(argv if argv is not None else sys.argv[1:])]),
-        "versions": versions(),
+        "versions": {"python": platform.python_version(), **{k: v for k, v in versions(VERSIONS).items() if v}},
         "checks": {name: {"status": "not run"} for name, _ in CHECKS},
     }
-    path = report_path(args.results, report["device"], report["date"])
+    path = report_path(args.out_dir, report["device"], report["date"])
     print(f"gpu-check on {gpu.name} (compute capability {gpu.compute_capability}) -> {path}", flush=True)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as work:
         ctx = Context(gpu, Path(work), args.latency_frames)
         for name, check in CHECKS:
             report["checks"][name] = {"status": "running"}  # still there after a crash: this check crashed
-            write_report(report, args.results)
+            write_report(report, args.out_dir)
             result = report["checks"][name] = attempt(lambda check=check: check(ctx))
-            write_report(report, args.results)
+            write_report(report, args.out_dir)
             print(f"  {name:<22} {result['status'].upper():<5} {result.get('reason', '')}"[:300], flush=True)
     counts = {s: sum(c["status"] == s for c in report["checks"].values()) for s in ("pass", "fail", "skip")}
     report["summary"] = counts
-    write_report(report, args.results)
+    write_report(report, args.out_dir)
     print(f"gpu-check: {counts['pass']} pass, {counts['fail']} fail, {counts['skip']} skip; wrote {path}")
     return 1 if counts["fail"] else 0
 

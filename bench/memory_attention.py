@@ -9,9 +9,9 @@ A variant is a model name, and for a memory model `@slice` or `@onehot` (default
 measured in interleaved rounds (A, B, C, A, B, C...) and summarised by medians, as bench/runtime_ratios.py
 does, so a neighbour's load hits every side alike. Random weights: latency and sizes do not depend on them.
 
-    python -m bench.memory_attention [--height 256 --width 512 --rounds 5 --iters 20 --out bench/results]
+    python -m bench.memory_attention [--height 256 --width 512 --rounds 5 --iters 20 --out-dir bench/results]
 
-Writes OUT/memory_attention-<date>.json and .md; graphs and engines are cached under
+Writes OUT_DIR/memory_attention-<date>.json and .md; graphs and engines are cached under
 runs/bench-graphs/memory_attention/<tag>-HxW/.
 """
 
@@ -36,7 +36,8 @@ from bench.runtime_ratios import interleaved, per_call_ms
 from tempseg.common.contract import read_onnx_contract
 from tempseg.common.errors import UserError, run_cli
 from tempseg.common.io import sha256_file, write_json
-from tempseg.common.platform import try_import
+from tempseg.common.platform import versions
+from tempseg.common.text import number, table
 from tempseg.models import UnknownModelError, check_model_input, model_config
 from tempseg.models.memory import CORRELATIONS
 from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
@@ -55,6 +56,20 @@ GRAPH_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
 ENGINE_FILE = "fp16.engine"
 MIB = 2**20
 ONEHOT_KEYS = ("latency_ms", "engine_bytes", "activation_bytes")  # what onehot vs slice is judged on
+# Versions of what produced the figures (the engines' TensorRT-RTX, else the installed one: --no-engines).
+VERSIONS = ("onnxruntime", "onnx", "torch", "tensorrt_rtx")
+COLUMNS = (
+    "variant",
+    "params M",
+    "GFLOPs (graph form)",
+    "state KiB fp32",
+    "ONNX nodes fp32/fp16",
+    "ONNX MiB fp32/fp16",
+    "ORT fp32 ms",
+    "x base",
+    "engine fp16 MiB",
+    "activations MiB",
+)  # of the Markdown table, one row per variant
 
 
 @dataclass(frozen=True)
@@ -135,9 +150,9 @@ def cached_graphs(variant: Variant, height: int, width: int, cache: Path, finger
 
 def export_variant(variant: Variant, height: int, width: int, folder: Path) -> None:
     """The export stage's own functions, without its parity check (random weights need none here)."""
-    from tempseg.export.__main__ import save_graphs
     from tempseg.export.fp16 import convert_fp16
     from tempseg.export.onnx_graph import build_contract, export_fp32
+    from tempseg.export.pipeline import save_graphs
 
     model = variant_model(variant)
     contract = build_contract(model, variant.model, height=height, width=width, batch=1, checkpoint_sha256=None)
@@ -340,14 +355,6 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def versions(rtx_version: str | None) -> dict[str, str | None]:
-    """Versions of what produced the figures; TensorRT-RTX's even when --no-engines left it unused."""
-    found = {name: try_import(name)[0] for name in ("onnxruntime", "onnx", "torch", "tensorrt_rtx")}
-    out = {name: getattr(module, "__version__", None) if module else None for name, module in found.items()}
-    out["tensorrt_rtx"] = rtx_version or out["tensorrt_rtx"]
-    return out
-
-
 # ---- output ---------------------------------------------------------------------------------------------
 
 
@@ -360,36 +367,31 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['host']['cpu']}; ONNX Runtime {ver['onnxruntime']} CPU FP32, {s['threads']} threads, "
         f"median of {s['rounds']} interleaved rounds x {s['iters']} frames; FP16 engines: {engines}.",
         "",
-        "| variant | params M | GFLOPs (graph form) | state KiB fp32 | ONNX nodes fp32/fp16 | ONNX MiB fp32/fp16 "
-        "| ORT fp32 ms | x base | engine fp16 MiB | activations MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     vs_base = results["ratios"]["latency_ms_vs_base"]
-    for tag, v in results["variants"].items():
-        cells = [
+    rows = [
+        [
             tag,
-            f"{v['params'] / 1e6:.2f}",
-            f"{v['gflops']:.3f} ({v['gflops_graph_form']:.3f})",
-            f"{v['state_bytes_fp32'] / 1024:.0f}",
+            number(v["params"], 2, scale=1e6),
+            f"{number(v['gflops'])} ({number(v['gflops_graph_form'])})",
+            number(v["state_bytes_fp32"], 0, scale=1024),
             f"{v['onnx_nodes']['fp32']}/{v['onnx_nodes']['fp16']}",
-            f"{v['onnx_bytes']['fp32'] / MIB:.1f}/{v['onnx_bytes']['fp16'] / MIB:.1f}",
-            f"{v['latency_ms']:.2f}",
-            _num(vs_base.get(tag), "{:.3f}x", "base"),
-            _num(v["engine_bytes"], "{:.1f}", "-", MIB),
-            _num(v["activation_bytes"], "{:.1f}", "-", MIB),
+            f"{number(v['onnx_bytes']['fp32'], 1, scale=MIB)}/{number(v['onnx_bytes']['fp16'], 1, scale=MIB)}",
+            number(v["latency_ms"], 2),
+            number(vs_base.get(tag), suffix="x", missing="base"),
+            number(v["engine_bytes"], 1, scale=MIB),
+            number(v["activation_bytes"], 1, scale=MIB),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        for tag, v in results["variants"].items()
+    ]
+    lines += table(COLUMNS, rows, align="-" + ">" * (len(COLUMNS) - 1))  # figures aligned right
     for model, r in results["ratios"]["onehot_vs_slice"].items():
         lines.append("")
-        shown = ", ".join(f"{key} {_num(r[key], '{:.3f}x')}" for key in ONEHOT_KEYS)
+        shown = ", ".join(f"{key} {number(r[key], suffix='x')}" for key in ONEHOT_KEYS)
         lines.append(f"{model} onehot / slice: {shown}")
     reasons = {v["engine"]["reason"] for v in results["variants"].values() if v["engine"]["reason"]}
     lines += [""] + [f"- no engine: {reason}" for reason in sorted(reasons)]
     return "\n".join(lines).rstrip() + "\n"
-
-
-def _num(value: float | None, fmt: str, missing: str = "-", scale: float = 1.0) -> str:
-    return missing if value is None else fmt.format(value / scale)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -414,7 +416,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the first is the base of the ratios; FORM of a memory model: slice (default) or onehot",
     )
     p.add_argument("--no-engines", action="store_true", help="skip the TensorRT-RTX FP16 engine builds")
-    p.add_argument("--out", type=Path, default=Path("bench/results"), help="folder of the .json and .md")
+    p.add_argument("--out-dir", type=Path, default=Path("bench/results"), help="folder of the .json and .md")
     p.add_argument("--cache", type=Path, default=CACHE, help=f"graph and engine cache (default {CACHE})")
     args = p.parse_args(argv)
     if args.rounds < 1 or args.iters < 1:
@@ -443,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": date,
         "command": "python -m bench.memory_attention " + " ".join(sys.argv[1:] if argv is None else argv),
         "host": host(),
-        "versions": versions(rtx_version),
+        "versions": {**versions(VERSIONS), **({"tensorrt_rtx": rtx_version} if rtx_version else {})},
         "settings": {
             **{k: getattr(args, k) for k in ("height", "width", "rounds", "iters", "threads", "pause")},
             "variants": [v.tag for v in variants],
@@ -453,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ratios": ratios(variants, records),
         "notes": NOTES,
     }
-    out = args.out / f"memory_attention-{date}.json"
+    out = args.out_dir / f"memory_attention-{date}.json"
     write_json(out, results)
     text = markdown(results)
     out.with_suffix(".md").write_text(text)

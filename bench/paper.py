@@ -12,7 +12,7 @@ the ablations). The same scheme here, scaled down:
 3. score every model on the same val frames streamed with the state carried, and give each row's
    delta against the control with its 95 % bootstrap interval, clean and degraded frames apart.
 
-`make paper` (or `python -m bench.paper`) writes runs/paper/paper.md and paper.json; runs that
+`make paper` (or `python -m bench.paper`) writes runs/paper/paper.md and paper.json (`--out-dir`); runs that
 already have a checkpoint are reused (`--force` retrains). `--data cityscapes:PATH` runs the same
 harness on Cityscapes (then use a GPU and the paper's budget: --pretrain-steps 55800 --steps 18600
 --lr 1e-4 --schedule exp --height 256 --width 512).
@@ -34,6 +34,7 @@ import torch
 
 from tempseg.common.errors import run_cli
 from tempseg.common.io import atomic_write, write_json
+from tempseg.common.text import number, table
 from tempseg.data.classes import CLASS_NAMES
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.models import build_model
@@ -162,59 +163,52 @@ def _result(model: str, scores: StreamScores) -> dict:
 MISSING = {"pixel_acc": None, "miou": None, "miou_clean": None, "params_m": "-"}  # a row this run did not train
 
 
-def _ours_and_paper(ours: dict, acc: float, miou: float, params: float) -> str:
-    """Accuracy, mIoU (clean frames), paired deltas and #params: ours, then the paper's."""
+def _ours_and_paper(ours: dict, acc: float, miou: float, params: float) -> list:
+    """Accuracy, mIoU (clean frames), paired deltas and #params: ours, then the paper's (the columns OURS, PAPER)."""
     delta = ours.get("delta")
     clean = delta["clean"].text() if delta else "-"
     degraded = delta["degraded"].text() if delta else "-"
-    return (
-        f"{_fmt(ours['pixel_acc'])} | {_fmt(ours['miou_clean'])} | {clean} | {degraded} | {ours['params_m']}M "
-        f"| {acc} | {miou} | {params}M"
-    )
+    mine = [number(ours["pixel_acc"]), number(ours["miou_clean"]), clean, degraded, f"{ours['params_m']}M"]
+    return [*mine, acc, miou, f"{params}M"]
 
 
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-OURS = "Accuracy (ours) | mIoU clean (ours) | Δ clean vs FCResNet18 | Δ degraded vs FCResNet18 | #Params (ours)"
-PAPER = "Accuracy (paper) | mIoU (paper) | #Params (paper)"
+OURS = ("Accuracy (ours)", "mIoU clean (ours)", "Δ clean vs FCResNet18", "Δ degraded vs FCResNet18", "#Params (ours)")
+PAPER = ("Accuracy (paper)", "mIoU (paper)", "#Params (paper)")
 
 
 def table2(results: dict[str, dict]) -> list[str]:
     lines = [
         "### Table II: our model vs the frame-by-frame baselines",
         "",
-        f"| Name | {OURS} | {PAPER} |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for model, (acc, miou, params) in PAPER_TABLE2.items():
         r = results.get(model, MISSING)
         name = "Our Model (FCResNet18-T 6-6)" if model == "fcresnet18_t66" else model.replace("fcresnet", "FCResNet")
-        lines.append(f"| {name} | {_ours_and_paper(r, acc, miou, params)} |")
-    return lines
+        rows.append([name, *_ours_and_paper(r, acc, miou, params)])
+    return lines + table(("Name", *OURS, *PAPER), rows)
 
 
 def table3(results: dict[str, dict]) -> list[str]:
     lines = [
         "### Table III: connection positions of FCResNet18 (concatenation)",
         "",
-        f"| Backbone | Connection | {OURS} | {PAPER} |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for model, (acc, miou, params) in PAPER_TABLE3.items():
         r = results.get(model, MISSING)
         connection = "No" if model == "fcresnet18" else f"{model[-2]}-{model[-1]}"
-        lines.append(f"| FCResNet18 | {connection} | {_ours_and_paper(r, acc, miou, params)} |")
-    return lines
+        rows.append(["FCResNet18", connection, *_ours_and_paper(r, acc, miou, params)])
+    return lines + table(("Backbone", "Connection", *OURS, *PAPER), rows)
+
+
+MERGE_COLUMNS = ("Connection", "mIoU clean, concat", "mIoU clean, add", "Δ degraded concat", "Δ degraded add")
 
 
 def merge_table(results: dict[str, dict]) -> list[str]:
     lines = [
         "### Merging methods: concatenation vs addition (paper Fig. 10 and section IV-C)",
         "",
-        "| Connection | mIoU clean, concat | mIoU clean, add | Δ degraded concat | Δ degraded add |",
-        "|---|---|---|---|---|",
     ]
     pairs = []
     for c in CONNECTIONS:
@@ -222,16 +216,16 @@ def merge_table(results: dict[str, dict]) -> list[str]:
         cat, add = results.get(f"fcresnet18_t{tag}"), results.get(f"fcresnet18_t{tag}_add")
         if cat and add:
             pairs.append((c, cat, add))
-    for c, cat, add in pairs:
-        lines.append(
-            f"| {c} | {_fmt(cat['miou_clean'])} | {_fmt(add['miou_clean'])} | {cat['delta']['degraded'].text()} "
-            f"| {add['delta']['degraded'].text()} |"
-        )
+    rows = [
+        (c, number(cat["miou_clean"]), number(add["miou_clean"]), *(r["delta"]["degraded"].text() for r in (cat, add)))
+        for c, cat, add in pairs
+    ]
+    lines += table(MERGE_COLUMNS, rows)
     if pairs:
         lines += [
             "",
-            f"Median clean mIoU: concat {statistics.median(p[1]['miou_clean'] for p in pairs):.3f}, add "
-            f"{statistics.median(p[2]['miou_clean'] for p in pairs):.3f}. The paper: addition has the higher "
+            f"Median clean mIoU: concat {number(statistics.median(p[1]['miou_clean'] for p in pairs))}, add "
+            f"{number(statistics.median(p[2]['miou_clean'] for p in pairs))}. The paper: addition has the higher "
             "median over its 20 runs, concatenation wins on the late connections and loses badly on the early "
             "ones (3-3, 4-4).",
         ]
@@ -272,7 +266,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--connections", nargs="+", default=list(CONNECTIONS), choices=CONNECTIONS, help="Table III rows to run"
     )
-    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--out-dir", type=Path, default=OUT, help=f"runs and results (default {OUT})")
     p.add_argument("--force", action="store_true", help="retrain runs that already have a checkpoint")
     return p.parse_args(argv)
 
@@ -291,13 +285,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.val_frames,
     )
     started = time.perf_counter()
-    results = run_all(budget, args.out, connections=args.connections, force=args.force)
+    results = run_all(budget, args.out_dir, connections=args.connections, force=args.force)
     text = report(results, budget)
-    write_json(args.out / "paper.json", {"budget": budget.__dict__, "results": _jsonable(results)})
-    with atomic_write(args.out / "paper.md", "w") as handle:
+    write_json(args.out_dir / "paper.json", {"budget": budget.__dict__, "results": _jsonable(results)})
+    with atomic_write(args.out_dir / "paper.md", "w") as handle:
         handle.write(text)
     print(text)
-    print(f"stage paper: {time.perf_counter() - started:.0f} s -> {args.out}/paper.md")
+    print(f"stage paper: {time.perf_counter() - started:.0f} s -> {args.out_dir}/paper.md")
     return 0
 
 

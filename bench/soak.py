@@ -37,6 +37,7 @@ import numpy as np
 
 from bench.graphs import benchmark_graph
 from tempseg.common.io import write_json
+from tempseg.common.text import number, table
 from tempseg.data.frames import Frame
 from tempseg.data.sources import open_source
 from tempseg.runtime.loop import PHASES, LoopOptions, run_loop
@@ -207,20 +208,16 @@ def print_table(samples: list[dict], lat_windows: list[dict]) -> None:
     """One line per window: memory, the loop's p50/p99, the backend call's p99 and the loop's own p99."""
     columns = ("frames", "RSS MB", "device MB", "p50 ms", "p99 ms", "call p99", "loop-only")
     widths = (12, 10, 10, 8, 8, 9, 10)
-    print(" ".join(f"{name:>{width}}" for name, width in zip(columns, widths, strict=True)))
-    for sample, window in zip(samples, lat_windows, strict=False):
-        device = sample["device_used_bytes"]
-        cells = (
-            str(sample["frame"]),
-            f"{sample['rss_bytes'] / MB:.1f}",
-            "-" if device is None else f"{device / MB:.1f}",
-            *(_ms(window.get(key)) for key in ("p50_ms", "p99_ms", "bare_p99_ms", "loop_only_p99_ms")),
+    rows = [
+        (
+            sample["frame"],
+            number(sample["rss_bytes"], 1, scale=MB),
+            number(sample["device_used_bytes"], 1, scale=MB),
+            *(number(window.get(key), 2) for key in ("p50_ms", "p99_ms", "bare_p99_ms", "loop_only_p99_ms")),
         )
-        print(" ".join(f"{cell:>{width}}" for cell, width in zip(cells, widths, strict=True)))
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+        for sample, window in zip(samples, lat_windows, strict=False)
+    ]
+    print("\n".join(table(columns, rows, widths=widths)))
 
 
 if __name__ == "__main__":

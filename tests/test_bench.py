@@ -267,13 +267,111 @@ def test_compare_builds_what_is_missing_and_writes_the_table(tmp_path):
     assert "stage train" not in again.stdout
 
 
+def test_stale_is_makes_rule(tmp_path):
+    """A target is made when it is missing or older than one of its sources (or a source is missing)."""
+    import os
+
+    from bench.compare import stale
+
+    source, target = tmp_path / "model.onnx", tmp_path / "fp32.engine"
+    assert stale(target)
+    source.write_text("graph")
+    target.write_text("engine")
+    os.utime(source, (1_000, 1_000))
+    os.utime(target, (2_000, 2_000))
+    assert not stale(target, source)
+    assert not stale(target)
+    os.utime(source, (3_000, 3_000))
+    assert stale(target, source)
+    assert stale(target, tmp_path / "missing.onnx")
+
+
+def test_compare_trains_the_bases_then_the_fine_tune_as_make_does(tmp_path, monkeypatch, capsys):
+    """Makefile BASE, REF and CKPT: an Accel row needs the base of its backbone and of its reference network;
+    a base that exists is not trained again."""
+    from types import SimpleNamespace
+
+    import tempseg.train.stage
+    from bench.compare import train_run
+
+    calls = []
+
+    def fake_train_stage(config, out_dir, *, resume=False):
+        calls.append((config.model, config.stage, config.preset, config.init_from, config.reference_from, out_dir))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "checkpoint.pt").write_bytes(b"trained")
+        return SimpleNamespace(line=f"stage train: 0.0 s -> {out_dir / 'checkpoint.pt'} (val mIoU -)")
+
+    monkeypatch.setattr(tempseg.train.stage, "train_stage", fake_train_stage)
+    model = "fcresnet18x0.5_accel34"
+    train_run(model, "smoke", tmp_path)
+    base, reference = tmp_path / "fcresnet18x0.5" / "base", tmp_path / "fcresnet34" / "base"
+    assert calls == [
+        ("fcresnet18x0.5", "base", "smoke", None, None, base),
+        ("fcresnet34", "base", "smoke", None, None, reference),
+        (model, "finetune", "smoke", str(base / "checkpoint.pt"), str(reference / "checkpoint.pt"), tmp_path / model),
+    ]
+    assert capsys.readouterr().out.count("stage train: ") == 3
+    calls.clear()
+    train_run("fcresnet18x0.5_t66", "smoke", tmp_path)  # its base exists: only the fine-tune
+    t66 = "fcresnet18x0.5_t66"
+    assert calls == [(t66, "finetune", "smoke", str(base / "checkpoint.pt"), None, tmp_path / t66)]
+
+
+@pytest.mark.slow
+def test_compare_builds_a_run_by_library_calls_without_a_subprocess(tmp_path, monkeypatch, capsys):
+    """build_artefacts trains, exports, calibrates and builds in this process (no make), each step only when
+    its artefact is missing or older than its input."""
+    import os
+    import platform
+    import subprocess
+
+    from bench.compare import build_artefacts
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"compare started a subprocess: {args}")
+
+    platform.platform()  # the engine record's platform: the stdlib runs `uname -p` once a process, cached after
+    monkeypatch.setattr(subprocess, "Popen", no_subprocess)
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    rtx = importlib.util.find_spec("tensorrt_rtx") is not None  # engines build on the CPU where it is installed
+    model, runs = "fcresnet18x0.25_t66", tmp_path / "runs"
+    kwargs = {"engines": rtx, "preset": "smoke", "height": 64, "width": 128, "runs": runs, "frames": 8}
+    build_artefacts(model, ["fp32", "int8"], **kwargs)
+    run = runs / model
+    made = ["checkpoint.pt", "train.json", "export.args", "model.onnx", "model.fp16.onnx", "export.json"]
+    made += ["model.int8.onnx", "calib.json"] + (["fp32.engine", "int8.engine"] if rtx else [])
+    assert all((run / name).is_file() for name in made), sorted(p.name for p in run.iterdir())
+    assert (runs / "fcresnet18x0.25" / "base" / "checkpoint.pt").is_file()
+    assert (run / "export.args").read_text() == "64x128 batch 1\n"
+    assert json.loads((run / "train.json").read_text())["recipe"]["init"]["model"] == "fcresnet18x0.25"
+    out = capsys.readouterr().out
+    for stage in ("train", "export", "calibrate") + (("engine",) if rtx else ()):
+        assert f"stage {stage}: " in out, out
+    assert out.count("stage train: ") == 2  # the base, then the fine-tune
+
+    times = {name: (run / name).stat().st_mtime_ns for name in made}
+    build_artefacts(model, ["fp32", "int8"], **kwargs)  # everything is up to date
+    assert "stage " not in capsys.readouterr().out
+    assert times == {name: (run / name).stat().st_mtime_ns for name in made}
+
+    os.utime(run / "checkpoint.pt")  # now: a checkpoint newer than its graphs is exported again, and so on
+    build_artefacts(model, ["fp32", "int8"], **kwargs)
+    out = capsys.readouterr().out
+    assert "stage train" not in out
+    assert "stage export: " in out
+    assert "stage calibrate: " in out
+    assert (run / "model.onnx").stat().st_mtime_ns > times["model.onnx"]
+    assert (run / "model.int8.onnx").stat().st_mtime_ns > times["model.int8.onnx"]
+
+
 @pytest.mark.slow
 def test_paper_harness_trains_bases_and_fine_tunes_every_row_it_is_asked_for(tmp_path):
     """`make paper` end to end at a budget of seconds: bases, paired fine-tunes, deltas, the table."""
     from bench.paper import main as paper_main
 
     argv = ["--pretrain-steps", "1", "--steps", "1", "--height", "64", "--width", "128", "--connections", "6-6"]
-    argv += ["--val-sequences", "2", "--val-frames", "2", "--out", str(tmp_path)]
+    argv += ["--val-sequences", "2", "--val-frames", "2", "--out-dir", str(tmp_path)]
     assert paper_main(argv) == 0
     saved = json.loads((tmp_path / "paper.json").read_text())
     assert set(saved["results"]) == {"fcresnet18", "fcresnet34", "fcresnet18_t66", "fcresnet18_t66_add"}
@@ -294,7 +392,7 @@ def test_memory_attention_bench_measures_every_variant_both_forms_and_the_ratios
     tags = [base, f"{memory}@slice", f"{memory}@onehot"]
     rtx = importlib.util.find_spec("tensorrt_rtx") is not None  # RTX builds these in about a second on the CPU
     argv = ["--height", "64", "--width", "128", "--rounds", "1", "--iters", "1", "--pause", "0", "--variants", *tags]
-    argv += ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), *([] if rtx else ["--no-engines"])]
+    argv += ["--out-dir", str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), *([] if rtx else ["--no-engines"])]
     assert memory_main(argv) == 0
     [path] = (tmp_path / "out").glob("memory_attention-*.json")
     saved = json.loads(path.read_text())

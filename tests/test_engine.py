@@ -173,6 +173,25 @@ def test_rtx_leaves_the_timing_cache_alone(graphs, rtx, tmp_path):
 
 @pytest.mark.rtx
 @needs_rtx
+def test_build_engines_writes_what_it_returns(graphs, tmp_path):
+    """The library call behind the CLI (and bench/compare.py): a single graph is one build, its engine and record."""
+    from tempseg.engine.pipeline import build_engines, stage_lines
+
+    out = tmp_path / "fp16.engine"
+    [result] = build_engines(graphs["fp16"][0], out, BuildOptions(timing_cache=None), flavour="tensorrt_rtx")
+    assert (result.engine_path, result.sidecar_path) == (out, sidecar_path(out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp16.engine", "fp16.engine.json"]
+    assert result.engine_bytes == out.stat().st_size
+    assert result.sha256 == sha256_file(out) == read_sidecar(out)["engine"]["sha256"]
+    assert sidecar_contract(read_sidecar(out)) == graphs["fp16"][1]
+    [line] = stage_lines([result], 1.5)
+    match = STAGE_LINE.match(line)
+    assert match, line
+    assert (match[1], match[3]) == (str(out), "tensorrt_rtx")
+
+
+@pytest.mark.rtx
+@needs_rtx
 def test_compute_capabilities_are_validated(rtx, tmp_path):
     builder, network, _parser = network_from_onnx(rtx, tiny_graph(tmp_path / "tiny.onnx"))
     config = create_config(rtx, builder, network, BuildOptions(timing_cache=None, compute_capabilities=("8.9",)))
@@ -216,6 +235,18 @@ def test_bad_onnx_exits_2_with_one_line_naming_the_file(tmp_path, capsys):
     assert not sidecar_path(out).exists()
 
 
+def test_build_engines_raises_a_user_error_before_importing_tensorrt(tmp_path, monkeypatch):
+    from tempseg.engine.pipeline import build_engines
+
+    for name in ("tensorrt", "tensorrt_rtx"):
+        monkeypatch.setitem(sys.modules, name, None)  # a broken graph must stop before TensorRT is asked for
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"this is not a protobuf")
+    with pytest.raises(UserError, match="not a valid ONNX model"):
+        build_engines(bad, tmp_path / "fp32.engine")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
 def test_missing_tensorrt_exits_2_with_install_commands(tmp_path, capsys, monkeypatch):
     for name in ("tensorrt", "tensorrt_rtx"):
         monkeypatch.setitem(sys.modules, name, None)  # makes `import name` raise ImportError
@@ -250,6 +281,17 @@ def test_engine_package_imports_without_torch_or_tensorrt():
         "import sys; sys.modules['torch'] = None\n"
         "import tempseg.engine, tempseg.engine.build, tempseg.engine.trt, tempseg.engine.sidecar\n"
         "import tempseg.engine.inspect, tempseg.engine.__main__\n"
+        "assert not {'tensorrt', 'tensorrt_rtx', 'onnx'} & set(sys.modules), sorted(sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_engine_library_imports_without_torch_or_tensorrt():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import tempseg.engine.pipeline\n"
         "assert not {'tensorrt', 'tensorrt_rtx', 'onnx'} & set(sys.modules), sorted(sys.modules)\n"
     )
     root = Path(__file__).resolve().parents[1]

@@ -138,6 +138,43 @@ def test_drift_beyond_tolerance_fails_and_writes_nothing(tiny_run, tmp_path, mon
     assert not (tmp_path / "export.json").exists()
 
 
+def test_export_run_writes_the_graphs_it_returns(tiny_run, tmp_path):
+    """The library call behind the CLI (and bench/compare.py): what it returns is what it wrote."""
+    from tempseg.common.io import sha256_file
+    from tempseg.export.pipeline import export_run
+
+    result = export_run(
+        tiny_run / "checkpoint.pt", tmp_path, model=TINY, height=TINY_HW[0], width=TINY_HW[1], parity_frames=3
+    )
+    assert result.paths == {"fp32": tmp_path / "model.onnx", "fp16": tmp_path / "model.fp16.onnx"}
+    assert result.report_path == tmp_path / "export.json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export.json", "model.fp16.onnx", "model.onnx"]
+    assert json.loads(result.report_path.read_text()) == json.loads(json.dumps(result.report))
+    assert result.report["files"]["model.onnx"]["sha256"] == sha256_file(result.paths["fp32"])
+    assert result.report["files"]["model.fp16.onnx"]["sha256"] == sha256_file(result.paths["fp16"])
+    assert result.parity["fp32"]["frames"] == 3
+    assert result.parity["fp32"]["max_abs_logit_error"] < 1e-4
+    assert read_onnx_contract(result.paths["fp16"]).source_onnx_sha256 == sha256_file(result.paths["fp32"])
+    assert result.line.startswith("stage export: ")
+    assert result.line.endswith(f" s -> {tmp_path / 'model.onnx'}, {tmp_path / 'model.fp16.onnx'}")
+
+
+def test_export_run_raises_where_the_cli_exits(tiny_run, tmp_path, monkeypatch):
+    """Bad input is a UserError and FP32 drift a ParityError, before anything is written."""
+    from tempseg.common.errors import UserError
+    from tempseg.export.pipeline import export_run
+
+    checkpoint = tiny_run / "checkpoint.pt"
+    with pytest.raises(UserError, match="height 250: try 224 or 256"):
+        export_run(checkpoint, tmp_path, model=TINY, height=250, width=TINY_HW[1])
+    with pytest.raises(UserError, match="at least 1"):
+        export_run(checkpoint, tmp_path, model=TINY, height=TINY_HW[0], width=TINY_HW[1], batch=0)
+    monkeypatch.setattr(parity, "FP32_MAX_ABS", 0.0)
+    with pytest.raises(parity.ParityError, match=r"model\.onnx: FP32 parity failed"):
+        export_run(checkpoint, tmp_path, model=TINY, height=TINY_HW[0], width=TINY_HW[1], parity_frames=2)
+    assert not any(tmp_path.iterdir())
+
+
 def test_simplify_falls_back_to_the_graph_with_a_warning(tiny_run, monkeypatch, caplog):
     import onnxsim
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_without_a_gpu_it_says_so_in_one_line_and_exits_0(tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # hides the GPU from the driver on a machine that has one
-    command = [sys.executable, "-m", "bench.gpu_check", "--results", str(tmp_path)]
+    command = [sys.executable, "-m", "bench.gpu_check", "--out-dir", str(tmp_path)]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("\n") == 1

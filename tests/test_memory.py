@@ -269,8 +269,8 @@ def exported(tmp_path_factory):
     """The memory model exported (fp32, fp16) with its 30-frame streaming parity, and calibrated to INT8."""
     from tempseg.calibration import CalibConfig, calibrate
     from tempseg.data.synthetic import SyntheticVideo, split_seed
-    from tempseg.export.__main__ import check_parity, export_graphs, save_graphs
     from tempseg.export.onnx_graph import build_contract
+    from tempseg.export.pipeline import check_parity, export_graphs, save_graphs
 
     model = trained_like(MODEL)
     contract = build_contract(model, MODEL, height=HW[0], width=HW[1], checkpoint_sha256=None)

@@ -1,9 +1,13 @@
 """Model zoo: paper parameter counts, torchvision compatibility, the forward/state contract."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
-from tempseg.common.errors import UserError
+from tempseg.common.errors import UserError, run_cli
 from tempseg.models import (
     FCResNet,
     FCResNetConfig,
@@ -14,8 +18,10 @@ from tempseg.models import (
     list_models,
     resolve_name,
 )
+from tempseg.models.__main__ import main as models_main
 from tempseg.models.checkpoint import load_model, save_checkpoint
 from tempseg.models.summary import count_parameters, summarize
+from tests.test_platform import make, ready_venv
 
 SMALL = (64, 96)  # smallest convenient size divisible by 32
 
@@ -165,3 +171,111 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
         load_model(foreign)
     with pytest.raises(UserError, match="not found"):
         load_model(tmp_path / "missing.pt")
+
+
+# ---- the base and the reference of a model: the registry's command line, and the Makefile asking it ----------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("query", "name", "answer"),
+    [
+        ("--base", "fcresnet18x0.5_t66", "fcresnet18x0.5"),
+        ("--base", "fcresnet18_t66+tc", "fcresnet18"),  # a training variant: its architecture's base
+        ("--base", "fcresnet18x0.5_accel34", "fcresnet18x0.5"),  # the update network's
+        ("--reference", "fcresnet18x0.5_accel34", "fcresnet34"),
+        ("--reference", "fcresnet18x0.5_accel34x0.5_flownet", "fcresnet34x0.5"),
+        ("--reference", "fcresnet18_t66", ""),  # no reference: an empty line
+    ],
+)
+def test_cli_names_the_base_and_the_reference(capsys, query, name, answer):
+    assert run_cli(models_main, [query, name]) == 0
+    assert capsys.readouterr().out == answer + "\n"
+
+
+def test_python_m_tempseg_models_answers_the_makefile_in_one_line():
+    """What the Makefile runs: the name alone on stdout; a bad name (even one whose prefix is a base) is refused
+    in one line with exit 2, before anything would be trained from it."""
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "tempseg.models", *args]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+
+    assert run("--base", "fcresnet18x0.5_t66").stdout == "fcresnet18x0.5\n"
+    for query in ("--base", "--reference"):
+        bad = run(query, "fcresnet18_t9")
+        assert (bad.returncode, bad.stdout) == (2, ""), bad.stderr
+        [line] = bad.stderr.splitlines()
+        assert line.startswith("error: unknown model 'fcresnet18_t9'"), line
+
+
+def _make_n(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """`make -n ARGS` over runs in tmp_path with a ready venv: the commands make would run, none of them run
+    (only the lines that ask the registry and call the sub-make, as make runs $(MAKE) lines under -n)."""
+    runs = tmp_path / "runs"
+    venv = ready_venv(tmp_path / "venv")
+    result = make("-n", *args, f"RUNS={runs}", f"VENV={venv}", f"PY={sys.executable}")
+    return result, runs
+
+
+def _trains(result: subprocess.CompletedProcess) -> list[str]:
+    """The training commands in make's output, from `--model` on."""
+    return [line[line.index("--model") :] for line in result.stdout.splitlines() if " -m tempseg.train " in line]
+
+
+def _base_line(runs: Path, name: str) -> str:
+    return f'--model "{name}" --preset "default" --stage base --out-dir "{runs}/{name}/base"'
+
+
+def test_make_base_trains_the_base_the_registry_names_only_where_it_is_missing(tmp_path):
+    result, runs = _make_n(tmp_path, "base", "MODEL=fcresnet18_t66")
+    assert result.returncode == 0, result.stderr
+    assert _trains(result) == [_base_line(runs, "fcresnet18")]
+    (runs / "fcresnet18" / "base").mkdir(parents=True)
+    (runs / "fcresnet18" / "base" / "checkpoint.pt").write_bytes(b"trained")
+    again, _ = _make_n(tmp_path, "base", "MODEL=fcresnet18_t66")
+    assert again.returncode == 0, again.stderr
+    assert _trains(again) == []
+
+
+def test_make_train_of_a_keyframe_model_trains_both_bases_then_fine_tunes_from_them(tmp_path):
+    result, runs = _make_n(tmp_path, "train", "MODEL=fcresnet18x0.5_accel34")
+    assert result.returncode == 0, result.stderr
+    base, reference = (f"{runs}/{name}/base/checkpoint.pt" for name in ("fcresnet18x0.5", "fcresnet34"))
+    assert _trains(result) == [
+        _base_line(runs, "fcresnet18x0.5"),
+        _base_line(runs, "fcresnet34"),
+        f'--model "fcresnet18x0.5_accel34" --preset "default" --stage finetune --init-from "{base}" '
+        f'--reference-from "{reference}" --out-dir "{runs}/fcresnet18x0.5_accel34" ',
+    ]
+    # a model without a reference, whose base is there: the fine-tune alone, no --reference-from
+    Path(base).parent.mkdir(parents=True)
+    Path(base).write_bytes(b"trained")
+    plain, _ = _make_n(tmp_path, "train", "MODEL=fcresnet18x0.5_t66")
+    assert plain.returncode == 0, plain.stderr
+    [finetune] = _trains(plain)
+    assert f'--stage finetune --init-from "{base}"  --out-dir "{runs}/fcresnet18x0.5_t66" ' in finetune
+
+
+def test_make_train_with_a_bad_name_stops_with_the_registry_error_and_trains_nothing(tmp_path):
+    for goal in ("train", "base"):
+        result, _ = _make_n(tmp_path, goal, "MODEL=fcresnet18_t9")  # its prefix is a base: the name is checked
+        assert result.returncode == 2, result.stdout
+        assert _trains(result) == []
+        errors = [line for line in result.stderr.splitlines() if not line.startswith("make")]
+        assert len(errors) == 1, result.stderr  # the registry's one line (and make's own note of the failure)
+        assert errors[0].startswith("error: unknown model 'fcresnet18_t9'")
+
+
+def test_make_train_with_a_checkpoint_asks_nothing(tmp_path):
+    """A run directory copied over with its checkpoint (any name, no base): make neither trains nor asks the
+    registry, which needs torch."""
+    result, runs = _make_n(tmp_path / "a", "train", "MODEL=m")  # m: a name only the run directory knows
+    assert result.returncode == 2  # no checkpoint: make asks the registry, which refuses the name
+    (runs / "m").mkdir(parents=True)
+    (runs / "m" / "checkpoint.pt").write_bytes(b"trained")
+    result, _ = _make_n(tmp_path / "a", "train", "MODEL=m")
+    assert result.returncode == 0, result.stderr
+    assert "tempseg.models" not in result.stdout
+    assert _trains(result) == []

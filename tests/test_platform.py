@@ -8,6 +8,7 @@ ctypes driver probe for real on a machine without a GPU.
 from __future__ import annotations
 
 import importlib.machinery
+import importlib.metadata
 import os
 import platform as stdlib_platform
 import shutil
@@ -232,6 +233,35 @@ def test_imports_that_fail_are_reported_not_raised(monkeypatch):
     monkeypatch.setattr(platform, "importlib", types.SimpleNamespace(import_module=missing_library))
     why = "OSError: libnvinfer.so.10: cannot open shared object file"
     assert platform.try_import("tensorrt") == (None, why)  # bindings without their library: reported, not raised
+
+
+def test_versions_of_distributions_else_modules_else_none(monkeypatch, tmp_path):
+    """A results file's versions: a distribution's by its name (opencv-python-headless), else the __version__ of the
+    module the name imports (tensorrt_rtx, which tensorrt_rtx_cu13 installs), None where neither is there."""
+    for name, body in (("tempseg_fake_rtx", "__version__ = '1.7.0+fake'\n"), ("tempseg_fake_bare", "")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(body)
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = ["tempseg-no-such-package", "numpy", "tempseg_fake_rtx", "tempseg_fake_bare"]
+    found = platform.versions(names)
+    assert list(found) == names  # every key, in the order asked
+    assert found == {
+        "tempseg-no-such-package": None,
+        "numpy": importlib.metadata.version("numpy"),
+        "tempseg_fake_rtx": "1.7.0+fake",
+        "tempseg_fake_bare": None,
+    }
+    for name in ("tempseg_fake_rtx", "tempseg_fake_bare"):
+        sys.modules.pop(name, None)
+
+
+def test_results_files_take_their_versions_from_here():
+    from bench import gpu_check, memory_attention
+
+    assert gpu_check.versions is memory_attention.versions is platform.versions
+    assert "cuda-bindings" in gpu_check.VERSIONS  # distribution names
+    assert memory_attention.VERSIONS == ("onnxruntime", "onnx", "torch", "tensorrt_rtx")  # the keys it records
 
 
 def test_cuda_binding_follows_the_runner_order(monkeypatch):

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tempseg.calibration.config import DEFAULT_PERCENTILE, KEEP_FLOAT_GROUPS, METHODS, CalibConfig
-from tempseg.calibration.evaluate import format_accuracy
 from tempseg.calibration.pipeline import calibrate
+from tempseg.calibration.summary import format_stage
 from tempseg.common.errors import run_cli
 
 
@@ -65,44 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         use_cache=not args.no_cache,
     )
     report = calibrate(args.onnx, out, config, calib_json=args.calib_json or out.with_name("calib.json"))
-    print(format_summary(report))
-    if report["accuracy"] is not None:
-        print(format_accuracy(report["accuracy"]))
-    drop = report["accuracy"]["miou_drop_points"] if report["accuracy"] else None
-    drop_text = "n/a" if drop is None else f"{drop:.2f}"
-    size = report["int8_onnx"]["bytes"] / 2**20
-    seconds = time.perf_counter() - started
-    print(f"stage calibrate: {seconds:.1f} s -> {out} ({size:.1f} MiB, mIoU drop {drop_text} points)")
+    print(format_stage(report, out, time.perf_counter() - started))
     return 0
-
-
-def format_summary(report: dict) -> str:
-    """Cache status, method, timings and sizes in a few lines."""
-    cache = report["cache"]
-    key = report["calibration_key"][:16]
-    if cache["hit"]:
-        first = f"calibration cache hit: {cache['path']} (key {key}); ranges reused, no frame streamed"
-    else:
-        data = report["data"]
-        first = f"calibration cache miss (key {key}): {data['frames']} frames of {data['spec']}, state carried"
-    t = report["timing_s"]
-    params = ", ".join(f"{k} {v}" for k, v in report["method_params"].items())
-    float_nodes = report["quantization"]["float_nodes"]
-    groups = report["quantization"].get("keep_float") or []
-    shown = ", ".join(float_nodes[:8])
-    if len(float_nodes) > 8:
-        shown += f", ... ({len(float_nodes)} nodes; calib.json lists them)"
-    return "\n".join(
-        [
-            first,
-            f"  method {report['method']}" + (f" ({params})" if params else "") + f", {len(report['tensors'])} tensors",
-            f"  seconds: pre-process {t['preprocess']:.2f}, collect ranges {t['collect_ranges']:.2f}, "
-            f"quantize {t['quantize']:.2f}",
-            f"  float nodes: {shown or 'none'}" + (f" (groups: {', '.join(groups)})" if groups and float_nodes else ""),
-            f"  {report['source_onnx']['path']} {report['source_onnx']['bytes'] / 2**20:.1f} MiB -> "
-            f"{report['int8_onnx']['path']} {report['int8_onnx']['bytes'] / 2**20:.1f} MiB",
-        ]
-    )
 
 
 if __name__ == "__main__":

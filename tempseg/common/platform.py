@@ -4,7 +4,8 @@
 - the CUDA GPU: device 0 from the driver (ctypes on libcuda, so no CUDA binding is needed), with its compute
   capability, and whether each flavour's engines run on it (TensorRT-RTX lists the GPUs it runs on);
 - the CUDA binding the TensorRT runner reaches the GPU through (cuda-python, else pycuda);
-- what `--backend auto` runs (`auto_backend`), and what a new venv needs (`venv_options`, `pip_requirement`).
+- what `--backend auto` runs (`auto_backend`), and what a new venv needs (`venv_options`, `pip_requirement`);
+- the versions of what is installed, for a results file (`versions`).
 
 runtime/session.py, runtime/cuda.py, engine/trt.py and the Makefile (`python -m tempseg.common.platform QUERY`) ask here
 instead of deciding for themselves. It lives in common/ because engine/ asks too and must not import runtime/.
@@ -18,6 +19,7 @@ import argparse
 import ctypes
 import functools
 import importlib
+import importlib.metadata
 import platform as _stdlib_platform
 import sys
 from collections.abc import Sequence
@@ -78,6 +80,21 @@ def try_import(name: str) -> tuple[ModuleType | None, str]:
     except Exception as err:  # ImportError, OSError (a shared library missing), or a broken install of any kind
         text = str(err).splitlines()[0] if str(err) else type(err).__name__
         return None, text if isinstance(err, ImportError) else f"{type(err).__name__}: {text}"
+
+
+def versions(names: Sequence[str]) -> dict[str, str | None]:
+    """The installed version of each of `names`, for a results file: a distribution's (`opencv-python-headless`,
+    `cuda-bindings`), else, where no distribution has the name, the `__version__` of the module it names (imported
+    only then: `onnxruntime` as onnxruntime-gpu installs it, `tensorrt_rtx` from tensorrt_rtx_cu13); None where
+    neither is installed."""
+    found: dict[str, str | None] = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            module = try_import(name)[0]
+            found[name] = getattr(module, "__version__", None) if module else None
+    return found
 
 
 def import_flavours(names: Sequence[str] = FLAVOURS) -> tuple[dict[str, ModuleType], dict[str, str]]:

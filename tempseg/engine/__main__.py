@@ -16,10 +16,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tempseg.common.contract import Contract, check_keyframe_pair, read_onnx_contract
 from tempseg.common.errors import UserError, run_cli
-from tempseg.engine.build import DEFAULT_TIMING_CACHE, PROFILING, BuildOptions, build_engine
-from tempseg.engine.trt import PREFERENCES, load_tensorrt
+from tempseg.engine.build import DEFAULT_TIMING_CACHE, PROFILING, BuildOptions
+from tempseg.engine.pipeline import build_engines, stage_lines
+from tempseg.engine.trt import PREFERENCES
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -77,28 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = options_from_args(args)
     if args.verbose:
         logging.getLogger("tempseg.engine").setLevel(logging.DEBUG)
-    contract = read_onnx_contract(args.onnx)  # a broken graph stops here, before TensorRT is even imported
-    keyframe = keyframe_graph(contract, args.onnx)
-    trt = load_tensorrt(args.flavour, verbose=args.verbose)
-    if keyframe is not None:
-        keyframe_out = args.out.with_name(f"keyframe.{args.out.name}")
-        result = build_engine(trt, keyframe[0], keyframe_out, options, contract=keyframe[1])
-        print(f"stage engine: keyframe graph -> {keyframe_out} ({result.engine_bytes / (1 << 20):.1f} MiB)")
-        contract = contract.with_changes(schedule={**contract.schedule, "keyframe_graph": keyframe_out.name})
-    result = build_engine(trt, args.onnx, args.out, options, contract=contract)
-    seconds, mib = time.perf_counter() - started, result.engine_bytes / (1 << 20)
-    print(f"stage engine: {seconds:.2f} s -> {args.out} ({mib:.1f} MiB, {trt.flavour} {trt.version})")
+    results = build_engines(args.onnx, args.out, options, flavour=args.flavour)
+    print("\n".join(stage_lines(results, time.perf_counter() - started)))
     return 0
-
-
-def keyframe_graph(contract: Contract, onnx_path: Path) -> tuple[Path, Contract] | None:
-    """The keyframe graph an update graph names (checked as its pair), or None for a single graph."""
-    if contract.role != "update":
-        return None
-    path = onnx_path.parent / contract.schedule["keyframe_graph"]
-    keyframe = read_onnx_contract(path)
-    check_keyframe_pair(contract, keyframe, str(path))
-    return path, keyframe
 
 
 if __name__ == "__main__":

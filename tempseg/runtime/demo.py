@@ -32,6 +32,7 @@ import numpy as np
 
 from tempseg.common.errors import UserError, run_cli
 from tempseg.common.io import atomic_path
+from tempseg.common.text import number
 from tempseg.data.frames import Frame
 from tempseg.data.sources import open_source
 from tempseg.metrics import ConfusionMatrix, TemporalConsistency
@@ -186,10 +187,6 @@ def put_text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float
     cv2.putText(image, text, origin, FONT, scale, colour, 1, cv2.LINE_AA)
 
 
-def _fmt(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.3f}"
-
-
 class Strip:
     """The running plot under the panels: mIoU (top) and TC (bottom) of both models against the frame
     index, degraded frames shaded as they are reached, a cursor at the current frame."""
@@ -279,7 +276,7 @@ class Composer:
             view[:] = overlay(frame, labels)
             put_text(view, title, (4, line), scale, MODEL_COLOURS[index])
             miou, tc = values[title]
-            put_text(view, f"mIoU {_fmt(miou)}  TC {_fmt(tc)}", (4, box.h - 6), scale)
+            put_text(view, f"mIoU {number(miou, nan='n/a')}  TC {number(tc, nan='n/a')}", (4, box.h - 6), scale)
         view = layout.input.view(canvas)
         view[:] = frame.image
         put_text(view, f"input  {frame.sequence} #{frame.index}", (4, line), scale)
@@ -411,7 +408,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     degraded = [frame.degraded is not None for frame in frames]
     summary = "; ".join(
         f"{title}: "
-        + ", ".join(f"{kind} mIoU {_fmt(m)} TC {_fmt(c)}" for kind, (m, c) in series[title].means(degraded).items())
+        + ", ".join(
+            f"{kind} mIoU {number(m, nan='n/a')} TC {number(c, nan='n/a')}"
+            for kind, (m, c) in series[title].means(degraded).items()
+        )
         for title in titles
     )
     print(

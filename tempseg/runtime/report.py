@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import platform
 from dataclasses import asdict
 
 import numpy as np
 
 from tempseg.common.contract import Contract
+from tempseg.common.text import number, table
 from tempseg.runtime.backends.base import MemoryInfo
 from tempseg.runtime.loop import PHASES, LoopResult
 from tempseg.runtime.memory import is_jetson, peak_rss_bytes
 from tempseg.runtime.schedule import FRAME, KEYFRAME, UPDATE
 
 SCHEMA = "tempseg-run/1"
+STATS = ("mean", "p50", "p90", "p99", "max")  # the latency statistics of every row, in the table's order
+_figure = functools.partial(number, digits=4, large_digits=1)  # every figure here: 0.1234, 12.3, None: "-"
 
 
 def latency_stats(values: np.ndarray) -> dict[str, float | None]:
@@ -106,23 +110,21 @@ def format_report(report: dict) -> str:
         f"{report['model']} {report['precision']} on {report['backend']} ({report['device']}), {h}x{w}, "
         f"{report['frames']} frames ({report['warmup_frames']} warm-up)"
         + (", interrupted" if report["interrupted"] else ""),
-        f"  {'latency ms':<13}" + "".join(f"{k:>9}" for k in ("mean", "p50", "p90", "p99", "max")),
     ]
-    for phase, stats in report["phases_ms"].items():
-        if phase != "total" and not stats["max"]:
-            continue
-        lines.append(f"  {phase:<13}" + "".join(f"{_num(stats[k]):>9}" for k in ("mean", "p50", "p90", "p99", "max")))
-    for kind, stats in (report.get("latency_by_kind_ms") or {}).items():
-        total = stats["total"]
-        lines.append(
-            f"  {kind + 's':<13}"
-            + "".join(f"{_num(total[k]):>9}" for k in ("mean", "p50", "p90", "p99", "max"))
-            + f"   ({stats['frames']} frames; flow mean {_num(stats['flow']['mean'])} ms)"
-        )
+    # (row name, its statistics, a note after the row): the phases that took time, then each frame kind
+    rows = [(phase, stats, "") for phase, stats in report["phases_ms"].items() if phase == "total" or stats["max"]]
+    rows += [
+        (kind + "s", stats["total"], f"   ({stats['frames']} frames; flow mean {_figure(stats['flow']['mean'])} ms)")
+        for kind, stats in (report.get("latency_by_kind_ms") or {}).items()
+    ]
+    cells = [[name, *(_figure(stats[k]) for k in STATS)] for name, stats, _ in rows]
+    latency = table(["latency ms", *STATS], cells, align="<", widths=(13, *[9] * len(STATS)), sep="")
+    notes = ["", *(note for _, _, note in rows)]
+    lines += ["  " + line + note for line, note in zip(latency, notes, strict=True)]
     worst = report.get("worst_frame")
     if worst:
-        lines.append(f"  worst frame   {_num(worst['ms'])} ms (frame {worst['frame']}, {worst['kind']})")
-    lines.append(f"  fps           {_num(report['fps'])}")
+        lines.append(f"  worst frame   {_figure(worst['ms'])} ms (frame {worst['frame']}, {worst['kind']})")
+    lines.append(f"  fps           {_figure(report['fps'])}")
     m = report["memory"]
     lines.append(
         "  memory        "
@@ -144,16 +146,16 @@ def format_report(report: dict) -> str:
     if acc and acc.get("labelled_frames"):
         flame = acc["flame"]
         lines.append(
-            f"  accuracy      mIoU {_num(acc['miou'])}  pixel acc {_num(acc['pixel_acc'])}  "
-            f"FLAME {_num(acc['flame_miou'])} (k={flame['offset_frames']} at {report['source_fps']:g} fps)  "
-            f"TC {_num(acc['tc'])}{_flow(acc)}"
+            f"  accuracy      mIoU {_figure(acc['miou'])}  pixel acc {_figure(acc['pixel_acc'])}  "
+            f"FLAME {_figure(acc['flame_miou'])} (k={flame['offset_frames']} at {report['source_fps']:g} fps)  "
+            f"TC {_figure(acc['tc'])}{_flow(acc)}"
         )
         lines.append(
-            f"  frames        clean mIoU {_num(acc['miou_clean'])}  degraded mIoU {_num(acc['miou_degraded'])}  "
+            f"  frames        clean mIoU {_figure(acc['miou_clean'])}  degraded mIoU {_figure(acc['miou_degraded'])}  "
             f"({acc['frames']} labelled frames in {acc['sequences']} sequences)"
         )
     elif acc:
-        lines.append(f"  accuracy      no labels in the source; TC {_num(acc['tc'])}{_flow(acc)}")
+        lines.append(f"  accuracy      no labels in the source; TC {_figure(acc['tc'])}{_flow(acc)}")
     lines.append("  resets        " + ", ".join(f"{k} {v}" for k, v in report["resets"].items()))
     return "\n".join(lines)
 
@@ -161,12 +163,6 @@ def format_report(report: dict) -> str:
 def _flow(accuracy: dict) -> str:
     """Which optical flow the TC figure rests on ("exact": the synthetic generator's; "dis": OpenCV DIS)."""
     return f" ({accuracy['tc_flow']} flow)" if accuracy.get("tc_flow") else ""
-
-
-def _num(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
 
 
 def _bytes(value: int | None) -> str:

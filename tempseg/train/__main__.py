@@ -8,14 +8,13 @@ Writes OUT_DIR/checkpoint.pt and train.json. Multi-process: `torchrun --nproc_pe
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from tempseg.common.errors import UserError, run_cli
 from tempseg.models import UnknownModelError, resolve_name
 from tempseg.train.config import PRESETS, STAGES, preset_config
-from tempseg.train.trainer import train, val_line
+from tempseg.train.stage import train_stage
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -60,7 +59,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--reference-from", help="keyframe models (Accel): trained checkpoint of the reference network (its base)"
     )
-    p.add_argument("--keyframe-interval", type=int, help="keyframe models: keyframe offsets 0..N-1 in training")
+    p.add_argument("--keyframe-every", type=int, help="keyframe models: keyframe offsets 0..N-1 in training")
     p.add_argument("--reinit-after-in", type=int, help="blocks after the in position left freshly initialised")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="training device")
     p.add_argument("--amp", choices=("auto", "bf16", "fp32"), help="autocast dtype (auto: bf16 where native)")
@@ -96,18 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         pretrained=args.pretrained,
         init_from=args.init_from,
         reference_from=args.reference_from,
-        keyframe_interval=args.keyframe_interval,
+        keyframe_interval=args.keyframe_every,
         reinit_after_in=args.reinit_after_in,
         device=args.device,
         amp=args.amp,
     )
-    out_dir = args.out_dir or Path("runs") / model
-    started = time.perf_counter()
-    record = train(config, out_dir, resume=args.resume)
-    if record["rank"] != 0:
-        return 0
-    last = record["epochs"][-1] if record["epochs"] else {}
-    print(f"stage train: {time.perf_counter() - started:.1f} s -> {out_dir / 'checkpoint.pt'} ({val_line(last)})")
+    result = train_stage(config, args.out_dir or Path("runs") / model, resume=args.resume)
+    if result.record["rank"] == 0:
+        print(result.line)
     return 0
 
 

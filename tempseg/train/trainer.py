@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from tempseg.common.errors import UserError
 from tempseg.common.io import sha256_file, write_json
+from tempseg.common.text import number
 from tempseg.data.flow import GridFlow
 from tempseg.models import FCResNet, build_model, check_model_input, model_config
 from tempseg.models.accel import FEATURE_STRIDE, Accel
@@ -195,7 +196,7 @@ class TrainingRun:
         if config.stage == "finetune" and not config.init_from:
             raise UserError("the finetune stage starts from a trained base: pass --init-from BASE/checkpoint.pt")
         if config.keyframe_interval < 1:
-            raise UserError(f"--keyframe-interval {config.keyframe_interval} is below 1")
+            raise UserError(f"--keyframe-every {config.keyframe_interval} is below 1")
         if architecture.accel is not None and config.stage == "finetune" and not config.reference_from:
             raise UserError("a keyframe model fine-tunes a trained reference: pass --reference-from REF/checkpoint.pt")
         torch.manual_seed(config.seed)
@@ -413,17 +414,13 @@ def _validate(
 
 def val_line(entry: dict[str, Any]) -> str:
     """The validation figures of one train.json record, as one line."""
-    text = f"val mIoU {_fmt(entry.get('val_miou'))}"
+    text = f"val mIoU {number(entry.get('val_miou'), 4)}"
     if "val_miou_clean" in entry:
-        text += f" (clean {_fmt(entry['val_miou_clean'])}, degraded {_fmt(entry['val_miou_degraded'])})"
-    text += f"  pixel acc {_fmt(entry.get('val_pixel_acc'))}"
+        text += f" (clean {number(entry['val_miou_clean'], 4)}, degraded {number(entry['val_miou_degraded'], 4)})"
+    text += f"  pixel acc {number(entry.get('val_pixel_acc'), 4)}"
     for subset, gain in entry.get("state_gain", {}).items():
         text += f"  state gain {subset} {gain['delta']:+.1f} [{gain['low']:+.1f}, {gain['high']:+.1f}] pts"
     return text
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
 
 
 def _snapshot(path: Path, run: TrainingRun, config: TrainConfig, step: int, history: list) -> None:
