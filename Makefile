@@ -186,10 +186,14 @@ gpu-check:
 	@"$(if $(wildcard $(PY)),$(PY),$(PYTHON))" -m bench.gpu_check
 
 # ---- quality -------------------------------------------------------------------------------
+# ruff; vermin (the runtime runs on JetPack 6's Python 3.10); basedpyright resolves every import and checks types
+# (pyproject.toml); import-linter holds the layers (pyproject.toml's contracts; bench/ is found from the root).
 lint: | $(STAMP)
 	"$(PY)" -m ruff check .
 	"$(PY)" -m ruff format --check .
 	"$(VENV)/bin/vermin" -q --no-tips --violations -t=3.10- tempseg
+	"$(VENV)/bin/basedpyright"
+	PYTHONPATH=. "$(VENV)/bin/lint-imports" --no-cache
 
 format: | $(STAMP)
 	"$(PY)" -m ruff format .
