@@ -17,6 +17,7 @@ import io
 import logging
 import os
 from pathlib import Path
+from typing import cast
 
 import onnx
 import torch
@@ -47,7 +48,7 @@ class ContractWrapper(nn.Module):
 
     def forward(self, image: Tensor, *states: Tensor) -> tuple[Tensor, ...]:
         features, next_states = self.model.forward_features(image, *states)
-        head = self.model.upscore8
+        head = cast(SubPixelUpsample, self.model.upscore8)  # deploy_model replaced the ConvTranspose2d
         if not self.logits:
             return (head.labels(features), *next_states)
         logits = head(features)
@@ -65,7 +66,8 @@ class KeyframeWrapper(nn.Module):
     def forward(self, image: Tensor) -> tuple[Tensor, ...]:
         features = self.model.reference_features(image)
         states = self.model.keyframe_states(features, image)
-        return (*_head_outputs(self.model.reference.upscore8, features, self.logits), *states)
+        head = cast(SubPixelUpsample, self.model.reference.upscore8)  # deploy_model replaced the ConvTranspose2d
+        return (*_head_outputs(head, features, self.logits), *states)
 
 
 class UpdateWrapper(nn.Module):
@@ -95,16 +97,18 @@ def _head_outputs(head: SubPixelUpsample, features: Tensor, logits: bool) -> tup
 def _wrapper(model: FCResNet | Accel, contract: Contract) -> tuple[nn.Module, list[str]]:
     """The module to export for `contract`'s role and its input names."""
     logits = contract.logits is not None
-    # Exported as deployed: the learned upsamplings become sub-pixel convolutions (export/reparam.py).
-    deployed = deploy_model(model.eval())
-    if contract.role == "keyframe":
-        return KeyframeWrapper(deployed, logits=logits), ["image"]
     states = [s.input for s in contract.states]
-    if contract.role == "update":
+    # Exported as deployed: the learned upsamplings become sub-pixel convolutions (export/reparam.py).
+    if isinstance(model, Accel) and contract.role in ("keyframe", "update"):
+        deployed = deploy_model(model.eval())
+        if contract.role == "keyframe":
+            return KeyframeWrapper(deployed, logits=logits), ["image"]
         head = SubPixelUpsample(fold_score_fusion(model.reference.upscore8, model.update.upscore8, model.fusion))
         flow = [contract.flow.name] if contract.flow is not None else []
         return UpdateWrapper(deployed, head, logits=logits), ["image", *flow, *states]
-    return ContractWrapper(deployed, logits=logits), ["image", *states]
+    if isinstance(model, Accel) or contract.role in ("keyframe", "update"):
+        raise ValueError(f"a {contract.role!r} graph cannot be exported from a {type(model).__name__}")
+    return ContractWrapper(deploy_model(model.eval()), logits=logits), ["image", *states]
 
 
 def export_fp32(model: FCResNet | Accel, contract: Contract) -> onnx.ModelProto:
@@ -126,6 +130,8 @@ def export_fp32(model: FCResNet | Accel, contract: Contract) -> onnx.ModelProto:
             dynamo=True,
             optimize=True,
         )
+    if program is None:  # torch types the result Optional: the TorchScript exporter returns None
+        raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNX program")
     graph = program.model_proto
     onnx.checker.check_model(graph, full_check=True)
     graph = simplify(graph)

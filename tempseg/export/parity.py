@@ -15,6 +15,7 @@ import onnxruntime as ort
 from tempseg.common.contract import LOGITS, Contract, TensorSpec
 from tempseg.data.frames import Frame
 from tempseg.models import FCResNet
+from tempseg.models.accel import Accel
 from tempseg.runtime.backends.base import Runner
 from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
 from tempseg.runtime.backends.torch_runner import TorchRunner
@@ -42,7 +43,7 @@ def ort_session(graph: onnx.ModelProto | str, threads: int = 0) -> ort.Inference
 
 
 def streaming_parity(
-    model: FCResNet, graphs: dict[str, tuple[onnx.ModelProto, Contract]], images: Iterable[np.ndarray]
+    model: FCResNet | Accel, graphs: dict[str, tuple[onnx.ModelProto, Contract]], images: Iterable[np.ndarray]
 ) -> dict[str, dict]:
     """Each graph on ONNX Runtime against `model` (FP32 torch), frame by frame, every one carrying its own
     state: the same runners and stream as the runtime (runtime/stream.py compare_runners).
@@ -80,6 +81,8 @@ def streaming_parity(
 def _frame_record(step: StreamStep, ref: StreamStep) -> dict:
     record = {"label_agreement": float((step.labels == ref.labels).mean())}
     if step.logits is not None:
+        if ref.logits is None:  # the reference contract always outputs logits (streaming_parity)
+            raise ValueError("the reference step has no logits to compare with")
         error = np.abs(step.logits.astype(np.float64) - ref.logits).max()
         record["max_abs_logit_error"] = float(error)
     return record

@@ -26,6 +26,7 @@ from tempseg.export.fp16 import convert_fp16
 from tempseg.export.onnx_graph import build_contract, export_fp32, save_onnx
 from tempseg.export.parity import FP16_TARGET_AGREEMENT, check_fp32, merge, streaming_parity
 from tempseg.models import FCResNet, UnknownModelError, check_model_input, model_config, resolve_name
+from tempseg.models.accel import Accel
 from tempseg.models.checkpoint import load_model
 from tempseg.models.contract import KEYFRAME_EVERY, keyframe_contract
 
@@ -108,7 +109,7 @@ def export_run(
     return ExportResult(paths, report_path, report, parity, time.perf_counter() - started)
 
 
-def export_graphs(model: FCResNet, contract: Contract) -> dict[str, tuple[onnx.ModelProto, Contract]]:
+def export_graphs(model: FCResNet | Accel, contract: Contract) -> dict[str, tuple[onnx.ModelProto, Contract]]:
     """fp32 and fp16 deployed graphs, plus in-memory twins with logits when those have none; a keyframe
     model's keyframe graphs under the same names prefixed `keyframe_`."""
     graphs = {"fp32": (export_fp32(model, contract), contract)}
@@ -135,7 +136,7 @@ def export_graphs(model: FCResNet, contract: Contract) -> dict[str, tuple[onnx.M
     return graphs
 
 
-def check_parity(model: FCResNet, graphs: dict, frames: list) -> dict[str, dict]:
+def check_parity(model: FCResNet | Accel, graphs: dict, frames: list) -> dict[str, dict]:
     """Streaming parity of the deployed graphs; logit errors from their twins where they have no logits."""
     reports = streaming_parity(model, graphs, frames)
     if "fp32_logits" not in reports:

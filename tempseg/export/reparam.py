@@ -13,9 +13,12 @@ trained model.
 from __future__ import annotations
 
 import copy
+from typing import TypeVar, cast
 
 import torch
 from torch import Tensor, nn
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 class SubPixelUpsample(nn.Module):
@@ -34,7 +37,8 @@ class SubPixelUpsample(nn.Module):
         with torch.no_grad():
             self.conv.weight.copy_(_phase_weights(deconv.weight, s))
             if deconv.bias is not None:
-                self.conv.bias.copy_(deconv.bias.repeat_interleave(s * s))
+                bias = cast(Tensor, self.conv.bias)  # made with a bias just above; torch types it Optional
+                bias.copy_(deconv.bias.repeat_interleave(s * s))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.shuffle(self.conv(x))
@@ -69,7 +73,7 @@ def _phase_weights(weight: Tensor, s: int) -> Tensor:
     return out.reshape(c_out * s * s, c_in, 3, 3)
 
 
-def deploy_model(model: nn.Module) -> nn.Module:
+def deploy_model(model: ModuleT) -> ModuleT:
     """A copy of `model` with every eligible ConvTranspose2d replaced by its SubPixelUpsample."""
     deployed = copy.deepcopy(model).eval()
     for name, module in list(deployed.named_modules()):
@@ -80,21 +84,25 @@ def deploy_model(model: nn.Module) -> nn.Module:
     return deployed
 
 
-def fold_score_fusion(reference_head: nn.ConvTranspose2d, update_head: nn.ConvTranspose2d, fusion: nn.Conv2d):
+def fold_score_fusion(
+    reference_head: nn.ConvTranspose2d, update_head: nn.ConvTranspose2d, fusion: nn.Conv2d
+) -> nn.ConvTranspose2d:
     """Accel's two task heads and its score fusion as one transposed convolution of the stacked stride-8 score
     maps: fusion(cat[up_R(a), up_U(b)]) = up_V(cat[a, b]) + bias, exactly, since both heads are linear.
 
     The deployed update graph then upsamples once (and takes the argmax per phase, SubPixelUpsample.labels)
     instead of writing two C x H x W score maps and a third fused one.
     """
+    if fusion.bias is None:
+        raise ValueError(f"the score fusion has no bias: {fusion}")
     c = fusion.out_channels
     mix = fusion.weight.detach()[:, :, 0, 0]  # [C, 2C]
     folded = nn.ConvTranspose2d(
         2 * c,
         c,
-        reference_head.kernel_size,
-        stride=reference_head.stride,
-        padding=reference_head.padding,
+        _pair(reference_head.kernel_size, "kernel size"),
+        stride=_pair(reference_head.stride, "stride"),
+        padding=_pair(reference_head.padding, "padding"),
         bias=True,
     )
     with torch.no_grad():
@@ -107,5 +115,12 @@ def fold_score_fusion(reference_head: nn.ConvTranspose2d, update_head: nn.ConvTr
                 ]
             )
         )
-        folded.bias.copy_(fusion.bias)
+        cast(Tensor, folded.bias).copy_(fusion.bias)  # made with bias=True; torch types it Optional
     return folded
+
+
+def _pair(value: tuple[int, ...] | str, what: str) -> tuple[int, int]:
+    """A 2-d convolution's (h, w) geometry, which torch stores as a pair but types as `tuple[int, ...] | str`."""
+    if isinstance(value, str) or len(value) != 2:
+        raise ValueError(f"not a 2-d {what}: {value!r}")
+    return value[0], value[1]

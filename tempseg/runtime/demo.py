@@ -142,7 +142,9 @@ class FrameConsistency:
         self.metrics = {name: TemporalConsistency(num_classes) for name in names}
 
     def update(self, frame: Frame, predictions: dict[str, np.ndarray]) -> dict[str, float]:
-        flow = (frame.flow_prev, frame.flow_valid) if frame.flow_prev is not None else None
+        flow = None
+        if frame.flow_prev is not None and frame.flow_valid is not None:  # exact flow: set together, or neither
+            flow = (frame.flow_prev, frame.flow_valid)
         scores = {}
         for name, metric in self.metrics.items():
             reference = metric.update(frame.image, predictions[name], frame.sequence, flow)
@@ -384,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         tmp = stack.enter_context(atomic_path(out))
         writer = cv2.VideoWriter(
-            str(tmp), cv2.VideoWriter_fourcc(*FOURCC[out.suffix.lower()]), max(1.0, fps), layout.size
+            str(tmp), cv2.VideoWriter.fourcc(*FOURCC[out.suffix.lower()]), max(1.0, fps), layout.size
         )
         stack.callback(writer.release)
         if not writer.isOpened():

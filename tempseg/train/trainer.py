@@ -116,7 +116,7 @@ class ClipForward(nn.Module):
     state of the one before (the full frame-0 forward from the zero state, as the runtime's first frame).
     """
 
-    def __init__(self, model: FCResNet, *, first_frame: bool = False) -> None:
+    def __init__(self, model: FCResNet | Accel, *, first_frame: bool = False) -> None:
         super().__init__()
         self.model = model
         self.first_frame = first_frame
@@ -153,7 +153,7 @@ def supervised(values: torch.Tensor) -> torch.Tensor:
     return values if values.shape[1] == 1 else values[:, 1:]
 
 
-def clip_length_of(model: FCResNet, config: TrainConfig) -> int:
+def clip_length_of(model: FCResNet | Accel, config: TrainConfig) -> int:
     """Frames per clip: the config's, at least 2 for a temporal model (a state needs a frame before) and
     for ETC's terms (they compare consecutive frames), at least S+1 for a memory of S frames, and the
     keyframe interval N for a keyframe model (its keyframe up to N-1 frames before the labelled one)."""
@@ -165,7 +165,7 @@ def clip_length_of(model: FCResNet, config: TrainConfig) -> int:
     return max(2, config.clip_length) if pairs else max(1, config.clip_length)
 
 
-def module_warmup_steps(model: FCResNet, config: TrainConfig) -> int:
+def module_warmup_steps(model: FCResNet | Accel, config: TrainConfig) -> int:
     """Steps at the start of a fine-tune in which only a module trained from scratch learns (0: none)."""
     if config.stage != "finetune" or not model.module_parameters():
         return 0
@@ -201,7 +201,9 @@ class TrainingRun:
             raise UserError("a keyframe model fine-tunes a trained reference: pass --reference-from REF/checkpoint.pt")
         torch.manual_seed(config.seed)
         model = build_model(config.model).to(self.device)
-        self.model = model.to(memory_format=torch.channels_last) if config.channels_last else model
+        if config.channels_last:  # Module.to works in place; torch's overloads omit its memory_format keyword
+            model.to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue]
+        self.model = model
         self.autocast = autocast_dtype(config.amp, self.device)
         self.clip_length = clip_length_of(self.model, config)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -237,12 +239,14 @@ class TrainingRun:
 
     def _teacher(self, config: TrainConfig, num_classes: int) -> ClipForward:
         """The frozen teacher, streaming each clip from frame 0 as the student does."""
+        if not config.teacher:  # __init__ refused distillation without a teacher
+            raise UserError("distillation (+kd, --kd-loss) needs a trained teacher: pass --teacher CHECKPOINT")
         if not Path(config.teacher).is_file():
             raise UserError("teacher checkpoint not found", config.teacher)
         teacher, _ = load_model(config.teacher, expect_classes=num_classes)
         teacher = teacher.to(self.device).eval().requires_grad_(False)
-        if self.config.channels_last:
-            teacher = teacher.to(memory_format=torch.channels_last)
+        if self.config.channels_last:  # Module.to works in place; torch's overloads omit its memory_format keyword
+            teacher.to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue]
         return ClipForward(teacher, first_frame=True)
 
     def _warm_up_module(self, step: int) -> None:
@@ -264,15 +268,20 @@ class TrainingRun:
 
     def initialise(self) -> None:
         """Pretrained encoder and/or the trained base (paper III-E), for a run that does not resume."""
-        if self.config.pretrained:
-            load_pretrained_backbone(self.model, self.config.pretrained)
         if isinstance(self.model, Accel):  # the update network from its base, the reference from its own
+            if self.config.pretrained:
+                raise UserError(
+                    "--pretrained loads one ResNet encoder; a keyframe model starts from --init-from/--reference-from"
+                )
             if self.config.init_from:
                 init_from_checkpoint(self.model.update, self.config.init_from)
             if self.config.reference_from:
                 init_from_checkpoint(self.model.reference, self.config.reference_from)
-        elif self.config.init_from:
-            init_from_checkpoint(self.model, self.config.init_from, reinit_after_in=self.config.reinit_after_in)
+        else:
+            if self.config.pretrained:
+                load_pretrained_backbone(self.model, self.config.pretrained)
+            if self.config.init_from:
+                init_from_checkpoint(self.model, self.config.init_from, reinit_after_in=self.config.reinit_after_in)
 
     def step(self, step: int) -> float:
         """One optimizer step on the batch of step `step`; returns its loss."""
@@ -307,7 +316,7 @@ class TrainingRun:
         if config.tc_loss:
             flows, valid = (torch.from_numpy(a).to(self.device) for a in (batch.flows, batch.flow_valid))
             loss = loss + config.tc_loss * temporal_loss(logits, flows, valid)
-        if keyframe and self.model.flow_net is not None:
+        if isinstance(self.model, Accel) and self.model.flow_net is not None:
             exact, valid = (torch.from_numpy(a).to(self.device) for a in (batch.flows, batch.flow_valid))
             with self._autocast():
                 loss = loss + FLOW_EPE_WEIGHT * flow_epe(self.model, images, exact, valid)
@@ -398,7 +407,13 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False) -> 
 
 
 def _validate(
-    model: FCResNet, config: TrainConfig, step: int, losses: list[float], rank: int, world: int, device: torch.device
+    model: FCResNet | Accel,
+    config: TrainConfig,
+    step: int,
+    losses: list[float],
+    rank: int,
+    world: int,
+    device: torch.device,
 ) -> dict[str, Any]:
     loss = float(np.mean(losses)) if losses else math.nan
     if world > 1:
