@@ -39,7 +39,7 @@ from tempseg.data.sources import open_source
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.metrics.paired import miou_interval
 from tempseg.models import UnknownModelError, check_model_input
-from tempseg.models.registry import base_model, model_config, variant_name
+from tempseg.models.registry import base_model, model_config, reference_model
 from tempseg.runtime.loop import LoopOptions, run_loop
 from tempseg.runtime.policy import StatePolicy
 from tempseg.runtime.report import build_report
@@ -106,8 +106,7 @@ def train_run(model: str, preset: str, runs: Path) -> None:
     a keyframe model (Accel) also from the base of its reference network (Makefile BASE, REF, CKPT)."""
     from tempseg.train.stage import train_stage
 
-    accel = model_config(model).accel
-    reference = None if accel is None else variant_name(accel.depth, accel.width)
+    reference = reference_model(model)
     bases = {name: runs / name / "base" / "checkpoint.pt" for name in (base_model(model), reference) if name}
     for name, checkpoint in bases.items():
         if stale(checkpoint):
@@ -176,8 +175,8 @@ def engine_figures(run_dir: Path, precision: str) -> dict | None:
     if keyframe:  # a keyframe pair (Accel): both engines are loaded, each context with its own activations
         keyframe_record = read_sidecar(run_dir / keyframe)
         engine_bytes += keyframe_record["engine"]["bytes"]
-        both = (activation, _activation(keyframe_record))
-        activation = None if None in both else sum(both)
+        keyframe_activation = _activation(keyframe_record)
+        activation = None if activation is None or keyframe_activation is None else activation + keyframe_activation
     return {
         "engine_file_bytes": engine_bytes,
         "activation_bytes": activation,
@@ -293,9 +292,11 @@ def measure(
         memory, device = runner.memory(), runner.device_name
     report = build_report(selection.contract, selection.backend, device, result, memory, source=source_tag)
     report["artefact_bytes"] = selection.artefact.stat().st_size
+    if result.accuracy is None:  # LoopOptions scores accuracy by default, and the options above keep it on
+        raise RuntimeError(f"the run of {model} {precision} kept no accuracy to compare")
     scores = result.accuracy.scores
     with atomic_path(scores_path) as tmp:
-        np.savez(tmp, **scores.to_arrays())
+        np.savez(tmp, allow_pickle=True, **scores.to_arrays())  # savez's default, named: no array can take it
     write_json(path, report)
     return report, scores
 
@@ -377,10 +378,14 @@ def _deltas(scores: StreamScores | None, control: StreamScores | None) -> dict:
     subsets = (("clean", "d_miou_clean"), ("degraded", "d_miou_degraded"), ("tc", "d_tc"))
     subsets += (("tc_clean", "d_tc_clean"), ("tc_degraded", "d_tc_degraded"))
     for subset, key in subsets:
+        delta = None
         # TC exists where the run kept it (and its clean/degraded split where saved since the split)
-        paired = scores is not None and control is not None
-        paired = paired and (not subset.startswith("tc") or None not in (scores.miou(subset), control.miou(subset)))
-        delta = paired_delta(scores, control, subset) if paired else None
+        if (
+            scores is not None
+            and control is not None
+            and (not subset.startswith("tc") or None not in (scores.miou(subset), control.miou(subset)))
+        ):
+            delta = paired_delta(scores, control, subset)
         out[key] = None if delta is None else delta.delta
         out[f"{key}_ci"] = None if delta is None else [delta.low, delta.high]
     return out
@@ -502,6 +507,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     scored = [r for r in rows if r.get("miou_clean") is not None]
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
@@ -531,9 +537,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.set_xlabel(label)
         ax.set_ylabel("mIoU, clean frames (synthetic val), 95 % interval")
         ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], ls="", marker=mk, color="black", label=m) for m, mk in markers.items()]
-    handles += [plt.Line2D([], [], ls="", marker="s", color=c, label=p) for p, c in colours.items()]
-    handles += [plt.Line2D([], [], ls="--", color="black", label="Pareto front")]
+    handles = [Line2D([], [], ls="", marker=mk, color="black", label=m) for m, mk in markers.items()]
+    handles += [Line2D([], [], ls="", marker="s", color=c, label=p) for p, c in colours.items()]
+    handles += [Line2D([], [], ls="--", color="black", label="Pareto front")]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
     fig.suptitle(textwrap.fill(title, width=140), fontsize=9)
     fig.tight_layout(rect=(0, 0.1, 1, 0.9))

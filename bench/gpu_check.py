@@ -81,6 +81,7 @@ def attempt(check: Callable[[], dict]) -> dict:
     """Run `check`: its figures with status "pass" (unless it sets its own), "skip" on UnavailableError, "fail"
     on any other error (with the error and the end of its traceback)."""
     started = time.perf_counter()
+    result: dict[str, Any]
     try:
         result = {"status": "pass", **check()}
     except UnavailableError as err:
@@ -167,14 +168,18 @@ def torchscript_export(model: Any, contract: Any) -> Any:
     from tempseg.common.contract import set_metadata
     from tempseg.export import onnx_graph
     from tempseg.export.reparam import deploy_model
+    from tempseg.models.fcresnet import FCResNet
 
-    wrapper = onnx_graph.ContractWrapper(deploy_model(copy.deepcopy(model)), logits=False).eval()
+    deployed = deploy_model(copy.deepcopy(model))  # a copy of its argument, of the same class
+    if not isinstance(deployed, FCResNet):  # SMALL is one; an Accel pair would need the keyframe/update wrappers
+        raise TypeError(f"the TorchScript fallback exports an FCResNet, not {type(deployed).__name__}")
+    wrapper = onnx_graph.ContractWrapper(deployed, logits=False).eval()
     inputs = (torch.zeros(contract.image.shape), *(torch.zeros(s.shape) for s in contract.states))
     buffer = io.BytesIO()
     torch.onnx.export(
         wrapper,
         inputs,
-        buffer,
+        buffer,  # pyright: ignore[reportArgumentType] # f is typed a path; the TorchScript exporter writes file-likes
         input_names=["image", *(s.input for s in contract.states)],
         output_names=["labels", *(s.output for s in contract.states)],
         opset_version=onnx_graph.OPSET,

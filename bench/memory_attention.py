@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +41,10 @@ from tempseg.common.text import number, table
 from tempseg.models import UnknownModelError, check_model_input, model_config
 from tempseg.models.memory import CORRELATIONS
 from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
+
+if TYPE_CHECKING:  # for the annotations; variant_model imports the model code when it runs
+    from tempseg.models.accel import Accel
+    from tempseg.models.fcresnet import FCResNet
 
 # Apart from bench/graphs.py's cache: these graphs come from models.random_model (biases, non-fresh BN), those
 # from a fresh init, so one folder name must not mean two different graphs.
@@ -111,13 +115,17 @@ def check_sizes(variants: Sequence[Variant], height: int, width: int) -> None:
             raise UserError(f"{v.tag}: {err}") from None
 
 
-def variant_model(variant: Variant) -> Any:
+def variant_model(variant: Variant) -> FCResNet | Accel:
     """The random-weight torch model of `variant`, its correlation form set (the attribute export reads)."""
     from tempseg.models import random_model
+    from tempseg.models.fcresnet import FCResNet
 
     model = random_model(variant.model)
     if variant.correlation is not None:
-        model.memory.correlation = variant.correlation
+        memory = model.memory if isinstance(model, FCResNet) else None  # a memory model is an FCResNet
+        if memory is None:  # parse_variant gives a form only to a model with memory attention
+            raise UserError(f"{variant.model} has no memory attention: a correlation form does not apply")
+        memory.correlation = variant.correlation
     return model
 
 
@@ -131,7 +139,10 @@ def source_fingerprint() -> str:
 
     digest = hashlib.sha256()
     for package in (tempseg.models, tempseg.export):
-        for path in sorted(Path(package.__file__).parent.glob("*.py")):
+        init = package.__file__
+        if init is None:  # both are regular packages, with an __init__.py
+            raise RuntimeError(f"{package.__name__} has no __init__.py to find its sources by")
+        for path in sorted(Path(init).parent.glob("*.py")):
             digest.update(path.read_bytes())
     return digest.hexdigest()
 

@@ -26,7 +26,7 @@ from tempseg.common.contract import read_onnx_contract
 from tempseg.common.io import write_json
 from tempseg.data.synthetic import SyntheticVideo, split_seed
 from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
-from tempseg.runtime.loop import LoopOptions, run_loop
+from tempseg.runtime.loop import PHASES, LoopOptions, run_loop
 from tempseg.runtime.policy import StatePolicy
 
 RESULTS = Path("bench/results")
@@ -66,18 +66,22 @@ def loop_overhead(graph: Path, frames: list, iters: int, rounds: int, threads: i
         warmup=0, progress=False, accuracy=False, consistency=False, policy=StatePolicy(scene_cut=0.25)
     )
     in_run: list[float] = []
-    with OnnxRuntimeRunner(contract, graph, threads=threads) as runner:
-        binding = runner._bindings[0]
+    runner = OnnxRuntimeRunner(contract, graph, threads=threads)  # not `as runner`: __enter__ returns a Runner
+    with runner:
+        session, binding = runner.session, runner._bindings[0]
+        if session is None:  # activate() opened it
+            raise RuntimeError("the ONNX Runtime session is not open")
 
         def looped() -> float:
             result = run_loop(runner, frames[:iters], options, source_fps=17.0)
             rows = result.timings.rows()
-            in_run.append(float(rows[:, -1].mean() / rows[:, 2].mean()) - 1.0)
+            total, call = rows[:, PHASES.index("total")], rows[:, PHASES.index("compute")]
+            in_run.append(float(total.mean() / call.mean()) - 1.0)
             return result.wall_seconds * 1e3 / iters
 
         ms = interleaved(
             {
-                "bare_call": lambda: per_call_ms(lambda: runner.session.run_with_iobinding(binding), iters),
+                "bare_call": lambda: per_call_ms(lambda: session.run_with_iobinding(binding), iters),
                 "loop": looped,
             },
             rounds,
@@ -147,11 +151,14 @@ def temporal_cost(graphs: dict[str, Path], iters: int, rounds: int, threads: int
     ms = interleaved({name: side(g) for name, g in graphs.items()}, rounds, pause_s=1.0)
     params = {name: read_onnx_contract(g).extra.get("params") for name, g in graphs.items()}
     base, temporal = list(graphs)
+    base_params, temporal_params = params[base], params[temporal]
+    if base_params is None or temporal_params is None:  # export records it in every contract
+        raise ValueError(f"a graph's contract has no parameter count: {params}")
     return {
         "latency_ms": ms,
         "latency_ratio": ms[temporal] / ms[base],
         "params": params,
-        "params_ratio": params[temporal] / params[base],
+        "params_ratio": temporal_params / base_params,
         "target": "latency <= 1.05, params <= 1.02",
     }
 

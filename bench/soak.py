@@ -66,7 +66,10 @@ class MemorySampler:
 
 
 def windows(
-    total_ms: Sequence[float], every: int, bare_ms: Sequence[float] | None = None, first_frame: int = 1
+    total_ms: Sequence[float] | np.ndarray,
+    every: int,
+    bare_ms: Sequence[float] | np.ndarray | None = None,
+    first_frame: int = 1,
 ) -> list[dict]:
     """Latency figures per window of `every` frames (a last partial window is left out).
 

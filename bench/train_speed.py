@@ -31,6 +31,7 @@ from tempseg.common.errors import run_cli
 from tempseg.common.io import write_json
 from tempseg.data.classes import CLASS_NAMES
 from tempseg.metrics import paired_delta
+from tempseg.train.clips import SyntheticClipSampler
 from tempseg.train.config import TrainConfig, preset_config
 from tempseg.train.evaluate import stream_scores
 from tempseg.train.trainer import TrainingRun
@@ -67,7 +68,7 @@ def measure_speed(base: TrainConfig, rounds: int, steps_per_round: int) -> dict:
     runs = {name: TrainingRun(config) for name, config in speed_variants(base).items()}
     for run in runs.values():  # warm-up: oneDNN kernels, and every cached frame rendered once
         run.step(0)
-        if hasattr(run.sampler, "warm_cache"):
+        if isinstance(run.sampler, SyntheticClipSampler):  # the sampler with a frame cache
             run.sampler.warm_cache()
     samples: dict[str, list[float]] = {name: [] for name in runs}
     step = 1

@@ -472,3 +472,17 @@ def test_accel_table_splits_latency_by_frame_kind_and_prices_each_flow_source():
     assert "| m_accel34 | 5 |" in text
     assert "30.0" in text
     assert "OpenCV DIS on the host: 1.50" in text
+
+
+def test_loop_overhead_in_run_divides_by_the_backend_call(tiny_run):
+    """The in-run overhead is the loop's total per frame over its compute phase (runtime.loop.PHASES), a finite
+    ratio; dividing by another column (h2d is 0 on ONNX Runtime) made it infinite."""
+    import math
+
+    from bench.runtime_ratios import loop_overhead
+    from tempseg.data.synthetic import SyntheticVideo
+
+    frames = list(SyntheticVideo(0, 64, 128, length=6))
+    figures = loop_overhead(tiny_run / "model.onnx", frames, iters=6, rounds=1, threads=1)
+    assert math.isfinite(figures["overhead_in_run"])
+    assert figures["overhead_in_run"] >= 0.0  # the loop's total includes its backend call

@@ -238,7 +238,9 @@ def describe(info: Platform) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tempseg.common.platform", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m tempseg.common.platform", description=__doc__.split("\n")[0] if __doc__ else None
+    )
     sub = p.add_subparsers(dest="query")
     auto = sub.add_parser("auto-backend", help="the backend `--backend auto` runs")
     auto.add_argument("--engine", type=Path, help="the engine it would run (default: assume it gets built)")
