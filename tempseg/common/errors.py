@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 EXIT_USAGE = 2
 
@@ -37,3 +38,14 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+_T = TypeVar("_T")
+
+
+def require(value: _T | None, misuse: str) -> _T:
+    """`value`, which a lifecycle step (activate(), allocate(), load()) sets and its undo clears; a RuntimeError
+    saying `misuse` ("TensorRTRunner used before activate()") where the object is used out of order."""
+    if value is None:
+        raise RuntimeError(misuse)
+    return value

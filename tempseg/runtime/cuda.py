@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from tempseg.common.errors import UserError
+from tempseg.common.errors import UserError, require
 from tempseg.common.platform import cuda_binding
 
 if TYPE_CHECKING:  # imported lazily at run time (module docstring); typings/pycuda stubs it for the checker
@@ -186,9 +186,7 @@ class DeviceBuffer:
 
 def _open(native: _T | None, what: str) -> _T:
     """A handle's binding object, which close() sets to None: RuntimeError for a handle used after close()."""
-    if native is None:
-        raise RuntimeError(f"CUDA {what} used after close()")
-    return native
+    return require(native, f"CUDA {what} used after close()")
 
 
 # ---- cuda-python ----------------------------------------------------------------------------------------

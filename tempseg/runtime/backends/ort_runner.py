@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tempseg.common.contract import Contract, check_keyframe_pair, contract_of_model, read_onnx_contract
+from tempseg.common.errors import require
 from tempseg.runtime.backends.base import MemoryInfo, PhaseTimes, Runner
 from tempseg.runtime.memory import current_rss_bytes
 from tempseg.runtime.schedule import KEYFRAME
 
+BEFORE_ACTIVATE = "OnnxRuntimeRunner used before activate()"
+
 if TYPE_CHECKING:  # both imported when used: the runtime imports without them
     import onnx
-    import onnxruntime
 
 
 class OnnxRuntimeRunner(Runner):
@@ -131,9 +133,9 @@ class OnnxRuntimeRunner(Runner):
         kind = self.next_kind()
         start = time.perf_counter()
         if kind == KEYFRAME:
-            _active(self.keyframe_session).run_with_iobinding(self._keyframe_bindings[self._parity])
+            require(self.keyframe_session, BEFORE_ACTIVATE).run_with_iobinding(self._keyframe_bindings[self._parity])
         else:
-            _active(self.session).run_with_iobinding(self._bindings[self._parity])
+            require(self.session, BEFORE_ACTIVATE).run_with_iobinding(self._bindings[self._parity])
         if not self.contract.labels and self.logits is not None:  # a graph without labels has logits
             np.argmax(self.logits, axis=1, out=self.labels)
         self._parity ^= 1
@@ -198,13 +200,6 @@ def onnx_weight_bytes(path: str | os.PathLike[str] | onnx.ModelProto) -> int:
 def _source(graph: str | os.PathLike[str] | onnx.ModelProto) -> str | bytes:
     """What onnxruntime.InferenceSession takes for a file or an onnx.ModelProto in memory."""
     return str(graph) if isinstance(graph, (str, os.PathLike)) else graph.SerializeToString()
-
-
-def _active(session: onnxruntime.InferenceSession | None) -> onnxruntime.InferenceSession:
-    """A session of the activated runner (deactivate() drops them)."""
-    if session is None:
-        raise RuntimeError("OnnxRuntimeRunner used before activate()")
-    return session
 
 
 def read_keyframe(update: Contract, graph: str | os.PathLike[str] | Any) -> Contract:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from tempseg.common.contract import Contract
-from tempseg.common.errors import UserError
+from tempseg.common.errors import UserError, require
 from tempseg.runtime.backends.base import MemoryInfo, PhaseTimes, Runner
 from tempseg.runtime.schedule import KEYFRAME
 
@@ -93,9 +93,7 @@ class TorchRunner(Runner):
     @property
     def _active_model(self) -> Any:
         """The model activate() loaded: an FCResNet, or a keyframe pair (Accel) given in memory; duck-typed."""
-        if self.model is None:
-            raise RuntimeError("TorchRunner used before activate()")
-        return self.model
+        return require(self.model, "TorchRunner used before activate()")
 
     def deactivate(self) -> None:
         self.model = None

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tempseg.common.contract import Contract, StateSpec, TensorSpec
+from tempseg.common.errors import require
 from tempseg.runtime.cuda import CudaApi, DeviceBuffer, Stream
 
 
@@ -93,9 +94,7 @@ class FrameBuffers:
     @property
     def _api(self) -> CudaApi:
         """The api allocate() was given (the buffers' owner frees them with it)."""
-        if self.cuda is None:
-            raise RuntimeError("FrameBuffers used before allocate()")
-        return self.cuda
+        return require(self.cuda, "FrameBuffers used before allocate()")
 
     def _pinned(self, spec: TensorSpec) -> np.ndarray:
         array = self._api.host_array(tuple(spec.shape), np.dtype(spec.dtype))

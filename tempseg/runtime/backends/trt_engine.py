@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from tempseg.common.contract import Contract, TensorSpec, check_against_io, check_keyframe_pair, check_schedule
-from tempseg.common.errors import UserError
+from tempseg.common.errors import UserError, require
 from tempseg.common.io import atomic_write
 from tempseg.engine.sidecar import check_engine, sidecar_contract
 from tempseg.engine.trt import GpuInfo, TensorRT, dtype_name
@@ -75,9 +75,7 @@ class Engine:
     @property
     def _loaded_trt(self) -> TensorRT:
         """The TensorRT flavour load() deserialized this engine with."""
-        if self.trt is None:
-            raise RuntimeError(f"engine {self.path.name} used before load()")
-        return self.trt
+        return require(self.trt, f"engine {self.path.name} used before load()")
 
     def load(self, runtime: Any, trt: TensorRT, *, cuda_graphs: bool) -> None:
         """Deserialize the (checked) engine with `runtime` and create its execution context."""

@@ -45,13 +45,14 @@ from pathlib import Path
 import numpy as np
 
 from tempseg.common.contract import Contract, TensorSpec
-from tempseg.common.errors import UserError
+from tempseg.common.errors import UserError, require
 from tempseg.engine.trt import FLAVOURS, GpuInfo, TensorRT, cuda_gpu, load_tensorrt
 from tempseg.runtime.backends.base import MemoryInfo, PhaseTimes, Runner
 from tempseg.runtime.backends.trt_buffers import FrameBuffers, StatePair
 from tempseg.runtime.backends.trt_engine import Engines, check_engines, expectations
 from tempseg.runtime.cuda import CudaApi, DeviceBuffer, Event, Stream, default_cuda_api
 
+BEFORE_ACTIVATE = "TensorRTRunner used before activate()"
 AUTO = "auto"  # runtime_cache default: `<engine>.runtime_cache` beside the engine (TensorRT-RTX only)
 NAN_CHECK_EVERY = 10  # frames between NaN/Inf checks of the state (trt_buffers.py: the trade-off)
 
@@ -124,15 +125,11 @@ class TensorRTRunner(Runner):
     # the activated runner's CUDA objects (activate() makes them, deactivate() drops them)
     @property
     def _active_cuda(self) -> CudaApi:
-        if self.cuda is None:
-            raise RuntimeError("TensorRTRunner used before activate()")
-        return self.cuda
+        return require(self.cuda, BEFORE_ACTIVATE)
 
     @property
     def _active_stream(self) -> Stream:
-        if self._stream is None:
-            raise RuntimeError("TensorRTRunner used before activate()")
-        return self._stream
+        return require(self._stream, BEFORE_ACTIVATE)
 
     # ---- activate ------------------------------------------------------------------------------------
 
