@@ -271,7 +271,7 @@ def test_stale_is_makes_rule(tmp_path):
     """A target is made when it is missing or older than one of its sources (or a source is missing)."""
     import os
 
-    from bench.compare import stale
+    from bench.artefacts import stale
 
     source, target = tmp_path / "model.onnx", tmp_path / "fp32.engine"
     assert stale(target)
@@ -292,7 +292,7 @@ def test_compare_trains_the_bases_then_the_fine_tune_as_make_does(tmp_path, monk
     from types import SimpleNamespace
 
     import tempseg.train.stage
-    from bench.compare import train_run
+    from bench.artefacts import train_run
 
     calls = []
 
@@ -326,7 +326,7 @@ def test_compare_builds_a_run_by_library_calls_without_a_subprocess(tmp_path, mo
     import platform
     import subprocess
 
-    from bench.compare import build_artefacts
+    from bench.artefacts import build_artefacts
 
     def no_subprocess(*args, **kwargs):
         raise AssertionError(f"compare started a subprocess: {args}")
