@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 TINY = "fcresnet18x0.25_t66"
 TINY_HW = (64, 128)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_python(
+    *args: str, env: Mapping[str, str] | None = None, timeout: int = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python *args` in a fresh interpreter at the repository root: what it imports is its own to inspect."""
+    env = None if env is None else {**os.environ, **env}
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def make_tiny_model(name: str = TINY):

@@ -11,7 +11,6 @@ import importlib.util
 import json
 import logging
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from tempseg.engine.build import BuildOptions, build_engine, create_config, netw
 from tempseg.engine.inspect import main as inspect_main
 from tempseg.engine.sidecar import check_engine, read_sidecar, sidecar_contract, sidecar_path
 from tempseg.engine.trt import cuda_gpu, load_tensorrt
-from tests.conftest import TINY, TINY_HW
+from tests.conftest import TINY, TINY_HW, run_python
 
 MODEL = TINY
 HEIGHT, WIDTH = TINY_HW
@@ -283,8 +282,7 @@ def test_engine_package_imports_without_torch_or_tensorrt():
         "import tempseg.engine.inspect, tempseg.engine.pipeline, tempseg.engine.__main__\n"
         "assert not {'tensorrt', 'tensorrt_rtx', 'onnx'} & set(sys.modules), sorted(sys.modules)\n"
     )
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    result = run_python("-c", code, timeout=60)
     assert result.returncode == 0, result.stderr
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -24,7 +23,7 @@ from tempseg.runtime.backends.torch_runner import TorchRunner
 from tempseg.runtime.loop import PHASES, LoopOptions, run_loop
 from tempseg.runtime.policy import ResetTracker, StatePolicy
 from tempseg.runtime.preprocess import Preprocessor
-from tests.conftest import TINY_HW
+from tests.conftest import TINY_HW, run_python
 
 
 def _frames(n: int, seed: int = 0, sequence: str = "s") -> list[Frame]:
@@ -330,9 +329,7 @@ sys.meta_path.insert(0, RefuseTorch())
 def _without_torch(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Run `python *args` in the repository with a sitecustomize.py that refuses torch."""
     (tmp_path / "sitecustomize.py").write_text(NO_TORCH)
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    root = Path(__file__).resolve().parents[1]
-    return subprocess.run([sys.executable, *args], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    return run_python(*args, env={"PYTHONPATH": str(tmp_path)})
 
 
 def test_runtime_and_engine_run_without_torch(tmp_path):
@@ -363,8 +360,7 @@ def test_the_runtime_library_loads_no_model_code_renderer_or_cityscapesscripts()
         "        importlib.import_module(m.name)\n"
         "print(' '.join(sorted(sys.modules)))\n"
     )
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    result = run_python("-c", code)
     assert result.returncode == 0, result.stderr
     loaded = result.stdout.split()
     assert "tempseg.runtime.backends.torch_runner" in loaded

@@ -15,7 +15,6 @@ from __future__ import annotations
 import enum
 import importlib.util
 import json
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +37,7 @@ from tempseg.runtime.backends.base import Runner
 from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
 from tempseg.runtime.backends.trt_runner import TensorRTRunner
 from tempseg.runtime.cuda import CudaApi, CudaError, CudaGraph, Event, Stream, cuda_device_count
+from tests.conftest import run_python
 
 H, W, CLASSES = 8, 8, 3
 HAVE_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
@@ -706,7 +706,7 @@ else:
 loaded = {{m for m in sys.modules if sys.modules[m] is not None}}
 assert not {{"torch", "tensorrt", "tensorrt_rtx", "cuda", "pycuda"}} & loaded, sorted(loaded)
 """
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = run_python("-c", code, timeout=60)
     assert result.returncode == 0, result.stderr
 
 
