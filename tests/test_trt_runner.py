@@ -41,7 +41,6 @@ from tests.conftest import run_python
 
 H, W, CLASSES = 8, 8, 3
 HAVE_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
-ROOT = Path(__file__).resolve().parents[1]
 FAKE_GPU = GpuInfo("Fake RTX", "8.9", 8 << 30)
 # the fake clock: milliseconds each logged operation takes, so PhaseTimes are exact
 COST_MS = {"htod": 1.0, "execute": 5.0, "launch": 5.0, "dtoh": 2.0}
