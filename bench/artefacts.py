@@ -27,12 +27,9 @@ def build_artefacts(
     model.int8.onnx when int8 is asked for, <precision>.engine when `engines`). A run directory with graphs
     and no checkpoint is deployed: its graphs are taken as they are (Makefile DEPLOYED)."""
     from tempseg.export.parity import ParityError
-    from tempseg.export.pipeline import export_run, format_report
+    from tempseg.export.pipeline import export_run
 
-    try:  # the size first (make's export.args): a size the export would refuse stops before any training
-        check_model_input(model_config(model), height, width)
-    except (UnknownModelError, ValueError) as err:
-        raise UserError(str(err)) from None
+    check_row(model, height, width)  # make's export.args: a size the export would refuse stops before training
     run_dir = runs / model
     checkpoint, graphs = run_dir / "checkpoint.pt", {p: run_dir / name for p, name in GRAPH_NAMES.items()}
     deployed = not checkpoint.is_file() and any(g.is_file() for g in graphs.values())
@@ -45,13 +42,20 @@ def build_artefacts(
                 result = export_run(checkpoint, run_dir, model=model, height=height, width=width)
             except ParityError as err:
                 raise UserError(str(err)) from None
-            print(format_report(result.report, run_dir))
-            print(result.line)
+            print(result.text)
     if "int8" in precisions and stale(graphs["int8"], *([] if deployed else [graphs["fp32"]])):
         calibrate_run(graphs["fp32"], graphs["int8"], frames)
     for precision in precisions if engines else []:
         if stale(run_dir / f"{precision}.engine", graphs[precision]):
             build_engine_run(graphs[precision], run_dir / f"{precision}.engine")
+
+
+def check_row(model: str, height: int, width: int) -> None:
+    """UserError unless `model` is a name of the grammar that takes a height x width input."""
+    try:
+        check_model_input(model_config(model), height, width)
+    except (UnknownModelError, ValueError) as err:
+        raise UserError(str(err)) from None
 
 
 def stale(target: Path, *sources: Path) -> bool:

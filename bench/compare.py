@@ -32,14 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.artefacts import build_artefacts, engine_builder
+from bench.artefacts import build_artefacts, check_row, engine_builder
 from tempseg.common.errors import UserError, run_cli
 from tempseg.common.io import atomic_path, atomic_write, write_json
 from tempseg.data.frames import Frame
 from tempseg.data.sources import open_source
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.metrics.paired import miou_interval
-from tempseg.models import UnknownModelError
 from tempseg.models.registry import base_model, model_config
 from tempseg.runtime.loop import LoopOptions, run_loop
 from tempseg.runtime.policy import StatePolicy
@@ -485,11 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     runs = args.runs or Path("runs") / f"compare-{args.preset}"
     out = args.out_dir or runs
-    for model in args.models:  # every name checked before anything is trained
-        try:
-            model_config(model)
-        except UnknownModelError as err:
-            raise UserError(str(err)) from None
+    for model in args.models:  # every row checked before anything is trained
+        check_row(model, args.height, args.width)
     engines = args.backend in ("tensorrt", "tensorrt_rtx") or (not args.no_engines and engine_builder() is not None)
     for model in args.models:
         build_artefacts(

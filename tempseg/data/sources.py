@@ -31,7 +31,7 @@ def open_source(
     with_flow: bool = False,
 ) -> FrameSource:
     """Open `spec` as a stream of at most `frames` frames, conformed to height x width when both are given.
-    `with_flow`: synthetic frames carry their exact backward flow (data/flow.py); other sources ignore it.
+    `with_flow`: synthetic frames carry their exact backward flow (data/synthetic/flow.py); other sources ignore it.
 
     spec: "synthetic" (sequences `seed`, `seed`+1, ... of `split`, `sequence_length` frames each),
     "synthetic:N" (starting at sequence N),

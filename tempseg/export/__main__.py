@@ -15,9 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tempseg.common.errors import UserError, run_cli
+from tempseg.common.errors import run_cli
 from tempseg.export.parity import ParityError
-from tempseg.export.pipeline import export_run, format_report
+from tempseg.export.pipeline import export_run
 from tempseg.models.contract import KEYFRAME_EVERY
 
 
@@ -43,8 +43,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.batch < 1 or args.parity_frames < 1 or args.keyframe_every < 1:
-        raise UserError("--batch, --parity-frames and --keyframe-every must be at least 1")
     out_dir = args.out_dir or args.checkpoint.parent
     try:
         result = export_run(
@@ -62,8 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ParityError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(format_report(result.report, out_dir))
-    print(result.line)
+    print(result.text)
     return 0
 
 

@@ -49,6 +49,11 @@ class ExportResult:
         written = ", ".join(str(p) for p in self.paths.values())
         return f"stage export: {self.seconds:.1f} s -> {written}"
 
+    @property
+    def text(self) -> str:
+        """What the stage prints: the parity figures and file sizes, then the stage line."""
+        return f"{format_report(self.report, self.report_path.parent)}\n{self.line}"
+
 
 def export_run(
     checkpoint: str | os.PathLike[str],
