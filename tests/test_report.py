@@ -13,7 +13,7 @@ from tempseg.runtime.backends.base import MemoryInfo, PhaseTimes, Runner
 from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
 from tempseg.runtime.loop import PHASES, LoopOptions, run_loop
 from tempseg.runtime.report import build_report, format_report
-from tests.test_trt_runner import tiny_state_graph
+from tests.trt_fakes import tiny_state_graph
 
 H, W = 8, 8
 WARMUP = 3
@@ -120,7 +120,7 @@ def test_a_run_shorter_than_its_warmup_reports_no_latency():
 
 
 def test_onnxruntime_memory_counts_weights_io_and_both_state_buffers(tmp_path: Path):
-    """The one-conv graph of test_trt_runner: image 1x3x8x8 -> logits 1x3x8x8, labels 1x8x8, one 1x3x8x8 state."""
+    """The one-conv graph of trt_fakes: image 1x3x8x8 -> logits 1x3x8x8, labels 1x8x8, one 1x3x8x8 state."""
     contract = tiny_state_graph(tmp_path / "model.onnx")
     with OnnxRuntimeRunner(contract, tmp_path / "model.onnx") as runner:
         info = runner.memory()
