@@ -1,47 +1,56 @@
 """runtime/cuda.py and the TensorRT runner: what runs without a GPU, and the GPU checks (marker `gpu`).
 
-CI has no GPU, so the runner is driven through `FakeCuda` (a CudaApi whose "device memory" is numpy arrays and
-whose every call is logged) and a fake TensorRT whose execution context computes the test graph in numpy from
-the addresses bound to it. The graph is a one-conv contract graph made with onnx.helper (no torch): its state
-feeds back into the logits, so a wrong buffer swap changes the labels, which are compared with ONNX Runtime
-frame by frame; a keyframe pair (an update graph reading image, flow and state, a keyframe graph reading
-the image only) against ONNX Runtime's pair runner. Refusing engines is checked on a real TensorRT-RTX
-engine (built on the CPU) before any deserialization. The `gpu` tests run the real thing and skip, with the
-reason, where no GPU is.
+CI has no GPU, so the runner is driven through `FakeCuda` (a CudaApi whose "device memory" is numpy arrays,
+whose every call is logged, and which refuses what CUDA refuses inside a stream capture) and a fake TensorRT,
+one kind per branch the runner feature-detects (trt_fakes.KINDS), whose engine is the ONNX graph and whose
+execution context runs it with ONNX Runtime on the arrays at the addresses bound to it. The labels are
+compared with ONNX Runtime's runner on the same graph, frame by frame: a one-conv contract graph made with
+onnx.helper (its state feeds back into the logits) and a keyframe pair of the same kind, then the tiny
+fcresnet18x0.25_t66 in FP32, FP16 (half state buffers) and INT8 (Q/DQ), a memory-attention model (two states)
+and an Accel pair (two engines, a flow input). A state read out of phase fails in the fake context. Refusing
+engines is checked on a real TensorRT-RTX engine (built on the CPU) before any deserialization. The `gpu` tests
+run the real thing and skip, with the reason, where no GPU is.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from tempseg.common.contract import Contract, StateSpec, TensorSpec
+from tempseg.common.contract import Contract, StateSpec, TensorSpec, read_onnx_contract
 from tempseg.common.errors import UserError
 from tempseg.engine.sidecar import read_sidecar, sidecar_contract, sidecar_path
 from tempseg.engine.trt import GpuInfo, cuda_gpu, load_tensorrt
 from tempseg.runtime import cuda as rc
-from tempseg.runtime.backends import trt_runner
+from tempseg.runtime.backends import trt_engine, trt_runner
 from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
 from tempseg.runtime.backends.trt_runner import TensorRTRunner
-from tempseg.runtime.cuda import CudaApi, CudaError, cuda_device_count
+from tempseg.runtime.cuda import CudaApi, CudaError, CudaGraph, Stream, cuda_device_count
+from tempseg.runtime.report import format_report
 from tests.conftest import run_python
 from tests.trt_fakes import (
+    CAPTURE_INVALIDATED,
+    CAPTURE_UNSUPPORTED,
+    CAPTURED_EVENT,
     CLASSES,
     COST_MS,
     FAKE_GPU,
     FLOW,
     HAVE_RTX,
+    KINDS,
+    CudaGraphStrategy,
     FakeCuda,
     FakeCudart,
+    FakeRuntimeConfig,
     H,
     W,
-    fake_engine_file,
-    fake_tensorrt,
     flows,
     frame_slices,
     frames,
@@ -51,6 +60,7 @@ from tests.trt_fakes import (
     pair_contracts,
     run_frames,
     run_pair,
+    run_stream,
     tiny_contract,
     tiny_pair_graphs,
     tiny_state_graph,
@@ -122,7 +132,7 @@ def test_cuda_python_api_wraps_pinned_memory_and_raises_cuda_error_names():
     api.memcpy_htod_async(device.ptr, host, stream)
     api.memcpy_dtoh_async(back, device.ptr, stream)
     np.testing.assert_array_equal(back, host)
-    kinds = [c[1] for c in api.rt.calls if c[0] == "cudaMemcpyAsync"]
+    kinds = [c[1] for c in api.rt._calls if c[0] == "cudaMemcpyAsync"]
     assert kinds == ["cudaMemcpyHostToDevice", "cudaMemcpyDeviceToHost"]
     with pytest.raises(CudaError, match="cudaMalloc failed: cudaErrorMemoryAllocation"):
         api.malloc(2 << 20)
@@ -231,29 +241,28 @@ def test_activate_without_a_gpu_says_so_after_the_checks(rtx_engine, no_deserial
 
 
 def test_engine_io_that_differs_from_the_contract_is_refused(tmp_path, fake_gpu):
-    contract, cuda = tiny_contract(), FakeCuda()
-    wrong = contract.with_changes(labels=TensorSpec("labels", (1, H, W), "float32"))
-    trt = fake_tensorrt(cuda, contract, engine_contract=wrong)
-    runner = TensorRTRunner(contract, fake_engine_file(tmp_path / "a.engine", contract, trt), cuda=cuda, trt=trt)
+    runner, cuda = make_fake_runner(tmp_path, store={"retype": {"labels": "float32"}})
     with pytest.raises(UserError, match=r"output 'labels' is \[1, 8, 8\] int32 in the metadata but .* float32"):
         runner.activate()
-    trt = fake_tensorrt(cuda, contract, extra_outputs=[("debug", (1,), "float32")])
-    runner = TensorRTRunner(contract, fake_engine_file(tmp_path / "b.engine", contract, trt), cuda=cuda, trt=trt)
+    assert (cuda._memory, cuda._host) == ({}, {})  # a failed activate() frees what it had allocated
+    runner, cuda = make_fake_runner(tmp_path, store={"extra_outputs": [("debug", (1,), "float32")]})
     with pytest.raises(UserError, match=r"engine tensors \['debug'\] are not in the state contract"):
         runner.activate()
-    assert cuda.memory == {}  # a failed activate() frees what it had allocated
-    assert cuda.host == {}
+    assert (cuda._memory, cuda._host) == ({}, {})
 
 
 # ---- the frame loop on the fake device --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["trt86", "trt10", "rtx"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_labels_match_onnxruntime_and_state_buffers_alternate(graph, tmp_path, fake_gpu, kind):
     images = frames(6)
     expected = ort_labels(graph, images)
     runner, cuda = make_fake_runner(tmp_path, kind)
     with runner:
+        config = runner._given_trt.module._store["context_config"]
+        assert isinstance(config, FakeRuntimeConfig) == (kind in ("trt10_config", "rtx"))  # made from one, or not
+        assert (runner._engines.main.runtime_cache is not None) == (kind == "rtx")  # only RTX has a runtime cache
         start = runner.state_addresses()
         results = run_frames(runner, images)
         for t, (labels, _, _) in enumerate(results):
@@ -264,9 +273,9 @@ def test_labels_match_onnxruntime_and_state_buffers_alternate(graph, tmp_path, f
         assert addresses[0] != addresses[1]
         assert runner.labels is runner._labels_host  # the D2H copy lands in the array the loop reads
     pair = set(addresses[0] + addresses[1])
-    touched = [e[0] for e in cuda.log if e[0] in ("htod", "dtoh", "memset") and e[1] in pair]
+    touched = [e[0] for e in cuda._log if e[0] in ("htod", "dtoh", "memset") and e[1] in pair]
     assert touched == ["memset"]  # zeroed at activation, never copied (6 frames: before the first NaN check, 10)
-    bound = [(e[1], e[2]) for e in cuda.log if e[0] == "set_tensor_address" and e[1].startswith("state")]
+    bound = [(e[1], e[2]) for e in cuda._log if e[0] == "set_tensor_address" and e[1].startswith("state")]
     per_frame = bound[-2 * len(images) :]
     for t in range(len(images)):
         (n_in, a_in), (n_out, a_out) = per_frame[2 * t : 2 * t + 2]
@@ -277,11 +286,11 @@ def test_labels_match_onnxruntime_and_state_buffers_alternate(graph, tmp_path, f
 def test_each_frame_is_h2d_execute_d2h_with_one_sync_and_exact_phase_times(tmp_path, fake_gpu):
     runner, cuda = make_fake_runner(tmp_path, nan_check_every=3)
     with runner:
-        allocations = [sum(1 for e in cuda.log if e[0] == kind) for kind in ("malloc", "host_alloc")]
-        cuda.log.clear()
+        allocations = [sum(1 for e in cuda._log if e[0] == kind) for kind in ("malloc", "host_alloc")]
+        cuda._log.clear()
         results = run_frames(runner, frames(3))
         image_ptr, labels_ptr = runner._device["image"].ptr, runner._device["labels"].ptr
-        log = list(cuda.log)
+        log = list(cuda._log)
     timed = ["record", "htod", "record", "execute", "record", "dtoh", "record"]
     for t, ((_, _, times), ops) in enumerate(zip(results, frame_slices(log), strict=True), start=1):
         assert (times.h2d, times.compute, times.d2h) == (COST_MS["htod"], COST_MS["execute"], COST_MS["dtoh"])
@@ -306,10 +315,10 @@ def test_reset_zeroes_the_current_state_and_a_nan_state_is_seen(graph, tmp_path,
         runner.image[...] = _poisoned(images[2])
         runner.infer()
         assert not runner.state_is_finite()  # the copied-back state holds the NaN
-        cuda.log.clear()
+        cuda._log.clear()
         runner.reset_state()
         current = runner.state_addresses()[0]
-        assert cuda.log == [("memset", current, tiny_contract().states[0].nbytes)]
+        assert cuda._log == [("memset", current, tiny_contract().states[0].nbytes)]
         assert runner.state_is_finite()
         (labels, _, _), *_ = run_frames(runner, images[:1])
         np.testing.assert_array_equal(labels, expected[0])  # after a reset the stream starts afresh
@@ -329,14 +338,14 @@ def test_the_nan_check_copies_the_state_back_every_nth_frame_and_sees_a_nan_late
         pair = {b.ptr for b in runner._states[0].buffers}
         seen, copied = [], []
         for image in images[:7]:
-            cuda.log.clear()
+            cuda._log.clear()
             runner.image[...] = image
             runner.infer()
-            copied.append(sum(1 for e in cuda.log if e[0] == "dtoh" and e[1] in pair))
+            copied.append(sum(1 for e in cuda._log if e[0] == "dtoh" and e[1] in pair))
             seen.append(runner.state_is_finite())
         assert copied == [0, 0, 1, 0, 0, 1, 0]
         assert seen == [True] * 5 + [False, False]  # seen at frame 6, two frames late; still known bad at 7
-        assert not np.isfinite(cuda.array(runner.state_addresses()[0], tiny_contract().states[0])).all()
+        assert not np.isfinite(cuda._array(runner.state_addresses()[0], tiny_contract().states[0])).all()
         runner.reset_state()
         assert runner.state_is_finite()
         runner.image[...] = images[7]
@@ -350,54 +359,192 @@ def test_nan_check_every_must_be_at_least_one():
     assert TensorRTRunner(tiny_contract(), "x.engine").nan_check_every == trt_runner.NAN_CHECK_EVERY == 10
 
 
-def test_cuda_graphs_capture_one_graph_per_parity(graph, tmp_path, fake_gpu):
+@pytest.mark.parametrize("kind", ["trt10", "trt10_config"])
+def test_cuda_graphs_capture_one_graph_per_parity(graph, tmp_path, fake_gpu, kind):
+    """Standard TensorRT captures by hand, 10.13 too: its runtime config has no cuda_graph_strategy."""
     images = frames(5, seed=2)
     expected = ort_labels(graph, images)
-    runner, cuda = make_fake_runner(tmp_path, "trt10", cuda_graphs=True)
+    runner, cuda = make_fake_runner(tmp_path, kind, cuda_graphs=True)
     with runner:
-        captures = [e for e in cuda.log if e[0] == "capture"]
-        graph_addresses = [(e[1]["state_in.0"], e[1]["state_out.0"]) for e in cuda.log if e[0] == "captured"]
-        cuda.log.clear()
+        assert not runner._engines.builtin_graphs
+        captures = [e for e in cuda._log if e[0] == "capture"]
+        graph_addresses = [(e[1]["state_in.0"], e[1]["state_out.0"]) for e in cuda._log if e[0] == "captured"]
+        cuda._log.clear()
         results = run_frames(runner, images)
     assert len(captures) == 2
     assert graph_addresses[0] == graph_addresses[1][::-1]  # parity 0 and parity 1: the pair swapped
     for t, (labels, _, times) in enumerate(results):
         np.testing.assert_array_equal(labels, expected[t], err_msg=f"frame {t}")
         assert times.compute == COST_MS["launch"]
-    assert not [e for e in cuda.log if e[0] in ("execute", "set_tensor_address")]  # replayed, not re-enqueued
+    assert not [e for e in cuda._log if e[0] in ("execute", "set_tensor_address")]  # replayed, not re-enqueued
+    assert not (tmp_path / "fp32.engine.runtime_cache").exists()  # no runtime cache outside TensorRT-RTX
 
 
 def test_tensorrt_rtx_gets_its_runtime_cache_and_builtin_graphs(tmp_path, fake_gpu):
     runner, cuda = make_fake_runner(tmp_path, "rtx", cuda_graphs=True)
-    store = runner._given_trt.module.store
+    store = runner._given_trt.module._store
     cache_file = tmp_path / "fp32.engine.runtime_cache"
     with runner:
         config = store["context_config"]
-        assert config.cuda_graph_strategy == "WHOLE_GRAPH_CAPTURE"
+        assert config.cuda_graph_strategy == CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
         assert "loaded" not in store
-        assert not [e for e in cuda.log if e[0] == "capture"]  # TensorRT-RTX captures by itself
+        assert not [e for e in cuda._log if e[0] == "capture"]  # TensorRT-RTX captures by itself
         run_frames(runner, frames(2))
     assert cache_file.read_bytes() == b"jit-kernels"  # saved after the run
     with runner:
         assert store["loaded"] == b"jit-kernels"  # and loaded on the next start
 
 
-def test_memory_figures_and_everything_freed(tmp_path, fake_gpu):
-    runner, cuda = make_fake_runner(tmp_path, "trt86")
-    c = tiny_contract()
+# the one-conv graph's figures by hand: float32/int32 bytes of its tensors, and its weights (conv 3x3x1x1, `mix`)
+IMAGE_BYTES, CLASS_MAP_BYTES, LABELS_BYTES = 3 * H * W * 4, CLASSES * H * W * 4, H * W * 4  # a state: a class map
+GRAPH_WEIGHTS = (CLASSES * 3 + 1) * 4
+CONTEXT_BYTES = 50_000  # what the fake engine says an execution context needs
+RECORDED_WEIGHTS = 1  # the build log's weights figure, told apart from the engine's own
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_device_memory_is_the_runners_buffers_plus_what_tensorrt_says(tmp_path, fake_gpu, kind):
+    build_log = {"bytes": None, "build_log": {"weights_bytes": RECORDED_WEIGHTS}}
+    runner, cuda = make_fake_runner(
+        tmp_path, kind, store={"device_memory": CONTEXT_BYTES}, record={"device_memory": build_log}
+    )
     with runner:
         info = runner.memory()
         assert runner.device_name == "Fake RTX"
-    assert info.activation_bytes == 123_456  # TensorRT 8.6's device_memory_size
-    assert info.state_bytes == 2 * c.state_bytes
-    assert info.io_bytes == c.image.nbytes + c.logits.nbytes + c.labels.nbytes
-    assert info.device_used_bytes == info.state_bytes + info.io_bytes
+    weights = GRAPH_WEIGHTS if kind == "rtx" else RECORDED_WEIGHTS  # get_engine_stat where the engine has it
+    buffers = IMAGE_BYTES + CLASS_MAP_BYTES + LABELS_BYTES + 2 * CLASS_MAP_BYTES  # both buffers of the state pair
+    assert (info.state_bytes, info.io_bytes) == (2 * CLASS_MAP_BYTES, IMAGE_BYTES + CLASS_MAP_BYTES + LABELS_BYTES)
+    assert (info.activation_bytes, info.weights_bytes) == (CONTEXT_BYTES, weights)
+    assert info.device_runner_bytes == buffers + CONTEXT_BYTES + weights
+    assert info.device_used_bytes is not None  # cudaMemGetInfo's, kept apart and labelled
+    assert any("device_used_bytes is cudaMemGetInfo" in note for note in info.notes)
     assert info.engine_file_bytes == runner.engine_path.stat().st_size
-    assert (info.params, info.weights_bytes) == (CLASSES * 3, 36)  # contract extra; the build log's weights
-    assert cuda.memory == {}
-    assert cuda.host == {}
+    assert info.params == CLASSES * 3  # the contract's
+    assert (cuda._memory, cuda._host) == ({}, {})
     assert (runner.image.size, runner.labels.size) == (0, 0)
-    assert not cuda.closed  # an api given to the runner stays open
+    assert not cuda._closed  # an api given to the runner stays open
+
+
+def test_the_report_shows_both_device_figures_by_plain_names(tmp_path, fake_gpu):
+    from tempseg.data.frames import Frame
+    from tempseg.runtime.loop import LoopOptions, run_loop
+    from tempseg.runtime.report import build_report
+
+    runner, _ = make_fake_runner(tmp_path, "rtx", store={"device_memory": 3 << 20})
+    video = [Frame(np.full((H, W, 3), 10 * i, np.uint8), None, i, "s") for i in range(2)]
+    options = LoopOptions(warmup=0, progress=False, accuracy=False, consistency=False)
+    with runner:
+        result = run_loop(runner, video, options, source_fps=10.0)
+        info = runner.memory()
+    lines = format_report(build_report(runner.contract, "tensorrt_rtx", "gpu", result, info, source="t")).splitlines()
+    device, used = [line for line in lines if line.startswith(("  device ", "  GPU in use "))]
+    assert device == "  device        3.0 MiB held by the runner (buffers + TensorRT's contexts and weights)"
+    assert re.fullmatch(
+        r"  GPU in use    [\d.]+ \w+ \(cudaMemGetInfo: whole GPU, CUDA context and other processes\)", used
+    )
+
+
+# ---- CUDA's capture rules and the state ping-pong, kept by the fakes -------------------------------------
+
+
+def _cuda_errors(err: BaseException | None) -> list[str]:
+    """CUDA error names along an exception's chain (the end of a capture raises over what broke it)."""
+    names = []
+    while err is not None:
+        names.append(err.error if isinstance(err, CudaError) else type(err).__name__)
+        err = err.__context__
+    return names
+
+
+def _record_and_wait(cuda: FakeCuda, stream: Stream) -> None:
+    event = cuda.create_event()
+    event.record(stream)  # recorded in the capture: a graph node, not a point in time to wait for
+    event.synchronize()
+
+
+# work the runner must never do inside a capture: (calls it, what CUDA answers)
+CAPTURE_VIOLATIONS = {
+    "stream synchronize": (lambda cuda, stream, spare: stream.synchronize(), CAPTURE_UNSUPPORTED),
+    "malloc": (lambda cuda, stream, spare: cuda.malloc(64), CAPTURE_UNSUPPORTED),
+    "free": (lambda cuda, stream, spare: cuda.free(spare[0]), CAPTURE_UNSUPPORTED),
+    "pinned alloc": (lambda cuda, stream, spare: cuda.host_array((4,), np.float32), CAPTURE_UNSUPPORTED),
+    "pinned free": (lambda cuda, stream, spare: cuda.free_host(spare[1]), CAPTURE_UNSUPPORTED),
+    "captured event synchronize": (lambda cuda, stream, spare: _record_and_wait(cuda, stream), CAPTURED_EVENT),
+}
+
+
+@pytest.mark.parametrize("violation", CAPTURE_VIOLATIONS)
+def test_a_capture_that_synchronizes_or_allocates_is_refused_as_cuda_refuses_it(
+    tmp_path, fake_gpu, monkeypatch, violation
+):
+    plant, error = CAPTURE_VIOLATIONS[violation]
+    runner, cuda = make_fake_runner(tmp_path, cuda_graphs=True)
+    spare = (cuda.malloc(64), cuda.host_array((4,), np.float32))  # made before the capture, for the frees
+    capture = cuda.capture_graph
+    monkeypatch.setattr(
+        cuda, "capture_graph", lambda stream, enqueue: capture(stream, lambda: plant(cuda, stream, spare) or enqueue())
+    )
+    with pytest.raises(CudaError) as err:
+        runner.activate()
+    names = _cuda_errors(err.value)
+    assert error in names
+    if error == CAPTURE_UNSUPPORTED:  # and the capture it broke yields no graph
+        assert names[0] == CAPTURE_INVALIDATED
+    assert not [e for e in cuda._log if e[0] == "capture"]  # no graph came of it
+
+
+def test_capturing_before_tensorrts_first_run_is_refused(tmp_path, fake_gpu, monkeypatch):
+    """TensorRT's first execute does deferred setup (allocations, a sync) that a capture cannot hold: the warm-up
+    run before each capture is what makes the capture legal."""
+
+    def cold_capture(engine: trt_engine.Engine, cuda: CudaApi, stream: Stream) -> None:
+        for parity in (0, 1):
+            engine.bind(engine.state_bindings[parity])
+            engine.graphs.append(cuda.capture_graph(stream, lambda: engine.execute(stream)))
+
+    monkeypatch.setattr(trt_engine.Engine, "capture", cold_capture)
+    runner, _ = make_fake_runner(tmp_path, cuda_graphs=True)
+    with pytest.raises(CudaError) as err:
+        runner.activate()
+    assert _cuda_errors(err.value)[:2] == [CAPTURE_INVALIDATED, "RuntimeError"]  # execute_async_v3 failed
+
+
+def test_a_memset_in_a_capture_is_replayed_every_frame(graph, tmp_path, fake_gpu, monkeypatch):
+    """cudaMemsetAsync on the capturing stream is legal: it becomes a node of the graph and zeroes at every
+    replay, not once. A reset captured with the frame wipes the carried state each frame: the labels show it."""
+    images = frames(5, seed=2)
+    expected = ort_labels(graph, images)
+    runner, cuda = make_fake_runner(tmp_path, cuda_graphs=True)
+    capture, parities = cuda.capture_graph, iter((0, 1))  # the runner captures parity 0, then parity 1
+
+    def capture_with_reset(stream: Stream, enqueue: Callable[[], object]) -> CudaGraph:
+        parity = next(parities)
+        return capture(stream, lambda: runner._buffers.reset(parity, stream) or enqueue())
+
+    monkeypatch.setattr(cuda, "capture_graph", capture_with_reset)
+    with runner:
+        labels = [labels for labels, _, _ in run_frames(runner, images)]
+    assert [e[0] for e in cuda._log].count("captured_memset") == 2  # one node in each graph
+    np.testing.assert_array_equal(labels[0], expected[0])  # the first frame reads a zero state anyway
+    assert any((got != want).any() for got, want in zip(labels[1:], expected[1:], strict=True))
+
+
+@pytest.mark.parametrize("graphs", [False, True])
+def test_a_frame_that_reads_the_state_out_of_phase_is_caught(tmp_path, fake_gpu, monkeypatch, graphs):
+    """Replaying the other parity's graph (its captured addresses read the older buffer), or binding the other
+    parity, reads a stale state: real TensorRT would compute from it silently; the fake context refuses."""
+
+    def wrong_parity(engine: trt_engine.Engine, stream: Stream, parity: int) -> None:
+        if engine.graphs:
+            engine.graphs[1 - parity].launch(stream)
+        else:
+            engine.bind(engine.state_bindings[1 - parity])
+            engine.execute(stream)
+
+    monkeypatch.setattr(trt_engine.Engine, "enqueue", wrong_parity)
+    runner, _ = make_fake_runner(tmp_path, cuda_graphs=graphs)
+    with runner, pytest.raises(AssertionError, match=r"stale state: state_in\.0 reads a buffer older"):
+        run_frames(runner, frames(2))
 
 
 # ---- a keyframe pair on the fake device ------------------------------------------------------------------
@@ -411,11 +558,11 @@ def test_pair_kinds_follow_the_schedule_and_a_reset_forces_a_keyframe(tmp_path, 
     with runner:
         assert runner.keyframe_contract == pair_contracts()[1]
         assert runner.flow.shape == FLOW.shape
-        assert runner.flow.ctypes.data in cuda.host  # pinned: the stream writes the flow where the H2D reads it
+        assert runner.flow.ctypes.data in cuda._host  # pinned: the stream writes the flow where the H2D reads it
         flow_ptr = runner._device["flow"].ptr
-        cuda.log.clear()
+        cuda._log.clear()
         kinds, _ = run_pair(runner, images, flow, reset_before=(8,))
-        log = list(cuda.log)
+        log = list(cuda._log)
     assert kinds == [K, U, U, K, U, U, K, U, K, U]  # every 3 frames, and the frame after the reset at 8
     for t, (kind, ops) in enumerate(zip(kinds, frame_slices(log), strict=True)):
         (bound,) = [e[1] for e in ops if e[0] == "execute"]
@@ -436,7 +583,7 @@ def test_pair_labels_match_the_onnxruntime_pair_frame_by_frame(pair_graphs, tmp_
         ort_kinds, expected = run_pair(ort, images, flow, resets)
     runner, cuda = make_fake_pair(tmp_path, kind, cuda_graphs=graphs)
     with runner:
-        captures = sum(1 for e in cuda.log if e[0] == "capture")
+        captures = sum(1 for e in cuda._log if e[0] == "capture")
         start = runner.state_addresses()
         kinds, labels = run_pair(runner, images, flow, resets)
         end = runner.state_addresses()
@@ -473,24 +620,24 @@ def test_pair_refuses_a_missing_or_mismatched_keyframe_engine_before_deserializi
         runner.activate()
     assert err.value.path == str(path)  # names the keyframe file, in one line
     assert "\n" not in str(err.value)
-    assert runner._given_trt.module.store["deserialized"] == 0  # neither engine was deserialized
-    assert (cuda.memory, cuda.host, cuda.log) == ({}, {}, [])  # nothing allocated
+    assert runner._given_trt.module._store["deserialized"] == 0  # neither engine was deserialized
+    assert (cuda._memory, cuda._host, cuda._log) == ({}, {}, [])  # nothing allocated
 
 
 def test_pair_memory_counts_both_engines_and_everything_is_freed(tmp_path, fake_gpu):
-    runner, cuda = make_fake_pair(tmp_path, "rtx")
-    c = pair_contracts()[0]
+    runner, cuda = make_fake_pair(tmp_path, "rtx", store={"device_memory": CONTEXT_BYTES})
     engines = [tmp_path / "fp32.engine", tmp_path / "keyframe.fp32.engine"]
     with runner:
         info = runner.memory()
         run_pair(runner, frames(2), flows(2))
+    weights = (CLASSES * 3 + 1 + CLASSES) * 4 + CLASSES * 3 * 4  # update: conv, mix, gain; keyframe: its conv
+    io = IMAGE_BYTES + 2 * H * W * 4 + CLASS_MAP_BYTES + LABELS_BYTES  # the flow buffer too
     assert info.engine_file_bytes == sum(p.stat().st_size for p in engines)
-    assert (info.activation_bytes, info.weights_bytes) == (2 * 123_456, 2 * 36)  # both contexts, both engines
-    assert info.io_bytes == c.image.nbytes + FLOW.nbytes + c.logits.nbytes + c.labels.nbytes
-    assert info.state_bytes == 2 * c.state_bytes  # one set of state pairs, shared by both contexts
-    assert info.device_used_bytes == info.state_bytes + info.io_bytes
+    assert (info.activation_bytes, info.weights_bytes) == (2 * CONTEXT_BYTES, weights)  # both contexts, both engines
+    assert (info.io_bytes, info.state_bytes) == (io, 2 * CLASS_MAP_BYTES)  # one set of state pairs, both contexts
+    assert info.device_runner_bytes == io + 2 * CLASS_MAP_BYTES + 2 * CONTEXT_BYTES + weights
     assert any("both engines" in note for note in info.notes)
-    assert (cuda.memory, cuda.host) == ({}, {})
+    assert (cuda._memory, cuda._host) == ({}, {})
     assert runner.flow is None
     for engine in engines:  # TensorRT-RTX: a JIT cache per engine, saved after the run
         assert engine.with_name(engine.name + ".runtime_cache").read_bytes() == b"jit-kernels"
@@ -539,6 +686,127 @@ def test_a_real_pair_is_checked_before_deserializing(rtx_pair, no_deserialize, t
             runner.activate()
         assert err.value.path == str(keyframe)
     assert no_deserialize == []
+
+
+# ---- the project's graphs through the fake runner: every precision and family ---------------------------
+
+TINY_GRAPHS = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}  # conftest's tiny_run
+LMA = "fcresnet18x0.25_lma2r1"  # memory attention: two states (keys with validity planes, values)
+ACCEL = "fcresnet18x0.25_accel18x0.25"  # the smallest Accel pair: update and reference both fcresnet18x0.25
+
+
+def _exported(name: str, folder: Path, *, keyframe_every: int = 3) -> Path:
+    """`name` with random weights exported as the export stage does, at the tiny run's size: model.onnx and, for
+    a keyframe model, keyframe.onnx beside it (what its contract names)."""
+    from tempseg.export.onnx_graph import build_contract, export_fp32, save_onnx
+    from tempseg.models.contract import keyframe_contract
+    from tests.conftest import TINY_HW, make_tiny_model
+
+    model = make_tiny_model(name)
+    if name == LMA:  # off the memory's identity start, so what it reads reaches the labels
+        import torch
+
+        with torch.no_grad():
+            for param in model.memory.parameters():
+                param.add_(0.05 * torch.randn_like(param))
+    contract = build_contract(model, name, height=TINY_HW[0], width=TINY_HW[1], keyframe_every=keyframe_every)
+    save_onnx(export_fp32(model, contract), folder / "model.onnx")
+    if contract.role == "update":
+        save_onnx(export_fp32(model, keyframe_contract(contract)), folder / "keyframe.onnx")
+    return folder / "model.onnx"
+
+
+@pytest.fixture(scope="module")
+def lma_graph(tmp_path_factory) -> Path:
+    return _exported(LMA, tmp_path_factory.mktemp("lma"))
+
+
+@pytest.fixture(scope="module")
+def accel_graphs(tmp_path_factory) -> tuple[Path, Path]:
+    update = _exported(ACCEL, tmp_path_factory.mktemp("accel"))
+    return update, update.with_name("keyframe.onnx")
+
+
+def _onnxruntime_stream(
+    graph: Path, images: list[np.ndarray], flow: list[np.ndarray] | None = None, resets: tuple[int, ...] = ()
+) -> tuple[list[str], list[np.ndarray]]:
+    with OnnxRuntimeRunner(read_onnx_contract(graph), graph) as ort:
+        return run_stream(ort, images, flow, resets)
+
+
+def _assert_same_labels(got: list[np.ndarray], expected: list[np.ndarray]) -> None:
+    assert len(got) == len(expected)
+    for t, (labels, want) in enumerate(zip(got, expected, strict=True)):
+        np.testing.assert_array_equal(labels, want, err_msg=f"frame {t}")
+
+
+@pytest.mark.parametrize("precision", TINY_GRAPHS)
+def test_every_precision_of_the_tiny_model_matches_onnxruntime_frame_by_frame(tiny_run, tmp_path, fake_gpu, precision):
+    """FP16 has half state I/O: half buffers, NaN checks of a half mirror, a reset of a half slot."""
+    graph = tiny_run / TINY_GRAPHS[precision]
+    contract = read_onnx_contract(graph)
+    images, resets = frames(6, seed=9, shape=contract.image.shape), (4,)
+    _, expected = _onnxruntime_stream(graph, images, resets=resets)
+    runner, _ = make_fake_runner(tmp_path, graph=graph, nan_check_every=2)
+    with runner:
+        state, spec = runner._states[0], contract.states[0]
+        assert spec.dtype == ("float16" if precision == "fp16" else "float32")
+        assert [b.nbytes for b in state.buffers] == [spec.nbytes] * 2
+        assert state.mirror.dtype == np.dtype(spec.dtype)
+        _, labels = run_stream(runner, images, reset_before=resets)
+        assert runner.state_is_finite()  # checked on frames 2, 4 and 6
+    _assert_same_labels(labels, expected)
+
+
+def test_a_nan_in_a_half_state_is_seen_and_a_reset_zeroes_the_half_slot(tiny_run, tmp_path, fake_gpu):
+    graph = tiny_run / TINY_GRAPHS["fp16"]
+    contract = read_onnx_contract(graph)
+    images = frames(3, seed=10, shape=contract.image.shape)
+    _, expected = _onnxruntime_stream(graph, images)
+    runner, cuda = make_fake_runner(tmp_path, graph=graph, nan_check_every=1)
+    with runner:
+        runner.image[...] = np.nan
+        runner.infer()
+        assert not runner.state_is_finite()  # the half mirror holds the NaN
+        runner.reset_state()
+        current = cuda._array(runner.state_addresses()[0], contract.states[0])
+        assert current.dtype == np.float16
+        assert not current.any()  # the whole half slot zeroed
+        assert runner.state_is_finite()
+        _, labels = run_stream(runner, images)
+    _assert_same_labels(labels, expected)  # after the reset the stream starts afresh
+
+
+def test_a_memory_attention_model_carries_both_states_as_onnxruntime_does(lma_graph, tmp_path, fake_gpu):
+    contract = read_onnx_contract(lma_graph)
+    assert len(contract.states) == 2
+    images, resets = frames(6, seed=11, shape=contract.image.shape), (4,)
+    _, expected = _onnxruntime_stream(lma_graph, images, resets=resets)
+    runner, cuda = make_fake_runner(tmp_path, graph=lma_graph, cuda_graphs=True)
+    with runner:
+        start = runner.state_addresses()
+        _, labels = run_stream(runner, images, reset_before=resets)
+        assert runner.state_addresses() == start  # an even number of frames: both pairs back where they began
+    assert len(set(start)) == 2
+    assert [e[0] for e in cuda._log].count("capture") == 2  # one graph per parity, both states in each
+    _assert_same_labels(labels, expected)
+
+
+def test_an_accel_pair_matches_the_onnxruntime_pair_frame_by_frame(accel_graphs, tmp_path, fake_gpu):
+    """Two engines over one state, the flow uploaded on update frames only, a keyframe after the reset."""
+    update = read_onnx_contract(accel_graphs[0])
+    assert update.flow is not None
+    images, resets = frames(8, seed=12, shape=update.image.shape), (5,)
+    flow = flows(8, seed=12, shape=update.flow.shape)
+    ort_kinds, expected = _onnxruntime_stream(accel_graphs[0], images, flow, resets)
+    runner, cuda = make_fake_pair(tmp_path, graphs=accel_graphs, cuda_graphs=True)
+    with runner:
+        flow_ptr = runner._device["flow"].ptr
+        kinds, labels = run_stream(runner, images, flow, resets)
+    assert kinds == ort_kinds == [K, U, U, K, U, K, U, U]
+    assert sum(1 for e in cuda._log if e[0] == "htod" and e[1] == flow_ptr) == kinds.count(U)
+    assert [e[0] for e in cuda._log].count("capture") == 4  # (keyframe, update) x parity
+    _assert_same_labels(labels, expected)
 
 
 # ---- GPU only ---------------------------------------------------------------------------------------------

@@ -1,14 +1,20 @@
-"""The fakes the TensorRT runner's CPU tests drive it through: a numpy-backed CudaApi that logs every call
-(FakeCuda), a fake TensorRT whose execution context computes the test graph from the addresses bound to it,
-cuda-python's calling convention over ctypes memory (FakeCudart), and the contract graphs they run (a one-conv
-state graph and an Accel-shaped keyframe pair, made with onnx.helper, no torch)."""
+"""The fakes the TensorRT runner's CPU tests drive it through: a numpy-backed CudaApi that logs every call and
+keeps CUDA's stream-capture rules (FakeCuda), a fake TensorRT whose engine is the ONNX graph itself and whose
+execution context runs it with ONNX Runtime on the arrays at the bound addresses (read with the engine's
+tensor dtypes), cuda-python's calling convention over ctypes memory (FakeCudart), and small contract graphs
+(a one-conv state graph and an Accel-shaped keyframe pair, made with onnx.helper, no torch).
+
+The fake classes carry only the public names the real APIs have (TensorRT 10.13, TensorRT-RTX 1.7, CudaApi,
+cuda-python); what a test needs besides is private (`_name`) or a module-level helper."""
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import importlib.util
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,20 +23,32 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tempseg.common.contract import Contract, StateSpec, TensorSpec, read_onnx_contract, set_metadata
+from tempseg.common.contract import Contract, StateSpec, TensorSpec, graph_io, read_onnx_contract, set_metadata
 from tempseg.common.io import sha256_file
 from tempseg.engine.sidecar import SIDECAR_VERSION, sidecar_path, write_sidecar
 from tempseg.engine.trt import GpuInfo, TensorRT
 from tempseg.runtime.backends.base import Runner
-from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
+from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner, onnx_weight_bytes
 from tempseg.runtime.backends.trt_runner import TensorRTRunner
-from tempseg.runtime.cuda import CudaApi, CudaGraph, Event, Stream
+from tempseg.runtime.cuda import CudaApi, CudaError, CudaGraph, Event, Stream
 
 H, W, CLASSES = 8, 8, 3
 HAVE_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
 FAKE_GPU = GpuInfo("Fake RTX", "8.9", 8 << 30)
 # the fake clock: milliseconds each logged operation takes, so PhaseTimes are exact
 COST_MS = {"htod": 1.0, "execute": 5.0, "launch": 5.0, "dtoh": 2.0}
+# one fake per branch the runner feature-detects: (flavour, version) of each
+KINDS = {
+    "trt86": ("tensorrt", "8.6.1"),  # device_memory_size only, no runtime config
+    "trt10": ("tensorrt", "10.3.0"),  # device_memory_size_v2 (JetPack 6's 10.3), no runtime config
+    "trt10_config": ("tensorrt", "10.13.0"),  # + create_runtime_config; its IRuntimeConfig: allocation strategy only
+    "rtx": ("tensorrt_rtx", "1.7.1.116"),  # + runtime cache, cuda_graph_strategy, get_engine_stat
+}
+DEVICE_MEMORY = 4096  # a fake execution context's device memory unless a test sets `device_memory`
+# CUDA's error names (cuda.bindings.runtime.cudaError_t) for what stream capture refuses
+CAPTURE_UNSUPPORTED = "cudaErrorStreamCaptureUnsupported"
+CAPTURE_INVALIDATED = "cudaErrorStreamCaptureInvalidated"
+CAPTURED_EVENT = "cudaErrorCapturedEvent"
 
 
 # ---- the test graph --------------------------------------------------------------------------------------
@@ -97,16 +115,9 @@ def save_contract_graph(
     return contract
 
 
-def reference_frame(image: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The graph in numpy: (logits, labels, next state)."""
-    weight, mix = _weights()
-    logits = np.einsum("kc,nchw->nkhw", weight[:, :, 0, 0], image) + mix * state
-    return logits, logits.argmax(1).astype(np.int32), np.maximum(logits, 0)
-
-
-def frames(n: int, seed: int = 0) -> list[np.ndarray]:
+def frames(n: int, seed: int = 0, shape: tuple[int, ...] = (1, 3, H, W)) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal((1, 3, H, W)).astype(np.float32) for _ in range(n)]
+    return [rng.standard_normal(shape).astype(np.float32) for _ in range(n)]
 
 
 # ---- the test pair: a keyframe graph and an update graph over one state (Accel's shape) ---------------------
@@ -155,173 +166,276 @@ def tiny_pair_graphs(folder: Path) -> tuple[Path, Path]:
     return folder / "model.onnx", folder / "keyframe.onnx"
 
 
-def reference_pair_frame(
-    role: str, image: np.ndarray, state: np.ndarray, flow: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The pair in numpy: (logits, labels, next state) of the keyframe graph or the update graph."""
-    keyframe_weight, gain = _pair_weights()
-    if role == "keyframe":
-        logits = np.einsum("kc,nchw->nkhw", keyframe_weight[:, :, 0, 0], image)
-    else:
-        logits = reference_frame(image, state)[0] + gain * flow.sum(dtype=np.float32)
-    return logits, logits.argmax(1).astype(np.int32), np.maximum(logits, 0)
-
-
-def flows(n: int, seed: int = 0) -> list[np.ndarray]:
+def flows(n: int, seed: int = 0, shape: tuple[int, ...] = FLOW.shape) -> list[np.ndarray]:
     rng = np.random.default_rng(seed + 100)
-    return [rng.standard_normal(FLOW.shape).astype(np.float32) for _ in range(n)]
+    return [rng.standard_normal(shape).astype(np.float32) for _ in range(n)]
 
 
-# ---- a numpy-backed CudaApi that logs every call ----------------------------------------------------------
+# ---- a numpy-backed CudaApi that logs every call and keeps CUDA's stream-capture rules ------------------
+
+
+@dataclass
+class _Capture:
+    """An open stream capture: the stream's handle, the work it recorded, and whether a refused call broke it."""
+
+    handle: int
+    nodes: list[Callable[[], None]] = field(default_factory=list)
+    invalidated: bool = False
 
 
 class FakeStream(Stream):
     def __init__(self, cuda: FakeCuda, index: int) -> None:
-        self.cuda, self.index, self.closed = cuda, index, False
+        self._cuda, self._index, self._closed = cuda, index, False
 
     @property
     def handle(self) -> int:
-        return 0x5000 + self.index
+        return 0x5000 + self._index
 
     def synchronize(self) -> None:
-        self.cuda.log.append(("sync",))
+        # a capturing stream holds recorded work, not work that runs: CUDA refuses to wait on it
+        self._cuda._refuse_if_capturing("cudaStreamSynchronize", self.handle)
+        self._cuda._log.append(("sync",))
 
     def close(self) -> None:
-        self.closed = True
+        self._closed = True
 
 
 class FakeEvent(Event):
     def __init__(self, cuda: FakeCuda, index: int) -> None:
-        self.cuda, self.index, self.time, self.closed = cuda, index, None, False
+        self._cuda, self._index, self._time, self._closed = cuda, index, None, False
+        self._captured = False  # last recorded in a capturing stream: a graph node, not a point in time
 
     def record(self, stream: Stream) -> None:
-        self.time = self.cuda.clock
-        self.cuda.log.append(("record", self.index))
+        self._captured = self._cuda._capturing(stream.handle)
+        self._cuda._enqueue(stream.handle, self._stamp)
+        self._cuda._log.append(("record", self._index))
+
+    def _stamp(self) -> None:
+        self._time = self._cuda._clock
 
     def synchronize(self) -> None:
-        self.cuda.log.append(("event_sync", self.index))
+        self._refuse_if_captured("cudaEventSynchronize")
+        self._cuda._log.append(("event_sync", self._index))
 
     def elapsed_ms(self, end: Event) -> float:
         assert isinstance(end, FakeEvent)
-        assert self.time is not None
-        assert end.time is not None
-        return end.time - self.time
+        for event in (self, end):
+            event._refuse_if_captured("cudaEventElapsedTime")
+        assert self._time is not None
+        assert end._time is not None
+        return end._time - self._time
+
+    def _refuse_if_captured(self, call: str) -> None:
+        if self._captured:
+            raise CudaError(call, CAPTURED_EVENT)
 
     def close(self) -> None:
-        self.closed = True
+        self._closed = True
 
 
 class FakeGraph(CudaGraph):
-    def __init__(self, cuda: FakeCuda, calls: list[Callable[[], None]]) -> None:
-        self.cuda, self.calls = cuda, calls
+    """The work a capture recorded, replayed as recorded: with the addresses and sizes of capture time."""
+
+    def __init__(self, cuda: FakeCuda, nodes: list[Callable[[], None]]) -> None:
+        self._cuda, self._nodes = cuda, nodes
 
     def launch(self, stream: Stream) -> None:
-        self.cuda.tick("launch")
-        for call in self.calls:
-            call()
+        self._cuda._tick("launch")
+        self._cuda._log.append(("launch", len(self._nodes)))
+        for node in self._nodes:
+            node()
 
     def close(self) -> None:
-        self.calls = []
+        self._nodes = []
 
 
 class FakeCuda(CudaApi):
-    """Device memory = numpy byte arrays at made-up addresses; streams run eagerly; `log` records every call."""
+    """Device memory = numpy byte arrays at made-up addresses; streams run eagerly, except the capturing one,
+    whose work is recorded into the graph; `_log` records every call.
+
+    Stream capture as CudaPythonApi begins it (cudaStreamCaptureModeGlobal), by CUDA's rules: work enqueued on
+    the capturing stream (copies, memset_async, event records, execute_async_v3) is recorded, not run; calls
+    that cannot be recorded (malloc, free, pinned alloc/free, synchronizing the capturing stream or an event
+    recorded in it) raise CudaError and invalidate the capture, whose end then raises
+    cudaErrorStreamCaptureInvalidated. Work on other streams runs as usual. Each write to a device buffer
+    is numbered, so the fake TensorRT can tell a stale state read (FakeContext)."""
 
     name = "fake"
 
     def __init__(self, total: int = 1 << 30) -> None:
-        self.memory: dict[int, np.ndarray] = {}
-        self.host: dict[int, np.ndarray] = {}
-        self.log: list[tuple] = []
-        self.clock = 0.0
-        self.total = total
-        self.capturing: list[Callable[[], None]] | None = None
-        self.closed = False
+        self._memory: dict[int, np.ndarray] = {}
+        self._host: dict[int, np.ndarray] = {}
+        self._log: list[tuple] = []
+        self._clock = 0.0
+        self._total = total
+        self._capture: _Capture | None = None
+        self._writes: dict[int, int] = {}  # buffer address -> number of its last write (none: never written)
+        self._write_count = 0
+        self._closed = False
         self._next = 0x10000
 
-    def tick(self, op: str) -> None:
-        self.clock += COST_MS.get(op, 0.0)
+    # ---- helpers the fakes and tests use -------------------------------------------------------------
 
-    def view(self, ptr: int, nbytes: int) -> np.ndarray:
-        block = self.memory[ptr]  # only whole buffers are ever addressed: a bad pointer is a KeyError
+    def _tick(self, op: str) -> None:
+        self._clock += COST_MS.get(op, 0.0)
+
+    def _view(self, ptr: int, nbytes: int) -> np.ndarray:
+        block = self._memory[ptr]  # only whole buffers are ever addressed: a bad pointer is a KeyError
         assert nbytes <= block.nbytes, (ptr, nbytes, block.nbytes)
         return block[:nbytes]
 
+    def _array(self, ptr: int, spec: TensorSpec | StateSpec) -> np.ndarray:
+        """The device buffer at `ptr` as a typed array."""
+        return self._view(ptr, spec.nbytes).view(np.dtype(spec.dtype)).reshape(spec.shape)
+
+    def _wrote(self, ptr: int) -> None:
+        self._write_count += 1
+        self._writes[ptr] = self._write_count
+
+    def _capturing(self, handle: int) -> bool:
+        return self._capture is not None and self._capture.handle == handle
+
+    def _enqueue(self, handle: int, work: Callable[[], None]) -> bool:
+        """Run `work` now, or record it into the graph when `handle` is the capturing stream (it then runs at
+        each replay, with what it captured). True when recorded."""
+        if self._capture is not None and self._capture.handle == handle:
+            self._capture.nodes.append(work)
+            return True
+        work()
+        return False
+
+    def _refuse_in_capture(self, call: str) -> None:
+        """Global capture mode: a call that is not stream work cannot be recorded, so CUDA refuses it while a
+        capture is open (an allocation made once would not be made again at replay) and invalidates it."""
+        if self._capture is not None:
+            self._capture.invalidated = True
+            raise CudaError(call, CAPTURE_UNSUPPORTED)
+
+    def _refuse_if_capturing(self, call: str, handle: int) -> None:
+        if self._capturing(handle):
+            self._refuse_in_capture(call)
+
+    # ---- CudaApi ---------------------------------------------------------------------------------------
+
     def malloc(self, nbytes: int) -> int:
+        self._refuse_in_capture("cudaMalloc")
         ptr, self._next = self._next, self._next + max(nbytes, 1) + 0x1000
-        self.memory[ptr] = np.full(nbytes, 0xAB, np.uint8)  # garbage, as cudaMalloc gives
-        self.log.append(("malloc", ptr, nbytes))
+        self._memory[ptr] = np.full(nbytes, 0xAB, np.uint8)  # garbage, as cudaMalloc gives
+        self._log.append(("malloc", ptr, nbytes))
         return ptr
 
     def free(self, ptr: int) -> None:
-        del self.memory[ptr]
-        self.log.append(("free", ptr))
+        self._refuse_in_capture("cudaFree")  # cudaFree synchronizes the device
+        del self._memory[ptr]
+        self._writes.pop(ptr, None)
+        self._log.append(("free", ptr))
 
     def host_array(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        self._refuse_in_capture("cudaMallocHost")
         array = np.zeros(shape, dtype)
-        self.host[array.ctypes.data] = array
-        self.log.append(("host_alloc", array.nbytes))
+        self._host[array.ctypes.data] = array
+        self._log.append(("host_alloc", array.nbytes))
         return array
 
     def free_host(self, array: np.ndarray) -> None:
-        del self.host[array.ctypes.data]
+        self._refuse_in_capture("cudaFreeHost")  # cudaFreeHost synchronizes the device
+        del self._host[array.ctypes.data]
 
     def create_stream(self) -> Stream:
-        return FakeStream(self, len(self.log))
+        return FakeStream(self, len(self._log))
 
     def create_event(self) -> Event:
-        self.log.append(("event",))
-        return FakeEvent(self, sum(1 for entry in self.log if entry[0] == "event"))
+        self._log.append(("event",))
+        return FakeEvent(self, sum(1 for entry in self._log if entry[0] == "event"))
 
     def memcpy_htod_async(self, dst_ptr: int, host: np.ndarray, stream: Stream) -> None:
-        self.view(dst_ptr, host.nbytes)[:] = host.reshape(-1).view(np.uint8)
-        self.tick("htod")
-        self.log.append(("htod", dst_ptr, host.nbytes))
+        def copy() -> None:  # a captured copy reads the pinned array when the graph replays
+            self._view(dst_ptr, host.nbytes)[:] = host.reshape(-1).view(np.uint8)
+            self._wrote(dst_ptr)
+
+        captured = self._enqueue(stream.handle, copy)
+        if not captured:  # a replayed copy is timed as part of the launch
+            self._tick("htod")
+        self._log.append(("captured_htod" if captured else "htod", dst_ptr, host.nbytes))
 
     def memcpy_dtoh_async(self, host: np.ndarray, src_ptr: int, stream: Stream) -> None:
-        host.reshape(-1).view(np.uint8)[:] = self.view(src_ptr, host.nbytes)
-        self.tick("dtoh")
-        self.log.append(("dtoh", src_ptr, host.nbytes))
+        def copy() -> None:
+            host.reshape(-1).view(np.uint8)[:] = self._view(src_ptr, host.nbytes)
+
+        captured = self._enqueue(stream.handle, copy)
+        if not captured:
+            self._tick("dtoh")
+        self._log.append(("captured_dtoh" if captured else "dtoh", src_ptr, host.nbytes))
 
     def memset_async(self, ptr: int, value: int, nbytes: int, stream: Stream) -> None:
-        self.view(ptr, nbytes)[:] = value
-        self.log.append(("memset", ptr, nbytes))
+        # legal inside a capture: cudaMemsetAsync on the capturing stream becomes a memset node of the graph,
+        # so it zeroes at every replay, not once now
+        def fill() -> None:
+            self._view(ptr, nbytes)[:] = value
+            self._wrote(ptr)
+
+        captured = self._enqueue(stream.handle, fill)
+        self._log.append(("captured_memset" if captured else "memset", ptr, nbytes))
 
     def mem_get_info(self) -> tuple[int, int]:
-        used = sum(block.nbytes for block in self.memory.values())
-        return self.total - used, self.total
+        used = sum(block.nbytes for block in self._memory.values())
+        return self._total - used, self._total
 
     def capture_graph(self, stream: Stream, enqueue: Callable[[], object]) -> CudaGraph:
-        self.capturing = []
+        if self._capture is not None:
+            raise CudaError("cudaStreamBeginCapture", "cudaErrorIllegalState")
+        self._capture = _Capture(stream.handle)
         try:
             enqueue()
-            calls = self.capturing
-        finally:
-            self.capturing = None
-        self.log.append(("capture", len(calls)))
-        return FakeGraph(self, calls)
+        finally:  # as CudaPythonApi: the capture always ends, and an invalidated one yields no graph
+            capture, self._capture = self._capture, None
+            if capture.invalidated:
+                raise CudaError("cudaStreamEndCapture", CAPTURE_INVALIDATED)
+        self._log.append(("capture", len(capture.nodes)))
+        return FakeGraph(self, capture.nodes)
 
     def close(self) -> None:
-        self.closed = True
-
-    def array(self, ptr: int, spec: TensorSpec | StateSpec) -> np.ndarray:
-        """The device buffer at `ptr` as a typed array."""
-        return self.view(ptr, spec.nbytes).view(np.dtype(spec.dtype)).reshape(spec.shape)
+        self._closed = True
 
 
-# ---- a fake TensorRT whose context computes the test graph from the bound addresses -----------------------
+# ---- a fake TensorRT: the engine is the ONNX graph, the context runs it with ONNX Runtime -----------------
 
 
 class DataType(enum.Enum):
     FLOAT = 0
     HALF = 1
+    INT8 = 2
     INT32 = 3
+    BOOL = 4
+    UINT8 = 5
+    INT64 = 8
+
+
+DTYPES = {"float32": DataType.FLOAT, "float16": DataType.HALF, "int8": DataType.INT8, "int32": DataType.INT32}
+DTYPES.update({"bool": DataType.BOOL, "uint8": DataType.UINT8, "int64": DataType.INT64})
+NUMPY = {member: np.dtype(name) for name, member in DTYPES.items()}
 
 
 class TensorIOMode(enum.Enum):
     NONE = 0
     INPUT = 1
     OUTPUT = 2
+
+
+class CudaGraphStrategy(enum.Enum):  # TensorRT-RTX only
+    DISABLED = 0
+    WHOLE_GRAPH_CAPTURE = 1
+
+
+class EngineStat(enum.Enum):  # TensorRT-RTX only (10.13 has no get_engine_stat)
+    TOTAL_WEIGHTS_SIZE = 0
+    STRIPPED_WEIGHTS_SIZE = 1
+
+
+class ExecutionContextAllocationStrategy(enum.Enum):
+    STATIC = 0
+    ON_PROFILE_CHANGE = 1
+    USER_MANAGED = 2
 
 
 class FakeLogger:
@@ -336,137 +450,225 @@ class FakeLogger:
 
 
 class FakeContext:
+    """Runs the engine's graph with ONNX Runtime on the arrays at the bound addresses, read and written with
+    the engine's dtypes. Like TensorRT, the first execute does deferred setup that cannot be captured; unlike
+    it, a state read from a buffer older than the one the frame overwrites fails (the ping-pong out of phase:
+    real TensorRT would silently compute from the stale state)."""
+
     def __init__(self, engine: FakeEngine) -> None:
-        self.engine, self.cuda, self.addresses = engine, engine.cuda, {}
+        self.engine = engine
+        self._cuda: FakeCuda = engine._cuda
+        self._addresses: dict[str, int] = {}
+        self._shapes = dict(engine._shapes)
+        self._set_up = False
 
     def set_tensor_address(self, name: str, ptr: int) -> bool:
-        if name not in self.engine.shapes:  # as TensorRT: no such tensor in this engine
+        if name not in self._shapes:  # as TensorRT: no such tensor in this engine
             return False
-        self.cuda.log.append(("set_tensor_address", name, ptr))
-        self.addresses[name] = ptr
+        self._cuda._log.append(("set_tensor_address", name, ptr))
+        self._addresses[name] = ptr
         return True
 
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
-        self.engine.shapes[name] = tuple(shape)
+        self._shapes[name] = tuple(shape)
         return True
 
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-        return self.engine.shapes[name]
+        return self._shapes[name]
 
     def execute_async_v3(self, stream_handle: int) -> bool:
         assert isinstance(stream_handle, int)
-        bound = dict(self.addresses)  # a captured graph keeps the addresses of its capture
-        if self.cuda.capturing is not None:
-            self.cuda.capturing.append(lambda: self._run(bound))
-            self.cuda.log.append(("captured", bound))
-        else:
-            self.cuda.tick("execute")
-            self._run(bound)
-            self.cuda.log.append(("execute", bound))
+        cuda = self._cuda
+        if not self._set_up:
+            if cuda._capturing(stream_handle):  # TensorRT reports the refused setup by returning False
+                assert cuda._capture is not None
+                cuda._capture.invalidated = True
+                return False
+            self._set_up = True
+        bound = dict(self._addresses)  # a captured graph keeps the addresses of its capture
+        captured = cuda._enqueue(stream_handle, lambda: self._run(bound))
+        if not captured:
+            cuda._tick("execute")
+        cuda._log.append(("captured" if captured else "execute", bound))
         return True
 
     def _run(self, bound: dict[str, int]) -> None:
-        c, cuda = self.engine.contract, self.cuda
-        state = c.states[0]
+        engine, cuda = self.engine, self._cuda
         assert len(set(bound.values())) == len(bound), "two tensors bound to one buffer"
-        assert set(bound) == set(self.engine.shapes), "every I/O tensor bound, nothing else"
-        image = cuda.array(bound["image"], c.image)
-        carried = cuda.array(bound[state.input], state) if c.reads_states else None
-        if c.role == "frame":
-            logits, labels, nxt = reference_frame(image, carried)
-        else:
-            flow = cuda.array(bound[c.flow.name], c.flow) if c.flow is not None else None
-            logits, labels, nxt = reference_pair_frame(c.role, image, carried, flow)
-        cuda.array(bound["logits"], c.logits)[:] = logits
-        cuda.array(bound["labels"], c.labels)[:] = labels
-        cuda.array(bound[state.output], state)[:] = nxt
+        assert set(bound) == set(self._shapes), "every I/O tensor bound, nothing else"
+        _check_state_order(cuda, bound)
+        feeds = {name: self._tensor(bound, name) for name in engine._inputs}
+        results = engine._session.run(list(engine._outputs), feeds)
+        for name, value in zip(engine._outputs, results, strict=True):
+            out = self._tensor(bound, name)
+            assert value.dtype == out.dtype, (name, value.dtype, out.dtype)
+            out[...] = value
+            cuda._wrote(bound[name])
+
+    def _tensor(self, bound: dict[str, int], name: str) -> np.ndarray:
+        """The buffer bound to `name` as the engine's dtype and the context's shape (an input is copied, so
+        ONNX Runtime never aliases device memory)."""
+        dtype = NUMPY[self.engine.get_tensor_dtype(name)]
+        spec = TensorSpec(name, self._shapes[name], dtype.name)
+        return self._cuda._array(bound[name], spec)
+
+
+def _check_state_order(cuda: FakeCuda, bound: dict[str, int]) -> None:
+    """Each state_in.k must hold the newest of its pair: written after (or zeroed after) the buffer state_out.k
+    is about to overwrite. Two never-written buffers (the warm-up before capture) pass."""
+    for name, ptr in bound.items():
+        if not name.startswith("state_in."):
+            continue
+        out = "state_out." + name.removeprefix("state_in.")
+        read, overwritten = cuda._writes.get(ptr, 0), cuda._writes.get(bound[out], 0)
+        assert read >= overwritten, f"stale state: {name} reads a buffer older than the one {out} overwrites"
 
 
 class FakeRuntimeCache:
     def __init__(self, store: dict[str, Any]) -> None:
-        self.store = store
+        self._store = store
 
     def deserialize(self, blob: bytes) -> bool:
-        self.store["loaded"] = bytes(blob)
+        self._store["loaded"] = bytes(blob)
         return True
 
     def serialize(self) -> bytes:
         return b"jit-kernels"
 
-
-class FakeRuntimeConfig:
-    def __init__(self, store: dict[str, Any], rtx: bool) -> None:
-        self.store = store
-        if rtx:  # only TensorRT-RTX has these
-            self.cuda_graph_strategy = "DISABLED"
-            self.create_runtime_cache = lambda: FakeRuntimeCache(store)
-
-    def set_runtime_cache(self, cache: FakeRuntimeCache) -> bool:
-        self.store["cache"] = cache
+    def reset(self) -> bool:
         return True
 
 
-class FakeEngine:
-    """The engine of the test graph. kind: trt86 (device_memory_size only), trt10 (_v2), rtx (runtime config)."""
+class FakeRuntimeConfig:
+    """IRuntimeConfig: on 10.13 only the allocation strategy; TensorRT-RTX adds the runtime cache and the CUDA
+    graph strategy (instance attributes, so a 10.13 config has no such names at all)."""
 
-    def __init__(self, cuda: FakeCuda, contract: Contract, kind: str, store: dict[str, Any]) -> None:
-        self.cuda, self.contract, self.kind, self.store = cuda, contract, kind, store
-        specs = [t for t in (contract.image, contract.flow) if t is not None]
-        if contract.reads_states:  # a keyframe engine has no state inputs
-            specs += [TensorSpec(s.input, s.shape, s.dtype) for s in contract.states]
-        outs = [contract.logits, contract.labels, *(TensorSpec(s.output, s.shape, s.dtype) for s in contract.states)]
-        self.io = [(s, TensorIOMode.INPUT) for s in specs] + [(s, TensorIOMode.OUTPUT) for s in outs]
-        self.io += [(TensorSpec(n, s, d), TensorIOMode.OUTPUT) for n, s, d in store.get("extra_outputs", [])]
-        self.shapes = {s.name: tuple(s.shape) for s, _ in self.io}
-        self.num_io_tensors = len(self.io)
-        attr = "device_memory_size" if kind == "trt86" else "device_memory_size_v2"
-        setattr(self, attr, 123_456)
+    def __init__(self, store: dict[str, Any], rtx: bool) -> None:
+        self._store = store
+        self._strategy = ExecutionContextAllocationStrategy.STATIC
+        self._cache: FakeRuntimeCache | None = None
+        if rtx:
+            self.cuda_graph_strategy = CudaGraphStrategy.DISABLED
+            self.create_runtime_cache = self._create_runtime_cache
+            self.set_runtime_cache = self._set_runtime_cache
+            self.get_runtime_cache = self._get_runtime_cache
+
+    def get_execution_context_allocation_strategy(self) -> ExecutionContextAllocationStrategy:
+        return self._strategy
+
+    def set_execution_context_allocation_strategy(
+        self, strategy: ExecutionContextAllocationStrategy = ExecutionContextAllocationStrategy.STATIC
+    ) -> None:
+        self._strategy = strategy
+
+    def _create_runtime_cache(self) -> FakeRuntimeCache:
+        return FakeRuntimeCache(self._store)
+
+    def _set_runtime_cache(self, cache: FakeRuntimeCache) -> bool:
+        self._cache = self._store["cache"] = cache
+        return True
+
+    def _get_runtime_cache(self) -> FakeRuntimeCache | None:
+        return self._cache
+
+
+class FakeEngine:
+    """The engine of a plan that is an ONNX graph: its I/O, and a session that runs it. The names each kind
+    (KINDS) has are set per instance: device_memory_size (trt86, trt10*), device_memory_size_v2 (all but
+    trt86), create_runtime_config (trt10_config, rtx), get_engine_stat (rtx). Store options: `device_memory`
+    (bytes per execution context), `retype` ({name: dtype}: an engine whose I/O differs from its record),
+    `extra_outputs` ([(name, shape, dtype)])."""
+
+    def __init__(self, cuda: FakeCuda, model: onnx.ModelProto, kind: str, store: dict[str, Any]) -> None:
+        import onnxruntime as ort
+
+        self._cuda, self._kind, self._store = cuda, kind, store
+        self._weights = onnx_weight_bytes(model)
+        inputs, outputs = graph_io(model)
+        self._inputs, self._outputs = list(inputs), list(outputs)
+        retype = store.get("retype", {})
+        io = [(s, TensorIOMode.INPUT) for s in inputs.values()] + [(s, TensorIOMode.OUTPUT) for s in outputs.values()]
+        io += [(TensorSpec(n, s, d), TensorIOMode.OUTPUT) for n, s, d in store.get("extra_outputs", [])]
+        self._io = [(TensorSpec(s.name, s.shape, retype.get(s.name, s.dtype)), mode) for s, mode in io]
+        self._shapes = {s.name: tuple(s.shape) for s, _ in self._io}
+        self.num_io_tensors = len(self._io)
+        memory = int(store.get("device_memory", DEVICE_MEMORY))
+        if kind != "rtx":  # 11.x and RTX removed it; 10.x keeps it, deprecated
+            self.device_memory_size = memory
+        if kind != "trt86":
+            self.device_memory_size_v2 = memory
+        if kind in ("trt10_config", "rtx"):
+            self.create_runtime_config = self._create_runtime_config
         if kind == "rtx":
-            self.create_runtime_config = lambda: FakeRuntimeConfig(store, rtx=True)
+            self.get_engine_stat = self._get_engine_stat
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # sessions share 2 cores
+        self._session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
     def get_tensor_name(self, index: int) -> str:
-        return self.io[index][0].name
+        return self._io[index][0].name
 
     def get_tensor_mode(self, name: str) -> TensorIOMode:
-        return dict((s.name, m) for s, m in self.io)[name]
+        return dict((s.name, m) for s, m in self._io)[name]
 
     def get_tensor_dtype(self, name: str) -> DataType:
-        names = {"float32": DataType.FLOAT, "float16": DataType.HALF, "int32": DataType.INT32}
-        return names[dict((s.name, s.dtype) for s, _ in self.io)[name]]
+        return DTYPES[dict((s.name, s.dtype) for s, _ in self._io)[name]]
 
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-        return self.shapes[name]
+        return self._shapes[name]
 
-    def create_execution_context(self, config: FakeRuntimeConfig | None = None) -> FakeContext:
-        self.store["context_config"] = config
+    def create_execution_context(self, runtime_config: FakeRuntimeConfig | None = None) -> FakeContext:
+        self._store["context_config"] = runtime_config
         return FakeContext(self)
 
+    def _create_runtime_config(self) -> FakeRuntimeConfig:
+        return FakeRuntimeConfig(self._store, rtx=self._kind == "rtx")
 
-def fake_tensorrt(cuda: FakeCuda, contract: Contract, kind: str = "trt10", **store: Any) -> TensorRT:
-    """A TensorRT object whose Runtime deserializes a fake plan (fake_engine_file: a contract's JSON) into the
-    engine of that contract (store `engine_contract`: an engine that is not what its record says)."""
+    def _get_engine_stat(self, stat: EngineStat) -> int:
+        return self._weights if stat == EngineStat.TOTAL_WEIGHTS_SIZE else 0
+
+
+def fake_tensorrt(cuda: FakeCuda, kind: str = "trt10", **store: Any) -> TensorRT:
+    """A TensorRT of `kind` (KINDS) whose Runtime deserializes a fake plan (fake_engine_file: the ONNX graph's
+    bytes) into a FakeEngine; a plan that is no ONNX graph deserializes to None, as a damaged one does.
+    `store` (module._store) holds the engine options (FakeEngine) and what the fakes report back."""
     store.setdefault("deserialized", 0)
 
     class Runtime:
         def __init__(self, logger: FakeLogger) -> None:
             self.logger = logger
 
-        def deserialize_cuda_engine(self, data: bytes) -> FakeEngine:
+        def deserialize_cuda_engine(self, serialized_engine: bytes) -> FakeEngine | None:
             store["deserialized"] += 1
-            planned = Contract.from_json(data.decode()) if data.startswith(b"{") else contract
-            return FakeEngine(cuda, store.get("engine_contract", planned), kind, store)
+            try:
+                model = onnx.load_from_string(bytes(serialized_engine))
+            except Exception:  # protobuf's DecodeError: not a plan
+                return None
+            return FakeEngine(cuda, model, kind, store)
 
-    module = SimpleNamespace(Runtime=Runtime, TensorIOMode=TensorIOMode, store=store)
+    flavour, version = KINDS[kind]
+    module = SimpleNamespace(
+        Runtime=Runtime,
+        TensorIOMode=TensorIOMode,
+        DataType=DataType,
+        __version__=version,
+        _store=store,
+    )
+    if kind in ("trt10_config", "rtx"):  # IRuntimeConfig's enum (10.x)
+        module.ExecutionContextAllocationStrategy = ExecutionContextAllocationStrategy
     if kind == "rtx":
-        module.CudaGraphStrategy = SimpleNamespace(WHOLE_GRAPH_CAPTURE="WHOLE_GRAPH_CAPTURE")
-    flavour, version = ("tensorrt_rtx", "1.7.1.116") if kind == "rtx" else ("tensorrt", "10.3.0")
+        module.CudaGraphStrategy, module.EngineStat = CudaGraphStrategy, EngineStat
     return TensorRT(module=module, flavour=flavour, version=version, logger=FakeLogger())
 
 
-def fake_engine_file(path: Path, contract: Contract, trt: TensorRT, **overrides: Any) -> Path:
-    """Engine bytes (the contract, which the fake runtime deserializes) plus a build record that check_engine
-    accepts for `contract` on FAKE_GPU."""
-    path.write_bytes(contract.to_json().encode())
+def fake_engine_file(
+    path: Path, graph: Path, trt: TensorRT, *, contract: Contract | None = None, **overrides: Any
+) -> Path:
+    """A fake plan of `graph` (its bytes, which the fake runtime deserializes) plus a build record that
+    check_engine accepts on FAKE_GPU, recording `contract` (default: the graph's)."""
+    contract = contract or read_onnx_contract(graph)
+    path.write_bytes(graph.read_bytes())
     payload = {
         "sidecar_version": SIDECAR_VERSION,
         "engine": {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)},
@@ -476,46 +678,88 @@ def fake_engine_file(path: Path, contract: Contract, trt: TensorRT, **overrides:
         "tensorrt": {"flavour": trt.flavour, "version": trt.version},
         "compute_capabilities": [FAKE_GPU.compute_capability],
         "contract": json.loads(contract.to_json()),
-        "device_memory": {"bytes": None, "build_log": {"weights_bytes": 36}},
+        "device_memory": {"bytes": None, "build_log": {"weights_bytes": onnx_weight_bytes(graph)}},
     }
     payload.update(overrides)
     write_sidecar(sidecar_path(path), payload)
     return path
 
 
-def make_fake_runner(tmp_path: Path, kind: str = "trt10", **options: Any) -> tuple[TensorRTRunner, FakeCuda]:
-    contract, cuda = tiny_contract(), FakeCuda()
-    trt = fake_tensorrt(cuda, contract, kind)
-    engine = fake_engine_file(tmp_path / "fp32.engine", contract, trt)
+def make_fake_runner(
+    tmp_path: Path,
+    kind: str = "trt10",
+    *,
+    graph: Path | None = None,
+    store: dict | None = None,
+    record: dict | None = None,
+    **options: Any,
+) -> tuple[TensorRTRunner, FakeCuda]:
+    """A runner of `graph` (default: the one-conv state graph) through `<precision>.engine` in tmp_path;
+    `store`: the fake TensorRT's options (FakeEngine), `record`: fields of the build record to override."""
+    graph = graph or _made(tmp_path / "model.onnx", tiny_state_graph)
+    contract, cuda = read_onnx_contract(graph), FakeCuda()
+    trt = fake_tensorrt(cuda, kind, **(store or {}))
+    engine = fake_engine_file(tmp_path / f"{contract.precision}.engine", graph, trt, **(record or {}))
     return TensorRTRunner(contract, engine, flavour=trt.flavour, cuda=cuda, trt=trt, **options), cuda
 
 
 def make_fake_pair(
-    tmp_path: Path, kind: str = "trt10", *, keyframe: Contract | None = None, **options: Any
+    tmp_path: Path,
+    kind: str = "trt10",
+    *,
+    graphs: tuple[Path, Path] | None = None,
+    keyframe: Contract | None = None,
+    store: dict | None = None,
+    **options: Any,
 ) -> tuple[TensorRTRunner, FakeCuda]:
-    """The update engine fp32.engine and, beside it, keyframe.fp32.engine (of `keyframe`, by default the pair's),
-    named in the update engine's record as engine/__main__.py does; the runner gets the recorded contract."""
-    update, keyframe_contract = pair_contracts("keyframe.fp32.engine")
+    """The update engine `<precision>.engine` and, beside it, `keyframe.<precision>.engine` (recording
+    `keyframe`, by default its graph's contract), named in the update engine's record as engine/__main__.py
+    does, from `graphs` (update, keyframe; default: the tiny pair); the runner gets the recorded contract."""
+    update_graph, keyframe_graph = graphs or tiny_pair_graphs(tmp_path)
+    update = read_onnx_contract(update_graph)
+    name = f"{update.precision}.engine"
+    update = update.with_changes(schedule={**update.schedule, "keyframe_graph": f"keyframe.{name}"})
     cuda = FakeCuda()
-    trt = fake_tensorrt(cuda, update, kind)
-    engine = fake_engine_file(tmp_path / "fp32.engine", update, trt)
-    fake_engine_file(tmp_path / "keyframe.fp32.engine", keyframe or keyframe_contract, trt)
+    trt = fake_tensorrt(cuda, kind, **(store or {}))
+    engine = fake_engine_file(tmp_path / name, update_graph, trt, contract=update)
+    fake_engine_file(tmp_path / f"keyframe.{name}", keyframe_graph, trt, contract=keyframe)
     return TensorRTRunner(update, engine, flavour=trt.flavour, cuda=cuda, trt=trt, **options), cuda
+
+
+def _made(path: Path, make: Callable[[Path], object]) -> Path:
+    """`path`, made by `make` unless it exists."""
+    if not path.is_file():
+        make(path)
+    return path
+
+
+# ---- driving runners ----------------------------------------------------------------------------------------
+
+
+def run_stream(
+    runner: Runner,
+    images: list[np.ndarray],
+    flow: list[np.ndarray] | None = None,
+    reset_before: tuple[int, ...] = (),
+) -> tuple[list[str], list[np.ndarray]]:
+    """(kind, labels) per frame, the flow written into runner.flow before each frame as the stream does."""
+    kinds, labels = [], []
+    for t, image in enumerate(images):
+        if t in reset_before:
+            runner.reset_state()
+        runner.image[...] = image
+        if flow is not None:
+            assert runner.flow is not None
+            runner.flow[...] = flow[t]
+        kinds.append(runner.infer().kind)
+        labels.append(runner.labels.copy())
+    return kinds, labels
 
 
 def run_pair(
     runner: Runner, images: list[np.ndarray], flow: list[np.ndarray], reset_before: tuple[int, ...] = ()
 ) -> tuple[list[str], list[np.ndarray]]:
-    """(kind, labels) per frame, the flow written into runner.flow before each frame as the stream does."""
-    kinds, labels = [], []
-    for t, (image, f) in enumerate(zip(images, flow, strict=True)):
-        if t in reset_before:
-            runner.reset_state()
-        runner.image[...] = image
-        runner.flow[...] = f
-        kinds.append(runner.infer().kind)
-        labels.append(runner.labels.copy())
-    return kinds, labels
+    return run_stream(runner, images, flow, reset_before)
 
 
 def run_frames(runner: TensorRTRunner, images: list[np.ndarray]) -> list[tuple[np.ndarray, tuple[int, ...], Any]]:
@@ -531,12 +775,7 @@ def run_frames(runner: TensorRTRunner, images: list[np.ndarray]) -> list[tuple[n
 def ort_labels(graph: tuple[Path, Contract], images: list[np.ndarray]) -> list[np.ndarray]:
     path, contract = graph
     with OnnxRuntimeRunner(contract, path) as ort:
-        result = []
-        for image in images:
-            ort.image[...] = image
-            ort.infer()
-            result.append(ort.labels.copy())
-    return result
+        return run_stream(ort, images)[1]
 
 
 def frame_slices(log: list[tuple]) -> list[list[tuple]]:
@@ -561,33 +800,32 @@ class FakeCudart:
     cudaMemcpyKind = enum.Enum("cudaMemcpyKind", {"cudaMemcpyHostToDevice": 1, "cudaMemcpyDeviceToHost": 2})  # noqa: N815
 
     def __init__(self) -> None:
-        import ctypes
-
-        self.ctypes, self.blocks, self.calls = ctypes, {}, []
+        self._blocks: dict[int, Any] = {}
+        self._calls: list[tuple] = []
 
     def _alloc(self, nbytes: int) -> int:
-        block = self.ctypes.create_string_buffer(nbytes)
-        ptr = self.ctypes.addressof(block)
-        self.blocks[ptr] = block
+        block = ctypes.create_string_buffer(nbytes)
+        ptr = ctypes.addressof(block)
+        self._blocks[ptr] = block
         return ptr
 
     def cudaSetDevice(self, device: int) -> tuple:  # noqa: N802
         return (self.cudaError_t.cudaSuccess,)
 
-    def cudaMallocHost(self, nbytes: int) -> tuple:  # noqa: N802
-        self.calls.append(("cudaMallocHost", nbytes))
-        return self.cudaError_t.cudaSuccess, self._alloc(nbytes)
+    def cudaMallocHost(self, size: int) -> tuple:  # noqa: N802
+        self._calls.append(("cudaMallocHost", size))
+        return self.cudaError_t.cudaSuccess, self._alloc(size)
 
     def cudaFreeHost(self, ptr: int) -> tuple:  # noqa: N802
-        del self.blocks[ptr]
+        del self._blocks[ptr]
         return (self.cudaError_t.cudaSuccess,)
 
-    def cudaMalloc(self, nbytes: int) -> tuple:  # noqa: N802
-        if nbytes > 1 << 20:
+    def cudaMalloc(self, size: int) -> tuple:  # noqa: N802
+        if size > 1 << 20:
             return self.cudaError_t.cudaErrorMemoryAllocation, None
-        return self.cudaError_t.cudaSuccess, self._alloc(nbytes)
+        return self.cudaError_t.cudaSuccess, self._alloc(size)
 
     def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: Any, stream: Any) -> tuple:  # noqa: N802
-        self.ctypes.memmove(dst, src, count)
-        self.calls.append(("cudaMemcpyAsync", kind.name, count))
+        ctypes.memmove(dst, src, count)
+        self._calls.append(("cudaMemcpyAsync", kind.name, count))
         return (self.cudaError_t.cudaSuccess,)

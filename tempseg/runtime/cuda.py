@@ -149,7 +149,9 @@ class CudaApi(abc.ABC):
 
     @abc.abstractmethod
     def capture_graph(self, stream: Stream, enqueue: Callable[[], object]) -> CudaGraph:
-        """Capture what `enqueue()` puts on `stream` into an instantiated graph (nothing runs during capture)."""
+        """Capture what `enqueue()` puts on `stream` into an instantiated graph (nothing runs during capture).
+        `enqueue` may only enqueue stream work: in the global capture mode CUDA refuses allocations, frees and
+        synchronizing the capturing stream until the capture ends, and the capture is then lost."""
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -136,12 +136,12 @@ def format_report(report: dict) -> str:
                 ("activations", "activation_bytes"),
                 ("state", "state_bytes"),
                 ("io", "io_bytes"),
-                ("device", "device_used_bytes"),
                 ("host peak", "host_rss_peak_bytes"),
             )
         )
         + (f"  params {m['params'] / 1e6:.2f}M" if m.get("params") else "")
     )
+    lines += _device_lines(m)
     acc = report["accuracy"]
     if acc and acc.get("labelled_frames"):
         flame = acc["flame"]
@@ -158,6 +158,18 @@ def format_report(report: dict) -> str:
         lines.append(f"  accuracy      no labels in the source; TC {_figure(acc['tc'])}{_flow(acc)}")
     lines.append("  resets        " + ", ".join(f"{k} {v}" for k, v in report["resets"].items()))
     return "\n".join(lines)
+
+
+def _device_lines(memory: dict) -> list[str]:
+    """Two device figures, where the backend has them: what the runner holds (its buffers plus what TensorRT says
+    it needs) and cudaMemGetInfo's view of the whole GPU (CUDA context, libraries and other processes too)."""
+    runner, used = memory.get("device_runner_bytes"), memory.get("device_used_bytes")
+    lines = []
+    if runner is not None:
+        lines.append(f"  device        {_bytes(runner)} held by the runner (buffers + TensorRT's contexts and weights)")
+    if used is not None:
+        lines.append(f"  GPU in use    {_bytes(used)} (cudaMemGetInfo: whole GPU, CUDA context and other processes)")
+    return lines
 
 
 def _flow(accuracy: dict) -> str:

@@ -46,7 +46,9 @@ class MemoryInfo:
     activation_bytes: int | None = None
     state_bytes: int | None = None
     io_bytes: int | None = None
-    device_used_bytes: int | None = None
+    # the device memory this runner holds: its own buffers plus what the engine says its contexts and weights take
+    device_runner_bytes: int | None = None
+    device_used_bytes: int | None = None  # cudaMemGetInfo's total - free: the whole GPU, CUDA context included
     notes: list[str] = field(default_factory=list)
 
 

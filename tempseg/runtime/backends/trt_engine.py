@@ -10,8 +10,8 @@ engine's pair (check_keyframe_pair on the recorded contracts, and the same logit
 either is deserialized.
 
 Loading (Engines.load): one runtime deserializes the engine(s), each with its own execution context. Where
-the engine offers a runtime config (TensorRT-RTX, TensorRT 11) the context is created from one; on
-TensorRT-RTX that is where the kernels are JIT-compiled for this GPU, so a runtime cache
+the engine offers a runtime config (recent TensorRT 10.x, 11.x, TensorRT-RTX) the context is created from
+one; on TensorRT-RTX that is where the kernels are JIT-compiled for this GPU, so a runtime cache
 (`<engine>.runtime_cache`, per its docs: load if present, save after the run; a pair's keyframe engine keeps
 its own, `keyframe.<name>`) spares the compile on later starts. Each engine's I/O is then checked against
 its own contract (io_specs), dynamic inputs set to the contract's shapes.
@@ -26,7 +26,8 @@ REQUIRE_USER_ALLOCATION). Graphs need cuda-python (pycuda cannot capture).
 Versions are told apart by feature detection (hasattr), never version strings: execute_async_v3 and
 set_tensor_address exist from TensorRT 8.5 (checked in the 8.6.1, 10.3 and 11.1 Python bindings);
 device_memory_size_v2 from 10.x (8.6: device_memory_size; 11 and RTX: only _v2); create_runtime_config
-in 11.x and RTX; the runtime cache and cuda_graph_strategy on RTX only.
+in recent 10.x (10.13's IRuntimeConfig holds only the allocation strategy), 11.x and RTX; the runtime cache,
+cuda_graph_strategy and get_engine_stat (EngineStat) on RTX only (not in the 10.13 bindings).
 
 The checks run on the CPU (against real TensorRT-RTX engines in the tests); deserialization, the JIT and
 runtime cache, execution, device memory figures and CUDA graphs need a GPU (trt_runner.py: what is tested where).
@@ -90,7 +91,8 @@ class Engine:
             raise UserError(f"{trt.flavour} {trt.version} has no execute_async_v3; use TensorRT 8.6 or newer")
 
     def _create_context(self, trt: TensorRT, cuda_graphs: bool) -> Any:
-        """From a runtime config where the engine has one (11.x, RTX: the JIT runs here), else directly (8.6, 10.x)."""
+        """From a runtime config where the engine has one (recent 10.x, 11.x, RTX: the JIT runs here), else directly
+        (8.6, early 10.x); the runtime cache and built-in graphs only where the config has them (RTX)."""
         if not hasattr(self.engine, "create_runtime_config"):
             return self.engine.create_execution_context()
         config = self.engine.create_runtime_config()
@@ -164,14 +166,14 @@ class Engine:
     # ---- figures, release ----------------------------------------------------------------------------
 
     def weights_bytes(self) -> int | None:
-        """The engine's own figure where it has one (11.x, RTX), else the build log's, else None."""
+        """The engine's own figure where it has one (get_engine_stat: RTX), else the build log's, else None."""
         stat = getattr(self._loaded_trt.module, "EngineStat", None)
         if stat is not None and hasattr(self.engine, "get_engine_stat"):
             return int(self.engine.get_engine_stat(stat.TOTAL_WEIGHTS_SIZE))
         return self.sidecar.get("device_memory", {}).get("build_log", {}).get("weights_bytes")
 
     def activation_bytes(self) -> int | None:
-        """The execution context's device memory."""
+        """The device memory TensorRT gives this engine's one execution context (private to each context)."""
         for attr in ("device_memory_size_v2", "device_memory_size"):  # 10.x+/RTX, then 8.6
             if hasattr(self.engine, attr):
                 return int(getattr(self.engine, attr))

@@ -31,9 +31,10 @@ What the CPU tests cannot run: deserialization, the JIT and runtime cache, execu
 figures, CUDA graphs (both kinds) and the cuda-python/pycuda calls under TensorRT: these need an NVIDIA
 GPU with TensorRT installed, or TensorRT-RTX on a GPU it supports (its 1.7 release lists compute
 capability 7.5, 8.0, 8.6, 8.9 and 12.x, not Hopper's 9.0). The CPU tests drive this code through a
-numpy-backed CudaApi and a fake TensorRT context that computes the test graph, checked against ONNX
-Runtime; the real path has GPU tests (marker `gpu`) that compare labels with ONNX Runtime frame by frame,
-and `make gpu-check` (bench/gpu_check.py) records what ran on a given GPU.
+numpy-backed CudaApi that keeps CUDA's stream-capture rules and a fake TensorRT whose context runs the
+engine's ONNX graph with ONNX Runtime on the bound buffers, checked against the ONNX Runtime runner; the
+real path has GPU tests (marker `gpu`) that compare labels with ONNX Runtime frame by frame, and
+`make gpu-check` (bench/gpu_check.py) records what ran on a given GPU.
 """
 
 from __future__ import annotations
@@ -229,10 +230,17 @@ class TensorRTRunner(Runner):
     def memory(self) -> MemoryInfo:
         engines, buffers = list(self._engines), self._buffers
         free, total = self._active_cuda.mem_get_info()
+        activations = _total(e.activation_bytes() for e in engines)  # one execution context per engine
+        weights = _total(e.weights_bytes() for e in engines)
         notes = [
-            "tensorrt: activation_bytes is the execution context's device memory (ICudaEngine.device_memory_size"
-            "[_v2]); state_bytes counts both buffers of each state pair"
+            "tensorrt: device_runner_bytes is what this runner holds on the device: its buffers (I/O, both buffers "
+            "of each state pair) + each execution context's device memory (ICudaEngine.device_memory_size[_v2]) "
+            "+ the engines' weights (get_engine_stat where the engine has it, else the build log)",
+            "tensorrt: device_used_bytes is cudaMemGetInfo's total - free: the whole GPU, with the CUDA context, "
+            "TensorRT's libraries and other processes",
         ]
+        if weights is None:
+            notes.append("tensorrt: the engines do not tell their weights: device_runner_bytes leaves them out")
         if self.is_pair:
             notes.append(
                 "tensorrt: a keyframe pair: engine_file_bytes, weights_bytes and activation_bytes count both engines "
@@ -240,11 +248,12 @@ class TensorRTRunner(Runner):
             )
         return MemoryInfo(
             params=self.contract.extra.get("params"),
-            weights_bytes=_total(e.weights_bytes() for e in engines),
+            weights_bytes=weights,
             engine_file_bytes=sum(e.path.stat().st_size for e in engines),
-            activation_bytes=_total(e.activation_bytes() for e in engines),
+            activation_bytes=activations,
             state_bytes=buffers.state_bytes,
             io_bytes=buffers.io_bytes,
+            device_runner_bytes=_device_bytes(buffers, activations, weights),
             device_used_bytes=total - free,
             notes=notes,
         )
@@ -271,6 +280,13 @@ class TensorRTRunner(Runner):
                 handle.close()
         if self._given_cuda is None:
             cuda.close()
+
+
+def _device_bytes(buffers: FrameBuffers, activations: int | None, weights: int | None) -> int | None:
+    """The runner's buffers plus TensorRT's contexts and weights; None where the contexts' memory is unknown."""
+    if activations is None:
+        return None
+    return buffers.state_bytes + buffers.io_bytes + activations + (weights or 0)
 
 
 def _total(values: Iterable[int | None]) -> int | None:
