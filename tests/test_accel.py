@@ -198,12 +198,36 @@ def test_runtime_keyframe_every_and_the_report_split_by_frame_kind(pair_run, tmp
 # ---- bad input ------------------------------------------------------------------------------------------
 
 
-def test_keyframe_interval_below_one_and_on_a_single_graph_are_refused(pair_run, capsys):
+def test_a_keyframe_interval_below_one_is_refused(pair_run, capsys):
     from tempseg.runtime.__main__ import main as runtime_main
 
     argv = ["--model-dir", str(pair_run), "--precision", "fp32", "--backend", "onnxruntime", "--frames", "2"]
     assert run_cli(runtime_main, [*argv, "--keyframe-every", "0"]) == 2
     assert "keyframe interval 0 is below 1" in capsys.readouterr().err
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_int8_calibration_of_either_graph_of_a_pair_is_refused_writing_nothing(pair_run, tmp_path, capsys):
+    """Calibrating a pair is not written: one line naming the graph, exit 2, before any file is touched."""
+    from tempseg.calibration.__main__ import main as calibration_main
+
+    for name in ("model.onnx", "keyframe.onnx"):
+        (tmp_path / name).write_bytes((pair_run / name).read_bytes())
+    (tmp_path / "model.int8.onnx").write_bytes(b"an earlier INT8 graph")
+    (tmp_path / "calib.json").write_text("{}")
+    before = _files(tmp_path)
+    for name in ("model.onnx", "keyframe.onnx"):
+        graph = tmp_path / name
+        assert run_cli(calibration_main, ["--onnx", str(graph), "--frames", "4", "--eval-sequences", "0"]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1
+        assert str(graph) in lines[0]
+        assert "INT8 calibration of a keyframe pair" in lines[0]
+    assert _files(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)  # no calib_cache/ either
 
 
 def test_a_keyframe_graph_that_disagrees_is_refused_naming_it(pair_run, tmp_path, capsys):
@@ -288,3 +312,73 @@ def test_training_starts_from_both_bases_and_records_the_reference(tmp_path, cap
     record = json.loads((tmp_path / "accel" / "train.json").read_text())
     assert record["recipe"]["reference"]["sha256"] == sha256_file(base / "checkpoint.pt")
     assert record["recipe"]["keyframe_interval"] == 5
+
+
+def _step_images(run) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images [B, L, 3, H, W], exact flows and their validity of step 0's batch of `run` (a TrainingRun)."""
+    from tempseg.train.clips import sample_batch
+
+    config = run.config
+    batch = sample_batch(
+        run.sampler,
+        seed=config.seed,
+        rank=0,
+        step=0,
+        batch_size=config.batch_size,
+        clip_length=run.clip_length,
+        crop=config.crop,
+        grid_flow=run.grid_flow,
+    )
+    assert batch.flows is not None
+    assert batch.flow_valid is not None
+    return torch.from_numpy(batch.images), torch.from_numpy(batch.flows), torch.from_numpy(batch.flow_valid)
+
+
+def test_the_flow_net_term_adds_its_weight_times_the_end_point_error(monkeypatch):
+    import tempseg.train.trainer as trainer
+    from tempseg.train.accel import FLOW_EPE_WEIGHT, flow_epe
+    from tempseg.train.config import preset_config
+
+    run = trainer.TrainingRun(preset_config("smoke", "base", model=PAIR + "_flownet", amp="fp32"))
+    with_term = run.loss(0).item()
+    monkeypatch.setattr(trainer, "FLOW_EPE_WEIGHT", 0.0)
+    difference = with_term - run.loss(0).item()
+    assert isinstance(run.model, Accel)
+    with torch.no_grad():
+        term = flow_epe(run.model, *_step_images(run)).item()
+    assert FLOW_EPE_WEIGHT * term > 1e-3  # a zero flow against the generator's motion
+    assert difference == pytest.approx(FLOW_EPE_WEIGHT * term, abs=1e-5)  # the loss's float32 rounding
+
+
+@pytest.mark.parametrize("name", [PAIR, PAIR + "_flownet"])
+def test_the_module_warmup_trains_the_fusion_and_flow_net_alone(name, tmp_path):
+    """During the warm-up every other parameter and BatchNorm statistic stays bit-identical; after it the
+    networks train too."""
+    from tempseg.models.checkpoint import save_checkpoint
+    from tempseg.train.config import preset_config
+    from tempseg.train.trainer import TrainingRun
+
+    base = tmp_path / "base.pt"  # one random base serves as both the update network's and the reference's
+    save_checkpoint(base, random_model("fcresnet18x0.25"), "fcresnet18x0.25")
+    paths = {"init_from": str(base), "reference_from": str(base)}
+    config = preset_config("smoke", "finetune", model=name, amp="fp32", module_warmup=0.5, **paths)
+    run = TrainingRun(config)
+    run.initialise()
+    assert run.module_warmup_steps == 1
+    module = {id(p) for p in run.model.module_parameters()}
+    trained = {key for key, p in run.model.named_parameters() if id(p) in module}
+    flow_net = {f"flow_net.layers.{i}.{kind}" for i in (0, 2, 4, 6, 8) for kind in ("weight", "bias")}
+    assert trained == {"fusion.weight", "fusion.bias", *(flow_net if name.endswith("_flownet") else ())}
+
+    def changed_by(step: int) -> set[str]:
+        before = {key: value.clone() for key, value in run.model.state_dict().items()}
+        run.step(step)
+        return {key for key, value in run.model.state_dict().items() if not torch.equal(before[key], value)}
+
+    warmed = changed_by(0)
+    assert warmed <= trained
+    assert {"fusion.weight", "fusion.bias"} <= warmed
+    if name.endswith("_flownet"):  # it starts at zero flow: its last layer moves first
+        assert {"flow_net.layers.8.weight", "flow_net.layers.8.bias"} <= warmed
+    parameters = {key for key, _ in run.model.named_parameters()}
+    assert (changed_by(1) & parameters) - trained  # the warm-up is over (BatchNorm statistics move either way)

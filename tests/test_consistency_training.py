@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,11 +14,12 @@ from tempseg.data.augment import augment_clip
 from tempseg.data.frames import resize_flow, resize_label
 from tempseg.data.synthetic import SyntheticVideo
 from tempseg.metrics.consistency import warp_with_flow
-from tempseg.models.registry import UnknownModelError, model_config, split_name
+from tempseg.models.checkpoint import save_checkpoint
+from tempseg.models.registry import UnknownModelError, model_config, random_model, split_name
 from tempseg.train.__main__ import main as train_main
-from tempseg.train.clips import sample_batch
+from tempseg.train.clips import ClipBatch, sample_batch
 from tempseg.train.config import TC_WEIGHT, preset_config, recipe
-from tempseg.train.consistency import temporal_loss, warp_backward
+from tempseg.train.consistency import pairwise_frames, pixel_distillation, temporal_loss, warp_backward
 from tempseg.train.trainer import TrainingRun
 
 
@@ -224,3 +227,63 @@ def test_kd_needs_a_teacher_and_records_it(tmp_path, capsys):
     assert record["kd_loss"] == TC_WEIGHT
     assert record["tc_loss"] == TC_WEIGHT
     assert record["teacher"] == {"model": "fcresnet18x0.25", "sha256": sha256_file(init)}
+
+
+# ---- each term's share of the training loss ---------------------------------------------------------------
+
+# The loss of one batch is about 3 in float32 (rounding ~2e-7); a term weighed in it must come out this close.
+LOSS_TOLERANCE = 1e-5
+
+
+def _loss_with(run: TrainingRun, **weights: float) -> float:
+    """The loss of step 0's batch, the same model and data, with the config's loss weights set to `weights`."""
+    run.config = replace(run.config, **weights)
+    return run.loss(0).item()
+
+
+def _batch_and_logits(run: TrainingRun) -> tuple[ClipBatch, torch.Tensor, torch.Tensor]:
+    """Step 0's batch, its images and the logits of every frame, as the run's loss sees them (training mode)."""
+    config = run.config
+    batch = sample_batch(
+        run.sampler,
+        seed=config.seed,
+        rank=0,
+        step=0,
+        batch_size=config.batch_size,
+        clip_length=run.clip_length,
+        crop=config.crop,
+        grid_flow=run.grid_flow,
+    )
+    images = torch.from_numpy(batch.images)
+    with torch.no_grad():
+        return batch, images, run.forward(images)
+
+
+def test_the_tc_term_adds_its_weight_times_the_temporal_loss():
+    run = TrainingRun(preset_config("smoke", "base", model="fcresnet18x0.25+tc", amp="fp32"))
+    # A random model's predictions barely flicker (term ~6e-5): a weight far above the recipe's 0.1 lifts
+    # the term well above the loss's float32 rounding.
+    weight = 50.0
+    difference = _loss_with(run, tc_loss=weight) - _loss_with(run, tc_loss=0.0)
+    batch, _, logits = _batch_and_logits(run)
+    assert batch.flows is not None
+    assert batch.flow_valid is not None
+    term = temporal_loss(logits, torch.from_numpy(batch.flows), torch.from_numpy(batch.flow_valid)).item()
+    assert weight * term > 100 * LOSS_TOLERANCE
+    assert difference == pytest.approx(weight * term, abs=LOSS_TOLERANCE)
+
+
+def test_the_kd_term_adds_its_weight_times_both_distillation_terms(tmp_path: Path):
+    teacher = tmp_path / "teacher.pt"
+    save_checkpoint(teacher, random_model("fcresnet18x0.25"), "fcresnet18x0.25")
+    config = preset_config("smoke", "base", model="fcresnet18x0.25+kd", amp="fp32", teacher=str(teacher))
+    run = TrainingRun(config)
+    weight = 1.0
+    difference = _loss_with(run, kd_loss=weight) - _loss_with(run, kd_loss=0.0)
+    _, images, logits = _batch_and_logits(run)
+    assert run.teacher is not None
+    with torch.no_grad():
+        target = run.teacher(images)
+    pixel, pairwise = pixel_distillation(logits, target).item(), pairwise_frames(logits, target).item()
+    assert min(pixel, pairwise) * weight > 10 * LOSS_TOLERANCE  # leaving out either would show
+    assert difference == pytest.approx(weight * (pixel + pairwise), abs=LOSS_TOLERANCE)

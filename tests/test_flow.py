@@ -7,14 +7,19 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 import pytest
+import torch
 
-from tempseg.data.flow import backward_flow, dis_flow
+from tempseg.data.flow import GridFlow, backward_flow, dis_flow
 from tempseg.data.frames import Frame
 from tempseg.data.synthetic import SyntheticVideo
 from tempseg.data.synthetic.flow import FIRST_CLOUD, ExactFlow, _fan, _homographies, _id_pass, _Ids, _split
 from tempseg.data.synthetic.render import Camera
 from tempseg.data.synthetic.scene import CAR, TRUCK, Walker
 from tempseg.metrics.consistency import warp_with_flow
+from tempseg.models.accel import FEATURE_STRIDE, warp
+from tempseg.runtime.stream import HostFlow
+from tempseg.train.accel import grid_flow_target
+from tempseg.train.clips import sample_batch
 
 H, W = 256, 512  # the training size: flow is a few pixels per frame here
 # (seed, frame): moving vehicles close to the camera (an oncoming car 3.5 m ahead at frame 4 of seed 2,
@@ -257,3 +262,108 @@ def test_dis_flow_masks_what_a_moving_square_uncovered():
     still[30:98, 50:130] = False
     assert valid[still].mean() > 0.9
     np.testing.assert_array_equal(dis_flow(cur, prev)[1], valid)
+
+
+# ---- the host flow of a keyframe pair (the `flow` input of an Accel update graph) -------------------------
+
+PAIR_HW = (128, 256)  # DIS runs at half size: 64x128, where a 16 px shift is 8 px
+GRID_HW = (PAIR_HW[0] // FEATURE_STRIDE, PAIR_HW[1] // FEATURE_STRIDE)
+SHIFT = 16  # pixels to the right from frame t-1 to frame t: 2 cells of the state's stride-8 grid
+INNER = (slice(None), slice(2, -2), slice(4, -4))  # grid cells away from the border np.roll wraps round
+
+
+def _shifted_pair() -> tuple[np.ndarray, np.ndarray]:
+    """(frame t-1, frame t): a smooth random texture with detail in every grid cell, then the same texture
+    moved SHIFT px right, so frame t shows at x what frame t-1 showed at x - SHIFT."""
+    rng = np.random.default_rng(0)
+    h, w = PAIR_HW
+    coarse = rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8)
+    previous = cv2.GaussianBlur(cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC), (0, 0), 1.5)
+    return previous, np.roll(previous, SHIFT, axis=1)
+
+
+def _runtime_flow(frames: list[np.ndarray]) -> np.ndarray:
+    """[2, h, w]: what the runtime's stream hands the update graph on the last of `frames`."""
+    buffer = np.zeros((1, 2, *GRID_HW), np.float32)
+    host = HostFlow(buffer)
+    for image in frames:
+        host(image, needed=True)
+    return buffer[0]
+
+
+def _pooled(image: np.ndarray) -> torch.Tensor:
+    """A stand-in for a feature map on the grid: the frame averaged over each cell, [1, 3, h, w]."""
+    cells = cv2.resize(image.astype(np.float32), GRID_HW[::-1], interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(cells).permute(2, 0, 1)[None]
+
+
+def test_the_runtime_flow_points_back_by_the_shift_in_grid_pixels():
+    """Backward flow, current -> previous: each pixel of frame t came from 16 px (2 cells) to its left."""
+    flow = _runtime_flow(list(_shifted_pair()))
+    assert flow.shape == (2, *GRID_HW)
+    np.testing.assert_allclose(flow[0][INNER[1:]], -SHIFT / FEATURE_STRIDE, atol=0.3)
+    np.testing.assert_allclose(flow[1][INNER[1:]], 0.0, atol=0.3)
+
+
+def test_warping_the_previous_features_by_the_runtime_flow_lands_them_on_the_current_frame():
+    """The sign the Accel update graph needs: warp(state of t-1, flow) is the state of frame t."""
+    previous, current = _shifted_pair()
+    flow = torch.from_numpy(_runtime_flow([previous, current]))[None]
+
+    def error(by: torch.Tensor) -> float:
+        return float((warp(_pooled(previous), by) - _pooled(current))[(0, *INNER)].abs().mean())
+
+    assert error(flow) < 0.1 * error(torch.zeros_like(flow))
+    assert error(flow) < 0.1 * error(-flow)
+
+
+def test_training_and_the_runtime_compute_the_same_flow_for_the_same_pair():
+    """The GridFlow a keyframe model trains with (sample_batch stores its clip()) gives what the runtime hands
+    the deployed update graph: same order of the frames, same scale and grid."""
+    from tempseg.train.config import preset_config
+    from tempseg.train.trainer import TrainingRun
+
+    hw = {"height": PAIR_HW[0], "width": PAIR_HW[1]}
+    run = TrainingRun(preset_config("smoke", "base", model="fcresnet18x0.25_accel18x0.25", class_weights="none", **hw))
+    assert run.grid_flow is not None
+    previous, current = _shifted_pair()
+    trained = run.grid_flow.clip([previous, current])
+    assert trained.shape == (1, 2, *GRID_HW)
+    np.testing.assert_array_equal(trained[0], _runtime_flow([previous, current]))
+
+
+class _PairSampler:
+    """A clip sampler that always hands out the shifted pair, with its exact backward flow."""
+
+    def clip(self, rng: np.random.Generator, length: int) -> tuple[list, list, list]:
+        previous, current = _shifted_pair()
+        flow = np.zeros((*PAIR_HW, 2), np.float32)
+        flow[..., 0] = -SHIFT
+        valid = np.ones(PAIR_HW, bool)
+        valid[:, :SHIFT] = False  # np.roll brought these in from the right edge
+        labels = [np.zeros(PAIR_HW, np.uint8)] * length
+        return [previous, current], labels, [(flow, valid)]
+
+
+def test_the_training_batch_flow_follows_the_exact_flow_through_augmentation():
+    """sample_batch's host flow (DIS on the augmented frames) agrees with the exact flow flipped and jittered
+    the same way, in grid pixels as the flow net's end-point error reads it."""
+    batch = sample_batch(
+        _PairSampler(),  # pyright: ignore[reportArgumentType]
+        seed=0,
+        rank=0,
+        step=0,
+        batch_size=4,
+        clip_length=2,
+        crop=None,
+        grid_flow=GridFlow(GRID_HW),
+    )
+    assert batch.grid_flows is not None
+    assert batch.flows is not None
+    assert batch.flow_valid is not None
+    target, mask = grid_flow_target(torch.from_numpy(batch.flows[:, 0]), torch.from_numpy(batch.flow_valid[:, 0]))
+    signs = set(np.sign(target[:, 0].mean(dim=(1, 2)).numpy()))
+    assert signs == {-1.0, 1.0}  # both a flipped and an unflipped clip: the flip must reverse the flow
+    inner = mask[(slice(None), *INNER)].expand(-1, 2, -1, -1).numpy()
+    difference = batch.grid_flows[:, 0][(slice(None), *INNER)] - target[(slice(None), *INNER)].numpy()
+    assert np.abs(difference[inner]).max() < 0.3

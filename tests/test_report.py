@@ -11,8 +11,8 @@ from tempseg.common.contract import Contract, TensorSpec
 from tempseg.data.frames import Frame
 from tempseg.runtime.backends.base import MemoryInfo, PhaseTimes, Runner
 from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
-from tempseg.runtime.loop import PHASES, LoopOptions, run_loop
-from tempseg.runtime.report import build_report, format_report
+from tempseg.runtime.loop import PHASES, LoopOptions, LoopResult, TimingLog, run_loop
+from tempseg.runtime.report import build_report, format_report, worst_frame
 from tests.trt_fakes import tiny_state_graph
 
 H, W = 8, 8
@@ -114,6 +114,71 @@ def test_a_run_shorter_than_its_warmup_reports_no_latency():
     assert report["phases_ms"]["compute"] == dict.fromkeys(COMPUTE_STATS)
     assert report["fps"] is None
     assert "5 frames (5 warm-up)" in format_report(report)
+
+
+# ---- the worst frame (an edge user sizes hardware for it) ----------------------------------------------
+
+# (total ms, kind) per frame of a keyframe pair; the first WARMUP are warm-up frames, slower than any other.
+# After them the slowest is frame 5, a keyframe between updates, neither the first timed frame nor the last.
+PAIR_FRAMES = [
+    (900.0, "keyframe"),
+    (700.0, "update"),
+    (600.0, "update"),
+    (35.0, "keyframe"),
+    (6.0, "update"),
+    (41.23456, "keyframe"),
+    (7.5, "update"),
+    (38.0, "keyframe"),
+    (9.0, "update"),
+]
+
+
+def _timings(frames: list[tuple[float, str]]) -> TimingLog:
+    """The loop's timing log of `frames` (total ms, kind), each frame's time all compute."""
+    timings = TimingLog()
+    for total, kind in frames:
+        timings.add(tuple(total if phase in ("compute", "total") else 0.0 for phase in PHASES), kind)
+    return timings
+
+
+def test_the_worst_frame_is_the_slowest_after_the_warmup_with_its_index_and_kind():
+    timings = _timings(PAIR_FRAMES)
+    worst = worst_frame(timings.rows(WARMUP), timings.kinds_of(WARMUP), WARMUP)
+    assert worst == {"frame": 5, "kind": "keyframe", "ms": 41.2346}
+
+
+def test_the_worst_frame_is_the_slowest_in_total_not_in_compute():
+    """An update frame whose host flow makes it the slowest in all, though its compute is the least."""
+    timings = _timings([(50.0, "keyframe"), (20.0, "keyframe")])
+    timings.add((0.0, 45.0, 0.0, 10.0, 0.0, 0.0, 55.0), "update")
+    timings.add((0.0, 0.0, 0.0, 30.0, 0.0, 0.0, 30.0), "keyframe")
+    assert worst_frame(timings.rows(1), timings.kinds_of(1), 1) == {"frame": 2, "kind": "update", "ms": 55.0}
+
+
+def test_tied_worst_frames_report_the_first_of_them():
+    frames = [(99.0, "keyframe"), (12.0, "update"), (30.0, "keyframe"), (30.0, "update"), (4.0, "update")]
+    timings = _timings(frames)
+    assert worst_frame(timings.rows(1), timings.kinds_of(1), 1) == {"frame": 2, "kind": "keyframe", "ms": 30.0}
+
+
+def test_no_frames_after_the_warmup_have_no_worst_frame():
+    timings = _timings(PAIR_FRAMES[:WARMUP])
+    assert worst_frame(timings.rows(WARMUP), timings.kinds_of(WARMUP), WARMUP) is None
+    assert worst_frame(timings.rows(10), timings.kinds_of(10), WARMUP) is None  # warm-up longer than the run
+
+
+@pytest.mark.parametrize("warmup", [WARMUP, 20])
+def test_the_report_names_the_worst_frame_counting_the_warmup_frames(warmup: int):
+    """build_report hands worst_frame the frames after the warm-up and where they start in the stream."""
+    timings = _timings(PAIR_FRAMES)
+    result = LoopResult(len(PAIR_FRAMES), timings, warmup, {}, None, False, 17.0, 1.0)
+    report = build_report(_contract(), "scripted", "cpu", result, MemoryInfo(), source="test")
+    if warmup > len(PAIR_FRAMES):
+        assert report["worst_frame"] is None
+        assert "worst frame" not in format_report(report)
+        return
+    assert report["worst_frame"] == {"frame": 5, "kind": "keyframe", "ms": 41.2346}
+    assert "\n  worst frame   41.2 ms (frame 5, keyframe)\n" in format_report(report)
 
 
 # ---- memory ------------------------------------------------------------------------------------------

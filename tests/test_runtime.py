@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tempseg.common.contract import read_onnx_contract
-from tempseg.common.errors import UserError
+from tempseg.common.errors import UserError, run_cli
 from tempseg.data.frames import Frame
 from tempseg.data.synthetic import SyntheticVideo, split_seed
 from tempseg.runtime.__main__ import main as runtime_main
@@ -234,6 +234,26 @@ def test_cli_writes_report_overlay_and_labels(tiny_run, tmp_path, capsys):
 def test_cli_missing_graph_is_one_line_error(tmp_path):
     with pytest.raises(UserError, match="make export"):
         runtime_main(["--model-dir", str(tmp_path / "nothing"), "--backend", "onnxruntime", "--quiet"])
+
+
+def test_keyframe_every_on_a_single_graph_is_refused_before_anything_is_written(tiny_run, tmp_path, capsys):
+    """A model that runs one graph every frame has no keyframes: one line naming the graph, exit 2, and no
+    report, overlay or labels written (an earlier report stays as it was)."""
+    report = tmp_path / "report.json"
+    report.write_text("an earlier report")
+    before = sorted(tiny_run.iterdir())
+    argv = ["--model-dir", str(tiny_run), "--precision", "fp32", "--backend", "onnxruntime", "--frames", "2"]
+    argv += ["--quiet", "--keyframe-every", "3", "--overlay", str(tmp_path / "overlay.avi")]
+    argv += ["--labels-dir", str(tmp_path / "labels")]
+    for extra in ([], ["--report", str(report)]):
+        assert run_cli(runtime_main, [*argv, *extra]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1
+        assert str(tiny_run / "model.onnx") in lines[0]
+        assert "--keyframe-every applies to keyframe models" in lines[0]
+    assert report.read_text() == "an earlier report"
+    assert sorted(tmp_path.iterdir()) == [report]
+    assert sorted(tiny_run.iterdir()) == before  # no run-fp32-onnxruntime-k3.json
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery to self is POSIX")

@@ -283,8 +283,10 @@ class TrainingRun:
             if self.config.init_from:
                 init_from_checkpoint(self.model, self.config.init_from, reinit_after_in=self.config.reinit_after_in)
 
-    def step(self, step: int) -> float:
-        """One optimizer step on the batch of step `step`; returns its loss."""
+    def loss(self, step: int) -> torch.Tensor:
+        """The loss `step(step)` trains on: the batch of step `step` through the model in training mode, the
+        module warm-up applied. Updates nothing but BatchNorm's running statistics: each term can be weighed on
+        one fixed batch."""
         config = self.config
         self.model.train()
         batch = sample_batch(
@@ -324,6 +326,11 @@ class TrainingRun:
             with torch.no_grad(), self._autocast():
                 target = self.teacher(images)
             loss = loss + config.kd_loss * (pixel_distillation(logits, target) + pairwise_frames(logits, target))
+        return loss
+
+    def step(self, step: int) -> float:
+        """One optimizer step on the batch of step `step`; returns its loss."""
+        loss = self.loss(step)
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss became {loss.item()} at step {step}; lower --lr")
         self.optimizer.zero_grad(set_to_none=True)
