@@ -63,10 +63,27 @@ GRAPH_fp32 := $(ONNX_FP32)
 GRAPH_fp16 := $(ONNX_FP16)
 GRAPH_int8 := $(ONNX_INT8)
 ENGINE     := $(RUN_DIR)/$(PRECISION).engine
-# A run directory copied over for deployment has its graphs but no checkpoint.pt: its graphs are taken as they
-# are (they exist: no prerequisites), not trained and exported again, which needs torch. Evaluated once, when
-# make starts; with a checkpoint, or with no graph yet, the graphs are made from the checkpoint as usual.
-DEPLOYED   := $(if $(wildcard $(CKPT)),,$(wildcard $(ONNX_FP32) $(ONNX_FP16) $(ONNX_INT8)))
+# Whether the venv's Python has torch, asked once when make starts (-I: a torch on PYTHONPATH is not the venv's);
+# before .venv exists, whether its install will bring torch (the train extra). `yes` or empty.
+comma      := ,
+HAS_TORCH  := $(if $(wildcard $(PY)),$(shell "$(PY)" -I -c 'import importlib.util as u; print("yes" if u.find_spec("torch") else "")' 2>/dev/null),$(if $(filter train,$(subst $(comma), ,$(EXTRAS))),yes))
+# A run directory copied over for deployment (cp -r: its graphs, perhaps its checkpoint.pt, all with new mtimes)
+# onto a machine without torch: the graphs that exist are taken as they are (no prerequisites), never trained and
+# exported again, which needs torch. With torch and a checkpoint, or with no graph yet, the graphs are made from
+# the checkpoint as usual. Evaluated once, when make starts.
+DEPLOYED   := $(if $(and $(HAS_TORCH),$(wildcard $(CKPT))),,$(wildcard $(ONNX_FP32) $(ONNX_FP16) $(ONNX_INT8)))
+# Graphs taken as they are although their checkpoint is newer: one warning line naming both, once per checkpoint
+# (a sub-make, `make run`'s engine build, inherits the list of checkpoints already named).
+STALE      := $(if $(HAS_TORCH),,$(if $(wildcard $(CKPT)),$(shell for g in $(wildcard $(ONNX_FP32) $(ONNX_FP16)); do [ "$$g" -ot "$(CKPT)" ] && echo "$$g"; done)))
+ifneq ($(STALE),)
+ifeq ($(filter $(CKPT),$(TEMPSEG_STALE_NAMED)),)
+$(warning $(STALE): older than $(CKPT), used as they are (no torch here to export them again))
+export TEMPSEG_STALE_NAMED += $(CKPT)
+endif
+endif
+# A stage that needs torch (training, export) where there is none: one line and exit 2 (make's $(error), expanded
+# only when the stage must run), instead of a traceback.
+needs_torch = $(if $(HAS_TORCH),,$(error $(1) needs torch, which $(VENV) does not have (a venv made with the default EXTRAS=train,dev has it; a run directory copied over runs on its graphs without it)))
 
 .PHONY: help setup base train export calibrate engine run demo compare paper bench soak test lint format clean FORCE
 
@@ -81,6 +98,9 @@ $(STAMP): pyproject.toml
 	@test -x "$(PY)" || $(PYTHON) -m venv $(VENV_OPTIONS) "$(VENV)"
 	@if [ -n "$(TORCH_SPEC)" ] && [[ ",$(EXTRAS)," == *,train,* ]]; then "$(PY)" -m pip install -q "$(TORCH_SPEC)"; fi
 	"$(PY)" -m pip install -q -e "$(PIP_TARGET)"
+# dev: TensorRT 10.13's type stubs for tests/test_api_surface.py, without their TensorRT (--no-deps), into a folder
+# off sys.path: in site-packages their `tensorrt` folder would import as an empty TensorRT and win `auto`.
+	@if [[ ",$(EXTRAS)," == *,dev,* ]]; then "$(PY)" -m pip install -q --no-deps --upgrade --target "$(VENV)/tensorrt-stubs" tensorrt-stubs==10.13.0.35.1; fi
 	@touch "$@"
 
 setup: $(STAMP)
@@ -88,22 +108,22 @@ setup: $(STAMP)
 # ---- stages -------------------------------------------------------------------------------
 # A base is trained only when its checkpoint is missing: it has no prerequisite but the venv.
 $(call base_ckpt,%): | $(STAMP)
-	@"$(PY)" -m tempseg.train --model "$*" --preset "$(PRESET)" --stage base --out-dir "$(RUNS)/$*/base"
+	@$(call needs_torch,$@: training)"$(PY)" -m tempseg.train --model "$*" --preset "$(PRESET)" --stage base --out-dir "$(RUNS)/$*/base"
 
 # `make base MODEL=...`: the registry names the base, a sub-make trains it (the line runs under -n too).
 base: | $(STAMP)
-	@base=$$($(MODELS_CLI) --base "$(MODEL)") && $(MAKE) --no-print-directory "$(call base_ckpt,$$base)"
+	@$(call needs_torch,make base)base=$$($(MODELS_CLI) --base "$(MODEL)") && $(MAKE) --no-print-directory "$(call base_ckpt,$$base)"
 
 # The bases are made in the recipe, only when the checkpoint must be: a run directory copied over with its
 # checkpoint (and no base) is never retrained. The registry names them; a sub-make given the names (BASE_MODEL,
 # REF_MODEL on its command line) trains the bases that are missing, in order, then fine-tunes.
 ifneq ($(origin BASE_MODEL),command line)
 $(CKPT): | $(STAMP)
-	@base=$$($(MODELS_CLI) --base "$(MODEL)") && ref=$$($(MODELS_CLI) --reference "$(MODEL)") && \
+	@$(call needs_torch,$@: training)base=$$($(MODELS_CLI) --base "$(MODEL)") && ref=$$($(MODELS_CLI) --reference "$(MODEL)") && \
 	  $(MAKE) --no-print-directory "$@" BASE_MODEL="$$base" REF_MODEL="$$ref"
 else
 $(CKPT): | $(call base_ckpt,$(BASE_MODEL)) $(if $(REF_MODEL),$(call base_ckpt,$(REF_MODEL))) $(STAMP)
-	@"$(PY)" -m tempseg.train --model "$(MODEL)" --preset "$(PRESET)" --stage finetune --init-from "$(call base_ckpt,$(BASE_MODEL))" $(if $(REF_MODEL),--reference-from "$(call base_ckpt,$(REF_MODEL))") --out-dir "$(RUN_DIR)" $(TRAIN_ARGS)
+	@$(call needs_torch,$@: training)"$(PY)" -m tempseg.train --model "$(MODEL)" --preset "$(PRESET)" --stage finetune --init-from "$(call base_ckpt,$(BASE_MODEL))" $(if $(REF_MODEL),--reference-from "$(call base_ckpt,$(REF_MODEL))") --out-dir "$(RUN_DIR)" $(TRAIN_ARGS)
 endif
 
 # $(call check_size,NAME,VALUE): stop make (one line, exit 2) unless VALUE is a positive multiple of 32, the
@@ -120,7 +140,7 @@ $(RUN_DIR)/export.args: FORCE
 
 # export.args first: make takes prerequisites in order, so a bad size stops make before any training.
 $(ONNX_FP32) $(ONNX_FP16) &: $(if $(DEPLOYED),,$(RUN_DIR)/export.args $(CKPT)) | $(STAMP)
-	@"$(PY)" -m tempseg.export --model "$(MODEL)" --checkpoint "$(CKPT)" --height "$(HEIGHT)" --width "$(WIDTH)" --batch "$(BATCH)" --out-dir "$(RUN_DIR)"
+	@$(call needs_torch,$@: export)"$(PY)" -m tempseg.export --model "$(MODEL)" --checkpoint "$(CKPT)" --height "$(HEIGHT)" --width "$(WIDTH)" --batch "$(BATCH)" --out-dir "$(RUN_DIR)"
 
 # Deployed: the FP32 graph need only exist (order-only), so a copy that left it newer does not recalibrate.
 $(ONNX_INT8): $(if $(DEPLOYED),,$(ONNX_FP32)) | $(if $(DEPLOYED),$(ONNX_FP32)) $(STAMP)

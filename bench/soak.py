@@ -1,20 +1,19 @@
 """Soak: 10,000+ frames through the real loop, host RSS / device memory / latency sampled every 1,000.
 
-Pass criteria: after the warm-up (`--warmup`, 200 frames, left out of every figure), no host RSS (or
-device memory) growth beyond 5 MB after the first sample, and the latency p99 of every window of
-`--every` frames within 10 % of the median of the windows' p99s. The first frames are slow for
-reasons that are not the loop's (ONNX Runtime's arena and thread pool, caches, clock ramp-up: a
-first window of 76 ms p99 against 25-31 ms for the rest on a quiet machine), so they are no
-reference; the median is one that a single slow window cannot move.
+Pass criteria, on the loop and not on the machine: after the warm-up (`--warmup`, 200 frames, left out
+of every figure), no host RSS (or device memory) growth beyond 5 MB after the first sample, and the
+p99 of the loop's own time per frame (the frame's total minus the backend call of the same frame:
+preprocessing, copies, checks, sinks) in every window of `--every` frames within 10 % of the median
+window's, or within 1 ms of it where 10 % is less. The first frames are slow for reasons that are not
+the loop's (ONNX Runtime's arena and thread pool, caches, clock ramp-up), so they are no reference; the
+median is one that a single slow window cannot move.
 
-The machine's own noise is measured beside the loop's: each window also gives the p99 of the
-backend call alone (the runner's compute phase of the same frames: ONNX Runtime's
-run_with_iobinding with nothing around it; on GPUs the CUDA-event time of the execution) and its
-deviation from its own median. A loop whose p99 drifts no more than its backend call's drifts with
-the machine (a neighbour's load, clock changes), not with anything it does itself; the `loop-only`
-column (per-frame total minus the backend call: preprocessing, copies, checks, sinks) shows the
-loop's own share directly. Runs on ONNX Runtime by default; `--backend tensorrt` where TensorRT and
-a GPU are present.
+The machine's spread is reported beside it, not judged: each window's p50/p99 of the whole frame and
+the p99 of the backend call alone (the runner's compute phase: ONNX Runtime's run_with_iobinding with
+nothing around it; on GPUs the CUDA-event time of the execution), with their deviation from their
+median window. On a shared machine a neighbour's load moves the whole frame's p99 by tens of percent
+while the loop's own part stays within a fraction of a millisecond; judging the frame would measure the
+neighbours. Runs on ONNX Runtime by default; `--backend tensorrt` where TensorRT and a GPU are present.
 
 `python -m bench.soak [--model fcresnet18_t66] [--frames 10000] [--every 1000] [--warmup 200] [--replay 300]`
 
@@ -29,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import itertools
+import os
 import platform
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -47,7 +47,10 @@ from tempseg.runtime.session import make_runner, select
 RESULTS = Path("bench/results")
 MB = 1e6
 GROWTH_LIMIT_MB = 5.0  # host RSS / device memory growth allowed after the first sample
-P99_BAND = 0.10  # every window's p99 within this fraction of the median window's
+LOOP_P99_BAND = 0.10  # every window's loop-only p99 within this fraction of the median window's ...
+# ... or within this many ms where that is more: the loop's own part is ~0.5 ms a frame on a CPU, so 10 % of it
+# is less than one preemption of the process by a neighbour; a loop that degrades grows past 1 ms window by window.
+LOOP_P99_SLACK_MS = 1.0
 
 
 class MemorySampler:
@@ -61,7 +64,12 @@ class MemorySampler:
         self.count += 1
         if self.count > self.skip and (self.count - self.skip) % self.every == 0:
             self.samples.append(
-                {"frame": self.count, "rss_bytes": current_rss_bytes(), "device_used_bytes": self._device_used()}
+                {
+                    "frame": self.count,
+                    "rss_bytes": current_rss_bytes(),
+                    "device_used_bytes": self._device_used(),
+                    "load_1m": os.getloadavg()[0],  # the machine's run queue, beside its latency spread
+                }
             )
 
 
@@ -74,7 +82,7 @@ def windows(
     """Latency figures per window of `every` frames (a last partial window is left out).
 
     total_ms: the loop's per-frame total; bare_ms: the backend call of the same frames (the runner's
-    compute phase), which adds the call's p50/p99 and the p99 of the loop's own part (total - call).
+    compute phase), which adds the call's p50/p99 and the p50/p99 of the loop's own part (total - call).
     first_frame: the number of the first frame given (frames after the warm-up start at warm-up + 1).
     """
     total = np.asarray(total_ms, np.float64)
@@ -91,6 +99,7 @@ def windows(
             call = bare[start : start + every]
             window["bare_p50_ms"] = float(np.percentile(call, 50))
             window["bare_p99_ms"] = float(np.percentile(call, 99))
+            window["loop_only_p50_ms"] = float(np.percentile(chunk - call, 50))
             window["loop_only_p99_ms"] = float(np.percentile(chunk - call, 99))
         out.append(window)
     return out
@@ -111,31 +120,42 @@ def max_deviation(values: Sequence[float]) -> float:
     return max(abs(v / median - 1.0) for v in values)
 
 
-def verdict(
-    samples: list[dict], lat_windows: list[dict], growth_limit_mb: float = GROWTH_LIMIT_MB, p99_band: float = P99_BAND
-) -> dict:
-    """Pass/fail of the memory and p99 criteria, with the backend call's p99 spread beside the loop's.
+def loop_p99_limit_ms(median_ms: float, band: float = LOOP_P99_BAND, slack_ms: float = LOOP_P99_SLACK_MS) -> float:
+    """The highest loop-only p99 a window may have: the median window's plus the larger of `band` and `slack_ms`."""
+    return median_ms + max(band * median_ms, slack_ms)
 
-    The call's spread (`bare_p99_max_deviation`) is the machine's noise over the same windows; it is
-    reported, not judged: the criterion is on the loop, and a reader compares the two.
+
+def verdict(samples: list[dict], lat_windows: list[dict], growth_limit_mb: float = GROWTH_LIMIT_MB) -> dict:
+    """Pass/fail of the memory and loop-time criteria, with the machine's spread beside them, not judged.
+
+    lat_windows must carry `loop_only_p99_ms` (windows() given the backend call's times): the loop's own time
+    is what is judged. `p99_max_deviation` (the whole frame) and `bare_p99_max_deviation` (the backend call)
+    are the machine's spread over the same windows.
     """
+    if any(w.get("loop_only_p99_ms") is None for w in lat_windows):
+        raise ValueError("the soak judges the loop's own time: give windows() the backend call's times")
     rss = [s["rss_bytes"] for s in samples]
     device = [s["device_used_bytes"] for s in samples if s["device_used_bytes"] is not None]
+    loop = [w["loop_only_p99_ms"] for w in lat_windows]
     p99 = [w["p99_ms"] for w in lat_windows]
-    bare = [w["bare_p99_ms"] for w in lat_windows if w.get("bare_p99_ms") is not None]
+    bare = [w["bare_p99_ms"] for w in lat_windows]
     rss_growth = (max(rss) - rss[0]) / MB if rss else 0.0
     device_growth = (max(device) - device[0]) / MB if device else None
-    p99_deviation = max_deviation(p99)
+    loop_median = float(np.median(loop)) if loop else 0.0
+    loop_limit = loop_p99_limit_ms(loop_median)
     return {
         "rss_growth_mb": round(rss_growth, 3),
         "device_growth_mb": None if device_growth is None else round(device_growth, 3),
+        "loop_p99_median_ms": round(loop_median, 3),
+        "loop_p99_max_ms": round(max(loop), 3) if loop else None,
+        "loop_p99_limit_ms": round(loop_limit, 3),
         "p99_median_ms": round(float(np.median(p99)), 3) if p99 else None,
-        "p99_max_deviation": round(p99_deviation, 4),
+        "p99_max_deviation": round(max_deviation(p99), 4),
         "bare_p99_median_ms": round(float(np.median(bare)), 3) if bare else None,
-        "bare_p99_max_deviation": round(max_deviation(bare), 4) if bare else None,
+        "bare_p99_max_deviation": round(max_deviation(bare), 4),
         "pass": rss_growth <= growth_limit_mb
         and (device_growth is None or device_growth <= growth_limit_mb)
-        and p99_deviation <= p99_band,
+        and all(value <= loop_limit for value in loop),
     }
 
 
@@ -187,8 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "warmup_frames": args.warmup,
         "source": f"{args.replay} synthetic frames replayed" if args.replay else "synthetic, rendered live",
         "criteria": f"after {args.warmup} warm-up frames: RSS/device growth <= {GROWTH_LIMIT_MB:g} MB after the "
-        f"first sample; every window's p99 within {100 * P99_BAND:g} % of the median window p99. bare_*: the "
-        "backend call alone (runner compute phase) over the same frames, the machine's noise, not judged",
+        f"first sample; every window's loop-only p99 (frame total minus the backend call) within "
+        f"{100 * LOOP_P99_BAND:g} % or {LOOP_P99_SLACK_MS:g} ms, whichever is more, of the median window's. "
+        "p50_ms/p99_ms (the whole frame) and bare_* (the backend call alone, runner compute phase): the "
+        "machine's spread over the same windows, reported, not judged",
         "resets": result.resets,
         "memory_samples": sampler.samples,
         "latency_windows": lat_windows,
@@ -198,11 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(out, report)
     print_table(sampler.samples, lat_windows)
     v = report["verdict"]
-    bare = "-" if v["bare_p99_max_deviation"] is None else f"{100 * v['bare_p99_max_deviation']:.1f} %"
     print(
-        f"RSS growth {v['rss_growth_mb']:.2f} MB (limit {GROWTH_LIMIT_MB:g}); p99 max deviation from the median "
-        f"window {100 * v['p99_max_deviation']:.1f} % (limit {100 * P99_BAND:g}), the backend call's alone {bare} "
-        f"(the machine's noise) -> {'PASS' if v['pass'] else 'FAIL'}; wrote {out}"
+        f"RSS growth {v['rss_growth_mb']:.2f} MB (limit {GROWTH_LIMIT_MB:g}); the loop's own p99 "
+        f"{number(v['loop_p99_median_ms'], 2)} ms in the median window, {number(v['loop_p99_max_ms'], 2)} ms at most "
+        f"(limit {number(v['loop_p99_limit_ms'], 2)}) -> {'PASS' if v['pass'] else 'FAIL'}; the machine, not judged: "
+        f"frame p99 {number(v['p99_max_deviation'], 1, scale=0.01)} % and backend call p99 "
+        f"{number(v['bare_p99_max_deviation'], 1, scale=0.01)} % from their median windows; wrote {out}"
     )
     return 0 if v["pass"] else 1
 

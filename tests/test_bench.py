@@ -11,7 +11,7 @@ import pytest
 from bench.compare import base_model, check_recipes, deployed_memory, markdown, pareto_front, plot, table_rows
 from bench.paper import CONNECTIONS, Budget, report, table_models
 from bench.runtime_ratios import interleaved
-from bench.soak import MemorySampler, loop_windows, max_deviation, replayed, verdict, windows
+from bench.soak import MemorySampler, loop_p99_limit_ms, loop_windows, max_deviation, replayed, verdict, windows
 from tempseg.metrics import Delta, StreamScores, paired_delta
 from tempseg.runtime.loop import PHASES
 
@@ -150,24 +150,9 @@ def test_paper_report_lays_out_every_row_with_paired_deltas_and_says_it_is_synth
     assert "| FCResNet18 | 6-6 | - | - | - | - |" in partial  # rows not run are shown empty, not invented
 
 
-def test_soak_verdict_catches_growth_and_p99_drift():
-    flat = [{"frame": 1000 * i, "rss_bytes": 500e6 + 1e5 * i, "device_used_bytes": None} for i in range(1, 11)]
-    growing = [{**s, "rss_bytes": 500e6 + 1e6 * i} for i, s in enumerate(flat)]
-    steady = windows([10.0] * 4000 + [10.5] * 1000, 1000)
-    assert verdict(flat, steady)["pass"]
-    assert not verdict(growing, steady)["pass"]  # 9 MB of growth
-    drifting = verdict(flat, windows([10.0] * 4000 + [12.0] * 1000, 1000))
-    assert drifting["p99_max_deviation"] == pytest.approx(0.2)  # one window 20 % above the median window
-    assert not drifting["pass"]
-
-
-def test_soak_p99_is_judged_against_the_median_window_not_the_first():
-    flat = [{"frame": 1000 * i, "rss_bytes": 500e6, "device_used_bytes": None} for i in range(1, 6)]
-    # a first window 9.5 % faster than the rest is no drift (against the first window: +10.5 %, a FAIL)
-    assert verdict(flat, windows([9.5] * 1000 + [10.5] * 4000, 1000))["pass"]
-    # a slow window is caught wherever it is, the first included
-    assert not verdict(flat, windows([13.0] * 1000 + [10.0] * 4000, 1000))["pass"]
-    assert max_deviation([]) == 0.0
+def _flat_rss(count: int, step_bytes: float = 0.0) -> list[dict]:
+    """Memory samples every 1,000 frames: 500 MB, growing by `step_bytes` a sample."""
+    return [{"frame": 1000 * i, "rss_bytes": 500e6 + step_bytes * i, "device_used_bytes": None} for i in range(count)]
 
 
 def _loop_rows(total_ms: list[float], call_ms: list[float]) -> np.ndarray:
@@ -178,25 +163,64 @@ def _loop_rows(total_ms: list[float], call_ms: list[float]) -> np.ndarray:
     return rows
 
 
+def _soak(call_ms: list[float], loop_ms: list[float]) -> list[dict]:
+    """Windows of 1,000 frames, one value per window: the backend call and the loop's own time around it."""
+    call = np.repeat(call_ms, 1000)
+    return loop_windows(_loop_rows(list(call + np.repeat(loop_ms, 1000)), list(call)), 1000, warmup=0)
+
+
+def test_soak_judges_the_loops_own_time_not_the_machines():
+    # a neighbour slows the machine: the backend call (so the frame) 48 % slower in one window, the loop's own part
+    # as steady as the rest (the shape of a shared VM's 10,000 frames: frame p99 60-99 ms, loop-only 0.48-0.65)
+    machine = _soak([60.0, 60.0, 88.8, 60.0, 61.0], [0.55, 0.65, 0.48, 0.60, 0.55])
+    v = verdict(_flat_rss(5), machine)
+    assert v["pass"]
+    assert v["p99_max_deviation"] == pytest.approx(89.28 / 60.65 - 1, abs=1e-4)  # reported beside it, not judged
+    assert v["bare_p99_max_deviation"] == pytest.approx(0.48)
+    assert (v["loop_p99_median_ms"], v["loop_p99_max_ms"], v["loop_p99_limit_ms"]) == (0.55, 0.65, 1.55)
+    # the loop's own time drifts while the machine holds: caught, 1.6 ms over a median window of 0.5
+    loop = verdict(_flat_rss(5), _soak([60.0] * 5, [0.5, 0.5, 0.5, 0.5, 2.1]))
+    assert not loop["pass"]
+    assert loop["p99_max_deviation"] < 0.03  # the frame barely moved: the old criterion's 10 % passed it
+    # RSS grows while every time holds
+    assert not verdict(_flat_rss(5, step_bytes=1.5e6), _soak([60.0] * 5, [0.5] * 5))["pass"]  # 6 MB
+
+
+def test_soak_loop_band_is_ten_percent_or_one_ms_whichever_is_more():
+    assert loop_p99_limit_ms(0.5) == pytest.approx(1.5)  # 10 % of 0.5 ms is below one preemption: 1 ms
+    assert loop_p99_limit_ms(20.0) == pytest.approx(22.0)  # a heavy loop (host flow, a sink): 10 %
+    assert verdict(_flat_rss(3), _soak([50.0] * 3, [20.0, 20.0, 21.9]))["pass"]
+    assert not verdict(_flat_rss(3), _soak([50.0] * 3, [20.0, 20.0, 22.1]))["pass"]
+
+
+def test_soak_loop_time_is_judged_against_the_median_window_not_the_first():
+    # a first window faster than the rest is no drift; a slow one is caught wherever it is, the first included
+    assert verdict(_flat_rss(5), _soak([50.0] * 5, [0.2, 1.1, 1.1, 1.1, 1.1]))["pass"]
+    assert not verdict(_flat_rss(5), _soak([50.0] * 5, [2.5, 1.0, 1.0, 1.0, 1.0]))["pass"]
+    assert max_deviation([]) == 0.0
+
+
+def test_soak_refuses_windows_without_the_backend_calls_times():
+    with pytest.raises(ValueError, match="loop's own time"):
+        verdict(_flat_rss(2), windows([10.0] * 2000, 1000))
+
+
 def test_soak_leaves_the_warm_up_out_and_reports_the_bare_call_beside_the_loop():
-    flat = [{"frame": 1000 * i, "rss_bytes": 500e6, "device_used_bytes": None} for i in range(1, 4)]
+    flat = _flat_rss(3)
     call = [74.0] * 50 + [20.0] * 3000
-    rows = _loop_rows([76.0] * 50 + [25.0] * 3000, call)  # 50 slow warm-up frames, then a steady loop
+    rows = _loop_rows([82.0] * 50 + [25.0] * 3000, call)  # 50 slow warm-up frames, then a steady loop
     kept = loop_windows(rows, 1000, warmup=50)
     assert [w["frames"] for w in kept] == [[51, 1050], [1051, 2050], [2051, 3050]]
     assert verdict(flat, kept)["pass"]
-    assert not verdict(flat, loop_windows(rows, 1000, warmup=0))["pass"]  # the warm-up in the first window
-    # the machine slows down for a window: the loop and its backend call drift together, the loop's own part not
+    assert not verdict(flat, loop_windows(rows, 1000, warmup=0))["pass"]  # the warm-up's 8 ms loop in window 1
     noisy = _loop_rows([25.0] * 2000 + [31.0] * 1000, [20.0] * 2000 + [26.0] * 1000)
     lat = loop_windows(noisy, 1000, warmup=0)
     assert [w["loop_only_p99_ms"] for w in lat] == pytest.approx([5.0] * 3)
     assert [w["bare_p99_ms"] for w in lat] == pytest.approx([20.0, 20.0, 26.0])
     v = verdict(flat, lat)
-    assert not v["pass"]  # the criterion is on the loop; the call's spread explains it, it does not excuse it
     assert v["p99_max_deviation"] == pytest.approx(0.24)
     assert v["bare_p99_max_deviation"] == pytest.approx(0.30)
     assert v["bare_p99_median_ms"] == pytest.approx(20.0)
-    assert verdict(flat, windows([25.0] * 2000, 1000))["bare_p99_max_deviation"] is None  # no call times given
 
 
 def test_soak_samples_memory_at_the_end_of_each_window_after_the_warm_up():

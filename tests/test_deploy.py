@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +23,8 @@ import pytest
 
 from tempseg.data.frames import Frame, FrameSource
 from tempseg.data.streams import Conformed
-from tests.conftest import TINY, TINY_HW
-from tests.test_platform import make, ready_venv
+from tests.conftest import TINY, TINY_HW, run_python
+from tests.test_platform import fake_machine_env, make, ready_venv
 
 # ---- a bad HEIGHT/WIDTH stops make before export.args is touched ------------------------------------------
 
@@ -61,6 +62,113 @@ def test_bad_size_is_refused_before_export_args_is_written(tmp_path, target, nam
     assert len(lines) == 1, result.stderr
     assert f"{name}={value} is not an input size the network takes: a positive multiple of 32" in lines[0]
     assert snapshot(tmp_path) == before  # export.args byte-identical, its mtime unchanged, nothing else written
+
+
+# ---- a machine without torch: graphs that exist are taken as they are, stages that need torch say so ------
+
+
+@pytest.fixture(scope="module")
+def python_without_torch(tmp_path_factory) -> Path:
+    """A real Python that has no torch (a bare venv of the base interpreter): what make asks on a Jetson."""
+    folder = tmp_path_factory.mktemp("no-torch")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=120)
+    python = folder / "bin" / "python"
+    assert "No module named 'torch'" in run_python_at(python, "import torch").stderr
+    return python
+
+
+def run_python_at(python: Path, code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(python), "-I", "-c", code], capture_output=True, text=True, timeout=60, check=False)
+
+
+def copied_run(runs: Path, model: str = "m") -> Path:
+    """A run directory as `cp -r` may leave it: the checkpoint newest (the order of the copy did that)."""
+    run = trained_run(runs, model)
+    stamp = time.time() - 50  # the graphs: 100 s ago
+    os.utime(run / "checkpoint.pt", (stamp, stamp))
+    return run
+
+
+def test_without_torch_make_takes_the_graphs_its_newer_checkpoint_would_remake(tmp_path, python_without_torch):
+    run = copied_run(tmp_path / "runs")
+    venv = ready_venv(tmp_path / "venv")
+    args = ["-n", "run", f"MODEL={run.name}", f"RUNS={run.parent}", f"VENV={venv}", "BACKEND=onnxruntime"]
+    args += ["HEIGHT=64", "WIDTH=128"]
+    without = make(*args, f"PY={python_without_torch}")
+    assert without.returncode == 0, without.stderr
+    assert "-m tempseg.export" not in without.stdout
+    assert '-m tempseg.runtime --model-dir "' + str(run) in without.stdout
+    graphs = f"{run}/model.onnx {run}/model.fp16.onnx"
+    assert without.stderr.splitlines() == [
+        f"Makefile:{warning_line()}: {graphs}: older than {run}/checkpoint.pt, used as they are "
+        "(no torch here to export them again)"
+    ]
+    with_torch = make(*args, f"PY={sys.executable}")  # the same directory where torch is: exported again, silently
+    assert with_torch.returncode == 0, with_torch.stderr
+    assert f'-m tempseg.export --model "{run.name}"' in with_torch.stdout
+    assert with_torch.stderr == ""
+
+
+def test_the_stale_graph_warning_is_said_once_where_make_run_builds_the_engine(tmp_path, python_without_torch):
+    """On a GPU machine `make run BACKEND=auto` builds the engine in a sub-make (shown under -n), which reads the
+    same run directory: the warning is still one line."""
+    run = copied_run(tmp_path / "runs")
+    env = fake_machine_env(tmp_path, capability="8.6", rtx="8.6")
+    venv = ready_venv(tmp_path / "venv")
+    args = [f"MODEL={run.name}", f"RUNS={run.parent}", f"VENV={venv}", f"PY={python_without_torch}", "BACKEND=auto"]
+    result = make("-n", "run", *args, "HEIGHT=64", "WIDTH=128", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "backend auto -> tensorrt_rtx: make engine" in result.stdout  # the sub-make ran
+    assert f'-m tempseg.engine --onnx "{run}/model.fp16.onnx"' in result.stdout
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "older than" in result.stderr
+
+
+def warning_line() -> int:
+    """The Makefile line of the stale-graph warning."""
+    lines = (Path(__file__).resolve().parents[1] / "Makefile").read_text().splitlines()
+    return next(n for n, line in enumerate(lines, 1) if line.startswith("$(warning ") and "older than" in line)
+
+
+@pytest.mark.parametrize(
+    ("target", "keep", "stage"),
+    [
+        ("export", ("checkpoint.pt", "export.args"), r"\S+/model(\.fp16)?\.onnx: export"),
+        ("run", ("export.args",), r"\S+/checkpoint\.pt: training"),
+        ("base", (), "make base"),
+    ],
+    ids=["export", "train", "base"],
+)
+def test_without_torch_a_stage_that_needs_it_says_so_in_one_line(tmp_path, python_without_torch, target, keep, stage):
+    run = trained_run(tmp_path / "runs")
+    for name in {"checkpoint.pt", "export.args", "model.onnx", "model.fp16.onnx"} - set(keep):
+        (run / name).unlink()
+    venv = ready_venv(tmp_path / "venv")
+    before = snapshot(tmp_path)
+    args = [f"MODEL={run.name}", f"RUNS={run.parent}", f"VENV={venv}", f"PY={python_without_torch}"]
+    result = make(target, *args, "BACKEND=onnxruntime", "HEIGHT=64", "WIDTH=128")
+    assert result.returncode == 2
+    assert result.stdout == ""  # nothing ran
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert re.fullmatch(rf"Makefile:\d+: \*\*\* {stage} needs torch, which \S+ does not have .*", lines[0])
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("cli", ["export", "train"])
+def test_a_cli_that_needs_torch_says_so_in_one_line_and_writes_nothing(tmp_path, cli):
+    hide_torch = (
+        f"import runpy, sys; sys.modules['torch'] = None; runpy.run_module('tempseg.{cli}', run_name='__main__')"
+    )
+    out = tmp_path / "out"
+    result = run_python("-c", hide_torch, "--model", "m", "--checkpoint", str(tmp_path / "c.pt"), "--out-dir", str(out))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"python -m tempseg.{cli}: needs torch, which does not import here (")
+    assert "pip install -e '.[train]'" in lines[0]
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---- a source of another aspect ratio is announced once as stretched ---------------------------------------
@@ -108,14 +216,16 @@ raise SystemExit(97)  # not an ImportError: a `try: import torch` cannot swallow
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_deployment_install_runs_a_copied_run_directory_without_torch(tiny_run, tmp_path):
-    """The README's Jetson command on a run directory copied over (graphs, no checkpoint): make creates a venv
-    without torch (EXTRAS= TORCH_SPEC=; pip gets `.`, or `.[rtx]` on x86-64 Linux), takes the graphs as they are
-    (no training, no export) and runs them. A torch on PYTHONPATH that fails loudly when imported shows nothing
+    """The README's Jetson command on a whole run directory copied over (`cp -r`: fresh mtimes, checkpoint.pt
+    included, here left the newest): make creates a venv without torch (EXTRAS= TORCH_SPEC=; pip gets `.`, or
+    `.[rtx]` on x86-64 Linux), takes the graphs as they are (no training, no export; one warning line that the
+    checkpoint is newer) and runs them. A torch on PYTHONPATH that fails loudly when imported shows nothing
     imports it; the venv itself has no torch."""
     runs = tmp_path / "runs"
-    (runs / TINY).mkdir(parents=True)
-    for name in ("model.onnx", "model.fp16.onnx"):
-        shutil.copy(tiny_run / name, runs / TINY / name)  # a copy: fresh mtimes, as on the target machine
+    run = runs / TINY
+    shutil.copytree(tiny_run, run, copy_function=shutil.copy)  # as `cp -r`: new mtimes, nothing left behind
+    os.utime(run / "checkpoint.pt")  # the copy's order may leave it newest; this takes that case
+    copied = snapshot(run)
     poison, marker, venv = tmp_path / "poison", tmp_path / "torch-imported", tmp_path / "venv"
     (poison / "torch").mkdir(parents=True)
     (poison / "torch" / "__init__.py").write_text(POISON)
@@ -130,11 +240,13 @@ def test_deployment_install_runs_a_copied_run_directory_without_torch(tiny_run, 
     assert result.returncode == 0, result.stdout + result.stderr
     assert not marker.exists(), result.stderr
     assert re.search(r'-m pip install -q -e "\.(\[rtx\])?"\n', result.stdout), result.stdout
-    assert sorted(p.name for p in (runs / TINY).iterdir()) == [
-        "model.fp16.onnx",
-        "model.onnx",
-        "run-fp16-onnxruntime.json",
+    stale = f"{run}/model.onnx {run}/model.fp16.onnx: older than {run}/checkpoint.pt, used as they are"
+    assert [line for line in result.stderr.splitlines() if "older than" in line] == [
+        f"Makefile:{warning_line()}: {stale} (no torch here to export them again)"
     ]
+    after = snapshot(run)
+    assert sorted(set(after) - set(copied)) == ["run-fp16-onnxruntime.json"]
+    assert {name: after[name] for name in copied} == copied  # no graph, checkpoint or record rewritten
     report = json.loads((runs / TINY / "run-fp16-onnxruntime.json").read_text())
     assert (report["backend"], report["frames"], report["input_hw"]) == ("onnxruntime", 5, [height, width])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -38,6 +39,17 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def require_torch(prog: str) -> None:
+    """Stop `prog` with one stderr line and exit 2 where torch does not import: the training side's CLIs need it,
+    a machine that only deploys (a Jetson running copied graphs) has none. Called before the imports that need it."""
+    try:
+        importlib.import_module("torch")
+    except (ImportError, OSError) as err:  # OSError: a torch whose native libraries do not load
+        hint = "pip install -e '.[train]' installs it; running exported graphs does not need it"
+        print(f"{prog}: needs torch, which does not import here ({err}; {hint})", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
 
 
 _T = TypeVar("_T")

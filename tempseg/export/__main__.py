@@ -15,10 +15,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tempseg.common.errors import run_cli
-from tempseg.export.parity import ParityError
-from tempseg.export.pipeline import export_run
-from tempseg.models.contract import KEYFRAME_EVERY
+from tempseg.common.errors import require_torch, run_cli
+
+require_torch("python -m tempseg.export")  # before the imports below, which need it: one line, not a traceback
+from tempseg.export.parity import ParityError  # noqa: E402
+from tempseg.export.pipeline import export_run  # noqa: E402
+from tempseg.models.contract import KEYFRAME_EVERY  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

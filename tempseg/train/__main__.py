@@ -11,10 +11,12 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from tempseg.common.errors import UserError, run_cli
-from tempseg.models import UnknownModelError, resolve_name
-from tempseg.train.config import PRESETS, STAGES, preset_config
-from tempseg.train.stage import train_stage
+from tempseg.common.errors import UserError, require_torch, run_cli
+
+require_torch("python -m tempseg.train")  # before the imports below, which need it: one line, not a traceback
+from tempseg.models import UnknownModelError, resolve_name  # noqa: E402
+from tempseg.train.config import PRESETS, STAGES, preset_config  # noqa: E402
+from tempseg.train.stage import train_stage  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
