@@ -1,4 +1,6 @@
-"""python -m tempseg.data synthetic --out demo.mp4 | python -m tempseg.data preview --out preview.png"""
+"""python -m tempseg.data synthetic --out demo.mp4 | python -m tempseg.data preview --out preview.png |
+python -m tempseg.data write-folder OUT --split train --sequences 4 --length 60 --label-every 5 |
+python -m tempseg.data classes SPEC"""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from tempseg.common.errors import run_cli
+from tempseg.common.errors import UserError, run_cli
 
 log = logging.getLogger("tempseg.data")
 
@@ -31,16 +33,74 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     preview.add_argument("--count", type=_positive, default=4, help="frames in the grid (default 4)")
     preview.add_argument("--step", type=_positive, default=40, help="frames between grid frames (default 40)")
     for p in (video, preview):
+        p.add_argument("--seed", type=int, default=0, help="first synthetic sequence of the val split (default 0)")
+    classes = sub.add_parser("classes", help="print the classes a data spec labels (train id, name, RGB colour)")
+    classes.add_argument("spec", help="synthetic, cityscapes:PATH, folder:PATH, camvid:PATH or camvid32:PATH")
+    folder = sub.add_parser(
+        "write-folder",
+        help="write synthetic sequences as a folder dataset (folder:OUT), labelled on every K-th frame only",
+    )
+    folder.add_argument("out", help="dataset folder to write (classes.json, SPLIT/NNNN/*.png, SPLIT/NNNN/labels/)")
+    folder.add_argument("--split", choices=("train", "val", "test"), default="train", help="split (default train)")
+    folder.add_argument("--sequences", type=_positive, default=4, help="sequences 0..N-1 of the split (default 4)")
+    folder.add_argument("--length", type=_positive, default=60, help="frames per sequence (default 60)")
+    folder.add_argument("--label-every", type=_positive, default=5, help="label every K-th frame (default 5)")
+    folder.add_argument(
+        "--first-label",
+        type=int,
+        default=1,
+        help="first labelled frame (default 1: clips of 2 have a frame before it; use clip length + offset - 1)",
+    )
+    for p in (video, preview, folder):
         p.add_argument("--height", type=_positive, default=256, help="frame height in pixels (default 256)")
         p.add_argument("--width", type=_positive, default=512, help="frame width in pixels (default 512)")
-        p.add_argument("--seed", type=int, default=0, help="first synthetic sequence of the val split (default 0)")
     return parser.parse_args(argv)
 
 
+def print_classes(spec: str) -> None:
+    """The data's class table, one class a line: what a model trained on `spec` predicts and colours."""
+    from tempseg.data.sources import dataset_classes  # lazy: --help stays instant
+
+    table = dataset_classes(spec)
+    for train_id, (name, (r, g, b)) in enumerate(zip(table.names, table.palette, strict=True)):
+        print(f"{train_id:3d}  {name:<24} {r:3d} {g:3d} {b:3d}")
+    print(f"ignore {table.ignore}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.command == "classes":
+        print_classes(args.spec)
+        return 0
     from tempseg.data.demo import write_preview, write_synthetic_video  # lazy: --help stays instant
 
-    args = parse_args(argv)
+    if args.command == "write-folder":
+        from tempseg.data.folder import write_synthetic_folder  # lazy: --help stays instant
+
+        if args.first_label < 0:
+            raise UserError(f"--first-label {args.first_label} must be >= 0")
+        write_synthetic_folder(
+            args.out,
+            split=args.split,
+            sequences=args.sequences,
+            length=args.length,
+            label_every=args.label_every,
+            first_label=args.first_label,
+            height=args.height,
+            width=args.width,
+        )
+        labelled = len(range(args.first_label, args.length, args.label_every))
+        log.info(
+            "wrote folder:%s %s: %d sequences of %d frames (%dx%d), %d labelled each",
+            args.out,
+            args.split,
+            args.sequences,
+            args.length,
+            args.width,
+            args.height,
+            labelled,
+        )
+        return 0
     if args.command == "synthetic":
         ms = write_synthetic_video(
             args.out,

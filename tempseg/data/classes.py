@@ -1,5 +1,8 @@
 """The 19 Cityscapes training classes: names and colours, taken from cityscapesscripts (not retyped).
 
+They are the classes of synthetic video and Cityscapes; a labelled data set (data/labelled.py: a folder tree,
+CamVid) brings its own table, which data/sources.py's `dataset_classes(spec)` returns for any data spec.
+
 The runtime reads names and palette from the ONNX metadata, so only the training side and the data
 tools import this module (cityscapesscripts comes with the `train` extra).
 """
@@ -19,13 +22,15 @@ CITYSCAPES = ClassTable(CLASS_NAMES, PALETTE, IGNORE)
 
 
 def class_table(num_classes: int) -> ClassTable | None:
-    """The class table of a model with `num_classes` outputs: every data set here (synthetic street video,
-    Cityscapes) labels the 19 Cityscapes classes; None for another count (its graph then names no classes)."""
+    """The class table of a model with `num_classes` outputs where nothing records its classes: the 19 Cityscapes
+    classes of synthetic street video and Cityscapes; None for another count (its graph then names no classes).
+    Data with classes of its own (folder, CamVid) names them through `dataset_classes(spec)` instead."""
     return CITYSCAPES if num_classes == NUM_CLASSES else None
 
 
-def colorize(label: np.ndarray) -> np.ndarray:
-    """HxW train ids -> HxWx3 uint8 BGR in the Cityscapes colours; ignore (and anything > 18) is black."""
+def colorize(label: np.ndarray, classes: ClassTable = CITYSCAPES) -> np.ndarray:
+    """HxW train ids -> HxWx3 uint8 BGR in the classes' colours (Cityscapes by default); ignore and ids past the
+    last class are black."""
     table = np.zeros((256, 3), np.uint8)
-    table[:NUM_CLASSES] = np.array(PALETTE, np.uint8)[:, ::-1]
+    table[: len(classes)] = np.array(classes.palette, np.uint8)[:, ::-1]
     return table[label]

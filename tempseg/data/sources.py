@@ -1,4 +1,5 @@
-"""Any frame source from one spec string: synthetic video, a video file, an image folder, Cityscapes, a camera.
+"""Any frame source from one spec string: synthetic video, a video file, an image folder, Cityscapes, a labelled
+data set (a folder tree, CamVid), a camera.
 
 `open_source(spec)` picks the source and wraps it in `Conformed` (data/streams.py), so every frame comes
 out as HxWx3 uint8 BGR of one size. The synthetic renderer and cityscapesscripts are imported only for
@@ -11,12 +12,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tempseg.common.classes import ClassTable
 from tempseg.common.errors import UserError
+from tempseg.data.camvid import camvid_classes
+from tempseg.data.folder import folder_classes
 from tempseg.data.frames import FrameSource
+from tempseg.data.labelled import LabelledSource, open_dataset, split_spec
 from tempseg.data.streams import CameraSource, Conformed, ImageFolderSource, VideoSource
 
 SYNTHETIC_LENGTH = 300  # frames per synthetic sequence in a stream (17.6 s at 17 fps)
 SPLITS = ("train", "val", "test")
+LABELLED_KINDS = ("folder:", "camvid:", "camvid32:")
 
 
 def open_source(
@@ -36,7 +42,8 @@ def open_source(
     spec: "synthetic" (sequences `seed`, `seed`+1, ... of `split`, `sequence_length` frames each),
     "synthetic:N" (starting at sequence N),
     a video file, an image folder (sorted *.png/*.jpg/*.jpeg/*.bmp, at 30 fps), "cityscapes:PATH" or
-    "cityscapes:PATH:SPLIT", or "camera:N".
+    "cityscapes:PATH:SPLIT", a labelled data set "folder:PATH[:SPLIT]", "camvid:PATH[:SPLIT]" (11 classes) or
+    "camvid32:PATH[:SPLIT]" (CamVid's own classes), or "camera:N".
     """
     if (height is None) != (width is None):
         raise ValueError("give both height and width, or neither")
@@ -65,6 +72,9 @@ def open_source(
         if sep and tail in SPLITS:
             path, city_split = head, tail
         inner = cityscapes_source(path, city_split)
+    elif spec.startswith(LABELLED_KINDS):
+        dataset_spec, own_split = split_spec(spec)
+        inner = LabelledSource(open_dataset(dataset_spec), own_split or split)
     elif spec.startswith("camera:"):
         inner = CameraSource(_integer(spec[len("camera:") :], spec))
     else:
@@ -76,6 +86,21 @@ def open_source(
         else:
             raise UserError("no such file or directory (expected a video, an image folder or a source spec)", spec)
     return Conformed(inner, height=height, width=width, frames=frames)
+
+
+def dataset_classes(spec: str) -> ClassTable:
+    """The classes a data spec labels: the 19 Cityscapes classes for synthetic video and Cityscapes, the data
+    set's own table for folder and CamVid specs (read from classes.json / label_colors.txt alone)."""
+    if spec == "synthetic" or spec.startswith(("synthetic:", "cityscapes:")):
+        from tempseg.data.classes import CITYSCAPES  # lazy: cityscapesscripts comes with the train extra
+
+        return CITYSCAPES
+    kind, _, path = split_spec(spec)[0].partition(":")
+    if kind == "folder":
+        return folder_classes(path)
+    if kind in ("camvid", "camvid32"):
+        return camvid_classes(path, full_classes=kind == "camvid32")
+    raise UserError("has no class list: it is not synthetic, cityscapes:, folder: or camvid: data", spec)
 
 
 def _integer(text: str, spec: str) -> int:
