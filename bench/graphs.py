@@ -39,8 +39,9 @@ def _export_random(model: str, height: int, width: int, out_dir: Path) -> None:
 
     torch.manual_seed(0)
     net = build_model(model).eval()
-    save_checkpoint(out_dir / "checkpoint.pt", net, model)
-    contract = build_contract(net, model, height=height, width=width, classes=class_table(net.config.num_classes))
+    classes = class_table(net.config.num_classes)  # no data behind random weights: the default head's classes
+    save_checkpoint(out_dir / "checkpoint.pt", net, model, classes=classes)
+    contract = build_contract(net, model, height=height, width=width, classes=classes)
     graph = export_fp32(net, contract)
     save_onnx(graph, out_dir / "model.onnx")
     save_onnx(convert_fp16(graph, contract)[0], out_dir / "model.fp16.onnx")

@@ -17,6 +17,7 @@ from typing import Any
 
 import onnx
 
+from tempseg.common.classes import ClassTable
 from tempseg.common.contract import LOGITS, Contract, TensorSpec, set_metadata
 from tempseg.common.errors import UserError
 from tempseg.common.io import sha256_file, write_json
@@ -27,7 +28,7 @@ from tempseg.export.onnx_graph import build_contract, export_fp32, save_onnx
 from tempseg.export.parity import FP16_TARGET_AGREEMENT, check_fp32, merge, streaming_parity
 from tempseg.models import FCResNet, UnknownModelError, check_model_input, model_config, resolve_name
 from tempseg.models.accel import Accel
-from tempseg.models.checkpoint import load_model
+from tempseg.models.checkpoint import checkpoint_classes, load_model
 from tempseg.models.contract import KEYFRAME_EVERY, keyframe_contract
 
 log = logging.getLogger("tempseg.export")
@@ -85,7 +86,7 @@ def export_run(
             "must be at least 1"
         )
     out_dir = checkpoint.parent if out_dir is None else Path(out_dir)
-    net, _ = load_model(checkpoint, expect_model=name)
+    net, payload = load_model(checkpoint, expect_model=name)
     contract = build_contract(
         net,
         name,
@@ -95,7 +96,7 @@ def export_run(
         checkpoint_sha256=sha256_file(checkpoint),
         logits=logits,
         keyframe_every=keyframe_every,
-        classes=class_table(net.config.num_classes),
+        classes=graph_classes(payload, checkpoint),
     )
     t0 = time.perf_counter()
     graphs = export_graphs(net, contract)
@@ -112,6 +113,12 @@ def export_run(
             "FP16 label agreement %.3f %% is below the 99.5 %% target", 100 * parity["fp16"]["mean_label_agreement"]
         )
     return ExportResult(paths, report_path, report, parity, time.perf_counter() - started)
+
+
+def graph_classes(payload: dict[str, Any], checkpoint: Path) -> ClassTable | None:
+    """The class table the graph's metadata names: the one the checkpoint was trained on; for a checkpoint
+    older than that record, the table of its class count (the 19 Cityscapes classes), as exports always had."""
+    return checkpoint_classes(payload, checkpoint) or class_table(payload["config"]["num_classes"])
 
 
 def export_graphs(model: FCResNet | Accel, contract: Contract) -> dict[str, tuple[onnx.ModelProto, Contract]]:

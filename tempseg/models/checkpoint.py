@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from tempseg.common.classes import ClassTable
 from tempseg.common.errors import UserError
 from tempseg.common.io import atomic_write
 from tempseg.models.accel import Accel
@@ -21,14 +22,25 @@ FORMAT = "tempseg-checkpoint"
 VERSION = 1
 
 
-def save_checkpoint(path: str | os.PathLike[str], model: FCResNet | Accel, name: str, **extra: Any) -> None:
-    """Write model weights plus `extra` (optimizer state, epoch, metrics...) atomically."""
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: FCResNet | Accel,
+    name: str,
+    *,
+    classes: ClassTable | None = None,
+    **extra: Any,
+) -> None:
+    """Write model weights plus `extra` (optimizer state, epoch, metrics...) atomically; `classes`, the class
+    table the model was trained on, travels with it to export (the graph's names and palette)."""
+    if classes is not None and len(classes) != model.config.num_classes:
+        raise ValueError(f"{name} has {model.config.num_classes} classes but the class table lists {len(classes)}")
     payload = {
         "format": FORMAT,
         "version": VERSION,
         "model": name,
         "config": model.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **({"classes": classes_record(classes)} if classes is not None else {}),
         **extra,
     }
     buffer = io.BytesIO()
@@ -76,6 +88,28 @@ def load_model(
             f"checkpoint weights do not fit {name!r}: missing {missing[:3]}, unexpected {unexpected[:3]}", path
         )
     return model.eval(), payload
+
+
+def classes_record(classes: ClassTable) -> dict[str, Any]:
+    """A class table as plain types (a weights_only load reads nothing else)."""
+    return {"names": list(classes.names), "palette": [list(rgb) for rgb in classes.palette], "ignore": classes.ignore}
+
+
+def checkpoint_classes(payload: dict[str, Any], path: str | os.PathLike[str] | None = None) -> ClassTable | None:
+    """The class table a checkpoint was trained on; None for one written before checkpoints kept it."""
+    record = payload.get("classes")
+    if record is None:
+        return None
+    try:
+        names = tuple(str(n) for n in record["names"])
+        palette = tuple((int(r), int(g), int(b)) for r, g, b in record["palette"])
+        table = ClassTable(names, palette, int(record.get("ignore", 255)))
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"checkpoint's class table does not read: {_first_line(err)}", path) from None
+    head = payload["config"]["num_classes"]
+    if len(table) != head:
+        raise UserError(f"checkpoint lists {len(table)} classes for a {head}-class head", path)
+    return table
 
 
 def _first_line(err: BaseException) -> str:

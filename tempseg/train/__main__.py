@@ -33,7 +33,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--out-dir", type=Path, help="run directory (default runs/MODEL)")
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/checkpoint.last.pt if present")
-    p.add_argument("--data", help="'synthetic' (default) or 'cityscapes:PATH'")
+    p.add_argument(
+        "--data",
+        help="'synthetic' (default), 'cityscapes:PATH', or your own labelled video: 'folder:PATH' or 'camvid:PATH' "
+        "(the model predicts the data's classes)",
+    )
+    p.add_argument(
+        "--pretrained",
+        help="torchvision-format ResNet state dict for the encoder (e.g. ImageNet weights; the head still gets the "
+        "data's classes); small datasets need it: a few hundred labelled frames do not train an encoder from scratch",
+    )
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--batch-size", type=int, help="clips per step and process")
     p.add_argument("--lr", type=float, help="initial Adam learning rate")
@@ -56,8 +65,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--eval-every", type=int, help="steps between validations")
     p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--pretrained", help="torchvision-format ResNet state dict for the encoder")
-    p.add_argument("--init-from", help="tempseg checkpoint to initialise from (e.g. the non-temporal model)")
+    p.add_argument(
+        "--init-from",
+        help="tempseg checkpoint to initialise from (e.g. the non-temporal model; one trained on other classes "
+        "gives all but its classifier layers)",
+    )
     p.add_argument(
         "--reference-from", help="keyframe models (Accel): trained checkpoint of the reference network (its base)"
     )

@@ -3,27 +3,31 @@
 A clip is L consecutive frames; for a temporal model every frame after the first carries the
 state of the one before it and has a loss (synthetic video is labelled on every frame), so one
 clip of L frames gives L-1 supervised frames at the cost of L forwards. The paper's scheme is
-L=2: previous frame -> state, current frame -> loss. Cityscapes is labelled on one frame per
-snippet, so only the last frame of its clips is supervised.
+L=2: previous frame -> state, current frame -> loss. Labelled video (Cityscapes, a user's folder or
+CamVid tree) is labelled on some frames only: its clips end at a labelled frame, the only one supervised.
 
 With `with_flow` (the temporal-consistency loss, ETC) a clip also carries the backward flow of each
 frame after the first to the frame before it, with its validity mask: exact from the synthetic
-generator (data/flow.py), OpenCV DIS with ETC's photometric mask on Cityscapes.
+generator (data/flow.py), OpenCV DIS with ETC's photometric mask on labelled video.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
+from tempseg.common.classes import ClassTable
 from tempseg.common.errors import UserError
 from tempseg.common.preprocess import normalize_bgr
 from tempseg.data.augment import Flow, augment_clip
-from tempseg.data.cityscapes import CityscapesClips
 from tempseg.data.flow import GridFlow, dis_flow
 from tempseg.data.frames import resize_flow, resize_image, resize_label
+from tempseg.data.labelled import KINDS, LabelledClips, open_dataset
+from tempseg.data.sources import dataset_classes
 from tempseg.data.synthetic import SyntheticVideo, split_seed
 from tempseg.metrics import IGNORE_INDEX
 
@@ -140,24 +144,69 @@ class SyntheticClipSampler:
         return self._videos[index]
 
 
-class CityscapesClipSampler:
-    """Clips ending at the annotated frames of Cityscapes train; only the last frame is labelled."""
+class ClipsDataset(Protocol):
+    """Labelled clips (data/cityscapes.py CityscapesClips, data/labelled.py LabelledClips): item i is the frames
+    of one clip, oldest first, and the label of the labelled frame it ends at (or `target_offset` frames on)."""
 
-    def __init__(
-        self, root: str, *, height: int, width: int, clip_length: int, target_offset: int, with_flow: bool = False
-    ) -> None:
-        self.dataset = CityscapesClips(
-            root, "train", clip_length=clip_length, target_offset=target_offset, height=height, width=width
-        )
-        self.clip_length = clip_length
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> tuple[Sequence[np.ndarray], np.ndarray]: ...
+
+
+class LabelledClipSampler:
+    """Clips ending at the labelled frames of a labelled video's train split; only the last frame is labelled."""
+
+    def __init__(self, dataset: ClipsDataset, *, with_flow: bool = False) -> None:
+        if not len(dataset):
+            raise UserError("the training split has no labelled frames")
+        self.dataset = dataset
         self.with_flow = with_flow
 
     def clip(self, rng: np.random.Generator, clip_length: int) -> Clip:
+        """A random clip; its length is the dataset's (`clip_length` is the synthetic sampler's)."""
+        del clip_length
         frames, label = self.dataset[int(rng.integers(len(self.dataset)))]
         unlabelled = np.full_like(label, IGNORE_INDEX)
         # No exact motion here: DIS between the decoded frames, with ETC's photometric mask.
         flows = [dis_flow(frames[j], frames[j - 1]) for j in range(1, len(frames))] if self.with_flow else []
         return list(frames), [unlabelled] * (len(frames) - 1) + [label], flows
+
+
+ClipSampler = SyntheticClipSampler | LabelledClipSampler
+# What --data accepts: the synthetic street video, or labelled video (Cityscapes, the data layer's kinds).
+LABELLED_SCHEMES = ("cityscapes", *KINDS)
+DATA_SPECS = ("synthetic", *(f"{scheme}:PATH" for scheme in LABELLED_SCHEMES))
+
+
+def check_data_spec(data: str) -> None:
+    """UserError, one line listing the specs, unless `data` is one of DATA_SPECS."""
+    scheme, sep, path = data.partition(":")
+    if data != "synthetic" and not (sep and path and scheme in LABELLED_SCHEMES):
+        raise UserError(f"unknown training data {data!r}: use {', '.join(DATA_SPECS[:-1])} or {DATA_SPECS[-1]}")
+
+
+def data_classes(data: str) -> ClassTable:
+    """The classes of a `--data` spec, which the model's head predicts: the 19 Cityscapes classes of the
+    synthetic video and Cityscapes, a folder's or CamVid tree's own."""
+    check_data_spec(data)
+    return dataset_classes(data)
+
+
+def labelled_clips(
+    data: str, split: str, *, height: int, width: int, clip_length: int, target_offset: int
+) -> ClipsDataset:
+    """The clips of a labelled `--data` spec's `split`, frames and labels at height x width."""
+    check_data_spec(data)
+    if data.startswith("cityscapes:"):
+        from tempseg.data.cityscapes import CityscapesClips  # lazy: only this spec needs cityscapesscripts
+
+        root = data.split(":", 1)[1]
+        return CityscapesClips(
+            root, split, clip_length=clip_length, target_offset=target_offset, height=height, width=width
+        )
+    return LabelledClips(
+        open_dataset(data), split, clip_length=clip_length, target_offset=target_offset, height=height, width=width
+    )
 
 
 def make_sampler(
@@ -173,8 +222,9 @@ def make_sampler(
     min_scale: float = 1.0,
     frame_cache_mb: int = 0,
     with_flow: bool = False,
-) -> SyntheticClipSampler | CityscapesClipSampler:
-    """The clip sampler of a `--data` spec: "synthetic" or "cityscapes:PATH"; `with_flow` adds the flows."""
+) -> ClipSampler:
+    """The clip sampler of a `--data` spec (DATA_SPECS); `with_flow` adds the flows."""
+    check_data_spec(data)
     if data == "synthetic":
         return SyntheticClipSampler(
             sequences=sequences,
@@ -187,20 +237,14 @@ def make_sampler(
             frame_cache_mb=frame_cache_mb,
             with_flow=with_flow,
         )
-    if data.startswith("cityscapes:"):
-        return CityscapesClipSampler(
-            data.split(":", 1)[1],
-            height=height,
-            width=width,
-            clip_length=clip_length,
-            target_offset=target_offset,
-            with_flow=with_flow,
-        )
-    raise UserError(f"unknown training data {data!r}: use 'synthetic' or 'cityscapes:PATH'")
+    clips = labelled_clips(
+        data, "train", height=height, width=width, clip_length=clip_length, target_offset=target_offset
+    )
+    return LabelledClipSampler(clips, with_flow=with_flow)
 
 
 def sample_batch(
-    sampler: SyntheticClipSampler | CityscapesClipSampler,
+    sampler: ClipSampler,
     *,
     seed: int,
     rank: int,

@@ -31,7 +31,7 @@ class TrainConfig:
     model: str
     preset: str = "default"  # the named recipe this configuration came from
     stage: str = "base"  # "base": from scratch; "finetune": from a trained base (init_from)
-    data: str = "synthetic"  # "synthetic" or "cityscapes:PATH"
+    data: str = "synthetic"  # "synthetic", "cityscapes:PATH", or labelled video: "folder:PATH", "camvid:PATH"
     height: int = 256  # full frame size in pixels; crops are cut from it so objects keep their scale
     width: int = 512
     crop: tuple[int, int] | None = (128, 256)  # training crop (h, w); None trains on full frames

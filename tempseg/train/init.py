@@ -8,18 +8,23 @@
   their fresh init (the paper's "no weights for the blocks after in"); with N = 0 everything
   that fits is loaded, and an input widened by concat gets the old weights on the current
   frame's channels and zeros on the temporal ones, so training starts from the old model.
+  A checkpoint trained on other classes (a synthetic base fine-tuned on a user's data) gives everything
+  but the layers whose shape follows the class count: those (the FCN8s head) start fresh.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from tempseg.common.classes import ClassTable
 from tempseg.common.errors import UserError
+from tempseg.data.classes import class_table
 from tempseg.models import FCResNet
-from tempseg.models.checkpoint import read_checkpoint
+from tempseg.models.checkpoint import checkpoint_classes, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -51,29 +56,50 @@ def load_pretrained_backbone(model: FCResNet, path: str | Path) -> int:
     return loaded
 
 
-def init_from_checkpoint(model: FCResNet, path: str | Path, *, reinit_after_in: int = 0) -> int:
-    """Initialise from a tempseg checkpoint; returns tensors loaded."""
+def init_from_checkpoint(
+    model: FCResNet, path: str | Path, *, reinit_after_in: int = 0, classes: ClassTable | None = None
+) -> int:
+    """Initialise from a tempseg checkpoint; returns tensors loaded. `classes` (the data's): when the checkpoint
+    was trained on other classes, its class-count-shaped layers are not loaded."""
     payload = read_checkpoint(path)
-    classes = payload["config"]["num_classes"]
-    if classes != model.config.num_classes:
-        raise UserError(f"checkpoint has {classes} classes, not {model.config.num_classes}", path)
     if payload["config"]["depth"] != model.config.depth or payload["config"]["width"] != model.config.width:
         raise UserError(
             f"checkpoint is a {payload['model']}, another backbone than {model.config.depth}x{model.config.width:g}",
             path,
         )
-    source = payload["state_dict"]
     skipped = _reinit_prefixes(model, reinit_after_in)
-    source = {k: v for k, v in source.items() if not k.startswith(skipped)}
+    other = _other_classes(payload, path, model.config.num_classes, classes)
+    head = class_dependent(model) if other else set()
+    source = {k: v for k, v in payload["state_dict"].items() if not k.startswith(skipped) and k not in head}
     loaded = _copy_matching(model, source, widen=True)
+    fresh = [", ".join(skipped)] if skipped else []
+    if other:
+        fresh.append(f"the classifier layers, as the {other}")
     log.info(
-        "init: %d of %d tensors from %s (fresh: %s)",
-        loaded,
-        len(model.state_dict()),
-        path,
-        ", ".join(skipped) or "none",
+        "init: %d of %d tensors from %s (fresh: %s)", loaded, len(model.state_dict()), path, "; ".join(fresh) or "none"
     )
     return loaded
+
+
+def _other_classes(payload: dict, path: str | Path, num_classes: int, classes: ClassTable | None) -> str:
+    """Why the checkpoint's classifier does not fit this model's classes ("" when it does): another count, or
+    the same count of other names (a checkpoint without its table had the default table of its count)."""
+    count = payload["config"]["num_classes"]
+    if count != num_classes:
+        return f"checkpoint has {count} classes, the data {num_classes}"
+    trained = checkpoint_classes(payload, path) or class_table(count)
+    if classes is not None and trained is not None and trained.names != classes.names:
+        return f"checkpoint's {count} classes are not the data's"
+    return ""
+
+
+def class_dependent(model: FCResNet) -> set[str]:
+    """Names of the tensors whose shape follows the class count (the FCN8s head, a state or memory at
+    positions 6-7): those of a meta-device twin with one class more that differ in shape."""
+    with torch.device("meta"):
+        twin = FCResNet(replace(model.config, num_classes=model.config.num_classes + 1))
+    other = twin.state_dict()
+    return {k for k, v in model.state_dict().items() if k not in other or other[k].shape != v.shape}
 
 
 def _reinit_prefixes(model: FCResNet, blocks: int) -> tuple[str, ...]:

@@ -36,10 +36,10 @@ from tempseg.models import FCResNet, build_model, check_model_input, model_confi
 from tempseg.models.accel import FEATURE_STRIDE, Accel
 from tempseg.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from tempseg.train.accel import FLOW_EPE_WEIGHT, flow_epe, keyframe_offset
-from tempseg.train.clips import make_sampler, sample_batch
+from tempseg.train.clips import ClipSampler, data_classes, make_sampler, sample_batch
 from tempseg.train.config import TrainConfig, recipe
 from tempseg.train.consistency import pairwise_frames, pixel_distillation, temporal_loss
-from tempseg.train.evaluate import evaluate
+from tempseg.train.evaluate import check_val_data, evaluate
 from tempseg.train.init import init_from_checkpoint, load_pretrained_backbone
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,9 @@ def _native_bf16(device: torch.device) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def class_weights(kind: str, sampler, num_classes: int, *, seed: int, clips: int = 64) -> torch.Tensor:
-    """Per-class loss weights from the label frequencies p of `clips` training clips.
+def class_weights(kind: str, sampler: ClipSampler, num_classes: int, *, seed: int, clips: int = 64) -> torch.Tensor:
+    """Per-class loss weights from the label frequencies p of `clips` training clips, over the data's
+    `num_classes` classes (ignored pixels, 255, are not counted).
 
     "erfnet": 1 / ln(1.10 + p), the ENet weighting with ERFNet's constant (rare classes weigh ~4x road);
     "none": all ones.
@@ -81,7 +82,8 @@ def class_weights(kind: str, sampler, num_classes: int, *, seed: int, clips: int
     counts = np.zeros(num_classes, np.int64)
     for item in range(clips):
         _, labels, _ = sampler.clip(np.random.default_rng((seed, 1 << 20, item)), 1)
-        counts += np.bincount(labels[0].ravel(), minlength=256)[:num_classes]
+        for label in labels:  # a labelled-video clip is labelled on its last frame only
+            counts += np.bincount(label.ravel(), minlength=256)[:num_classes]
     frequency = counts / max(1, counts.sum())
     return torch.from_numpy(1.0 / np.log(1.10 + frequency)).float()
 
@@ -199,8 +201,9 @@ class TrainingRun:
             raise UserError(f"--keyframe-every {config.keyframe_interval} is below 1")
         if architecture.accel is not None and config.stage == "finetune" and not config.reference_from:
             raise UserError("a keyframe model fine-tunes a trained reference: pass --reference-from REF/checkpoint.pt")
+        self.classes = data_classes(config.data)  # before anything is built: a bad spec fails first
         torch.manual_seed(config.seed)
-        model = build_model(config.model).to(self.device)
+        model = build_model(config.model, num_classes=len(self.classes)).to(self.device)
         if config.channels_last:  # Module.to works in place; torch's overloads omit its memory_format keyword
             model.to(memory_format=torch.channels_last)  # pyright: ignore[reportCallIssue]
         self.model = model
@@ -234,6 +237,7 @@ class TrainingRun:
         if isinstance(self.model, Accel) and self.model.takes_flow:
             h, w = config.crop or (config.height, config.width)
             self.grid_flow = GridFlow((h // FEATURE_STRIDE, w // FEATURE_STRIDE))
+        check_val_data(config)
         self.weights = class_weights(config.class_weights, self.sampler, model.config.num_classes, seed=config.seed)
         self.weights = self.weights.to(self.device)
 
@@ -243,6 +247,13 @@ class TrainingRun:
             raise UserError("distillation (+kd, --kd-loss) needs a trained teacher: pass --teacher CHECKPOINT")
         if not Path(config.teacher).is_file():
             raise UserError("teacher checkpoint not found", config.teacher)
+        teacher_classes = read_checkpoint(config.teacher)["config"]["num_classes"]
+        if teacher_classes != num_classes:  # distillation matches the teacher's class scores to the student's
+            raise UserError(
+                f"teacher has {teacher_classes} classes, the data {num_classes}: distil from a teacher trained on "
+                "this data",
+                config.teacher,
+            )
         teacher, _ = load_model(config.teacher, expect_classes=num_classes)
         teacher = teacher.to(self.device).eval().requires_grad_(False)
         if self.config.channels_last:  # Module.to works in place; torch's overloads omit its memory_format keyword
@@ -274,14 +285,16 @@ class TrainingRun:
                     "--pretrained loads one ResNet encoder; a keyframe model starts from --init-from/--reference-from"
                 )
             if self.config.init_from:
-                init_from_checkpoint(self.model.update, self.config.init_from)
+                init_from_checkpoint(self.model.update, self.config.init_from, classes=self.classes)
             if self.config.reference_from:
-                init_from_checkpoint(self.model.reference, self.config.reference_from)
+                init_from_checkpoint(self.model.reference, self.config.reference_from, classes=self.classes)
         else:
             if self.config.pretrained:
                 load_pretrained_backbone(self.model, self.config.pretrained)
             if self.config.init_from:
-                init_from_checkpoint(self.model, self.config.init_from, reinit_after_in=self.config.reinit_after_in)
+                init_from_checkpoint(
+                    self.model, self.config.init_from, reinit_after_in=self.config.reinit_after_in, classes=self.classes
+                )
 
     def loss(self, step: int) -> torch.Tensor:
         """The loss `step(step)` trains on: the batch of step `step` through the model in training mode, the
@@ -381,7 +394,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False) -> 
         progress.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{run.scheduler.get_last_lr()[0]:.1e}")
         done = step + 1
         if done % config.eval_every == 0 or done == config.steps:
-            history.append(_validate(run.model, config, done, losses, rank, world, device))
+            history.append(_validate(run, done, losses))
             losses = []
         if rank == 0 and (done % config.checkpoint_every == 0 or done == config.steps):
             _snapshot(out_dir / LAST, run, config, done, history)
@@ -401,6 +414,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False) -> 
             out_dir / FINAL,
             run.model,
             config.model,
+            classes=run.classes,
             train=_config_dict(config),
             recipe=trained_recipe,
             epochs=history,
@@ -413,23 +427,16 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False) -> 
     return record
 
 
-def _validate(
-    model: FCResNet | Accel,
-    config: TrainConfig,
-    step: int,
-    losses: list[float],
-    rank: int,
-    world: int,
-    device: torch.device,
-) -> dict[str, Any]:
+def _validate(run: TrainingRun, step: int, losses: list[float]) -> dict[str, Any]:
+    config, device = run.config, run.device
     loss = float(np.mean(losses)) if losses else math.nan
-    if world > 1:
+    if run.world > 1:
         reduced = torch.tensor([loss], device=device)
         dist.all_reduce(reduced)
-        loss = reduced.item() / world
+        loss = reduced.item() / run.world
     entry: dict[str, Any] = {"epoch": step // config.eval_every, "step": step, "loss": round(loss, 5)}
-    if rank == 0:
-        entry.update(evaluate(model, config, device, final=step == config.steps))
+    if run.rank == 0:
+        entry.update(evaluate(run.model, config, device, final=step == config.steps, classes=run.classes))
         tqdm.write(f"step {step}: loss {loss:.4f}  {val_line(entry)}")
     return entry
 
@@ -450,6 +457,7 @@ def _snapshot(path: Path, run: TrainingRun, config: TrainConfig, step: int, hist
         path,
         run.model,
         config.model,
+        classes=run.classes,
         step=step,
         train=_config_dict(config),
         epochs=history,
