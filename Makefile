@@ -1,8 +1,8 @@
 # tempseg: train -> export -> calibrate -> engine -> run, as file targets.
 # Each step runs only when its artefact is missing or older than its input.
 #
-#   make engine MODEL=fcresnet18_t66 [PRECISION=fp16|int8|fp32] [HEIGHT=256 WIDTH=512]
-#   make run    MODEL=fcresnet18_t66 [BACKEND=auto|tensorrt|tensorrt_rtx|onnxruntime|torch] [SOURCE=synthetic] [FRAMES=300]
+#   make engine MODEL=fcresnet18_t66 [PRECISION=fp16|int8|fp32] [HEIGHT=256 WIDTH=512] [DATA=synthetic|folder:PATH|camvid:PATH]
+#   make run    MODEL=fcresnet18_t66 [BACKEND=auto|tensorrt|tensorrt_rtx|onnxruntime|torch] [SOURCE=$(DATA)] [FRAMES=300]
 #   make demo   MODEL=a MODEL2=b [PRECISION=fp16] [FRAMES=300]   (one video: the two models side by side)
 #   make test
 #
@@ -18,7 +18,10 @@ WIDTH      ?= 512
 BATCH      ?= 1
 PRESET     ?= default
 BACKEND    ?= auto
-SOURCE     ?= synthetic
+# The labelled video every stage reads: training (base and fine-tune), INT8 calibration, and `make run`'s default
+# SOURCE (its val split: the runtime opens a spec without a split at val). synthetic: the built-in street video.
+DATA       ?= synthetic
+SOURCE     ?= $(DATA)
 FRAMES     ?= 300
 CALIB_FRAMES ?= 128
 CALIB_METHOD ?= percentile
@@ -26,6 +29,8 @@ CALIB_ARGS ?=
 ENGINE_ARGS ?=
 RUN_ARGS   ?=
 TRAIN_ARGS ?=
+# extra options of the base's training (from scratch), e.g. --pretrained resnet18.pth (ImageNet weights)
+BASE_ARGS  ?=
 MODELS     ?= fcresnet18 fcresnet18_t66 fcresnet18_lma3r4 fcresnet18x0.5 fcresnet18x0.5_t66
 PRECISIONS ?= fp32 fp16 int8
 FORCE      ?= 0
@@ -55,7 +60,11 @@ CKPT       := $(RUN_DIR)/checkpoint.pt
 # one line and exit 2 for a bad NAME). It imports torch, so it is asked in recipes once .venv exists, never while
 # make reads this file (on a fresh clone the system Python reads it, and may have no torch).
 MODELS_CLI  = "$(PY)" -m tempseg.models
-base_ckpt   = $(RUNS)/$(1)/base/checkpoint.pt
+# A base is trained on DATA, so its directory names the data: $(RUNS)/NAME/base for the synthetic video (as
+# before DATA existed), $(RUNS)/NAME/base-KIND-LAST-SUM otherwise (folder:data/street ->
+# base-folder-street-<cksum of the whole spec>: the last part of the path for people, the checksum so that two
+# data sets whose paths end alike never share one). A base trained on other data is never taken for DATA's.
+base_ckpt   = $(RUNS)/$(1)/base$(DATA_SLUG)/checkpoint.pt
 ONNX_FP32  := $(RUN_DIR)/model.onnx
 ONNX_FP16  := $(RUN_DIR)/model.fp16.onnx
 ONNX_INT8  := $(RUN_DIR)/model.int8.onnx
@@ -81,6 +90,31 @@ $(warning $(STALE): older than $(CKPT), used as they are (no torch here to expor
 export TEMPSEG_STALE_NAMED += $(CKPT)
 endif
 endif
+# ---- DATA: what the model is trained on ---------------------------------------------------------------------
+# A run directory records the DATA it was trained on ($(RUN_DIR)/data.spec, written with its checkpoint): DATA not
+# given is that data (so `make run` scores a model on its own classes' val split), synthetic where none is
+# recorded; a DATA given that differs stops in one line instead of taking a model of other classes for DATA's.
+# Goals that make no run directory of MODEL neither read nor check it.
+MODEL_GOALS := $(filter-out help setup compare paper bench soak test lint format clean gpu-check,$(or $(MAKECMDGOALS),help))
+TRAINED_ON  := $(if $(MODEL_GOALS),$(if $(wildcard $(RUN_DIR)/data.spec),$(strip $(file <$(RUN_DIR)/data.spec))))
+ifeq ($(origin DATA),file)
+DATA       := $(or $(TRAINED_ON),synthetic)
+else ifneq ($(and $(TRAINED_ON),$(filter-out $(TRAINED_ON),$(DATA))),)
+$(error $(RUN_DIR) was trained on DATA=$(TRAINED_ON), not DATA=$(DATA): drop DATA (or give that one), or train on $(DATA) in another RUNS=)
+endif
+ifneq ($(words $(DATA)),1)
+$(error DATA="$(DATA)" is not one data spec (no spaces): synthetic, folder:PATH or camvid:PATH)
+endif
+empty      :=
+space      := $(empty) $(empty)
+# --data for the training and calibration CLIs; nothing for synthetic, their default (command lines as before).
+DATA_OPT   := $(if $(filter-out synthetic,$(DATA)),$(space)--data "$(DATA)")
+DATA_KIND  := $(subst /,-,$(firstword $(subst :, ,$(DATA))))
+DATA_SLUG  := $(if $(DATA_OPT),-$(DATA_KIND)-$(notdir $(subst :,-,$(patsubst %/,%,$(patsubst $(firstword $(subst :, ,$(DATA))):%,%,$(DATA)))))-$(firstword $(shell printf '%s' '$(subst ','\'',$(DATA))' | cksum)))
+# A bad DATA (no such tree, no classes.json, ...) stops with the data layer's one line before make writes
+# anything, where training is to come (no checkpoint yet): asked of the data layer by the venv's Python.
+DATA_CHECK  = $(if $(and $(DATA_OPT),$(if $(wildcard $(CKPT)),,yes)),"$(PY)" -m tempseg.data classes "$(DATA)" >/dev/null && )
+
 # A stage that needs torch (training, export) where there is none: one line and exit 2 (make's $(error), expanded
 # only when the stage must run), instead of a traceback.
 needs_torch = $(if $(HAS_TORCH),,$(error $(1) needs torch, which $(VENV) does not have (a venv made with the default EXTRAS=train,dev has it; a run directory copied over runs on its graphs without it)))
@@ -88,8 +122,11 @@ needs_torch = $(if $(HAS_TORCH),,$(error $(1) needs torch, which $(VENV) does no
 .PHONY: help setup base train export calibrate engine run demo compare paper bench soak test lint format clean FORCE
 
 help:
-	@echo "make engine MODEL=fcresnet18_t66 [PRECISION=fp16|int8|fp32] [HEIGHT=256 WIDTH=512]"
-	@echo "make run MODEL=... [PRECISION=] [BACKEND=auto|tensorrt|tensorrt_rtx|onnxruntime|torch] [SOURCE=synthetic|video.mp4|frames/|cityscapes:PATH|camera:0] [FRAMES=N]"
+	@echo "make engine MODEL=fcresnet18_t66 [PRECISION=fp16|int8|fp32] [HEIGHT=256 WIDTH=512] [DATA=synthetic|folder:PATH|camvid:PATH]"
+	@echo "make run MODEL=... [PRECISION=] [BACKEND=auto|tensorrt|tensorrt_rtx|onnxruntime|torch] [SOURCE=DATA|video.mp4|frames/|cityscapes:PATH|folder:PATH[:SPLIT]|camera:0] [FRAMES=N]"
+	@echo "  DATA: the labelled video to train, calibrate and run on (default synthetic, or the data MODEL was trained on):"
+	@echo "        synthetic | folder:PATH (frames/, labels/, classes.json) | camvid:PATH (CamVid as distributed);"
+	@echo "        bases train into RUNS/BASE/base (synthetic) or RUNS/BASE/base-KIND-NAME-CKSUM (other data)"
 	@echo "make demo MODEL=a MODEL2=b [PRECISION=] [BACKEND=] [SOURCE=] [FRAMES=N]   (writes $(RUNS)/demo-a-vs-b.mp4)"
 	@echo "make compare MODELS=\"...\" PRECISIONS=\"fp32 fp16 int8\"   make paper   make test"
 
@@ -108,7 +145,7 @@ setup: $(STAMP)
 # ---- stages -------------------------------------------------------------------------------
 # A base is trained only when its checkpoint is missing: it has no prerequisite but the venv.
 $(call base_ckpt,%): | $(STAMP)
-	@$(call needs_torch,$@: training)"$(PY)" -m tempseg.train --model "$*" --preset "$(PRESET)" --stage base --out-dir "$(RUNS)/$*/base"
+	@$(call needs_torch,$@: training)"$(PY)" -m tempseg.train --model "$*" --preset "$(PRESET)"$(DATA_OPT) --stage base --out-dir "$(RUNS)/$*/base$(DATA_SLUG)"$(if $(BASE_ARGS), $(BASE_ARGS))
 
 # `make base MODEL=...`: the registry names the base, a sub-make trains it (the line runs under -n too).
 base: | $(STAMP)
@@ -123,7 +160,8 @@ $(CKPT): | $(STAMP)
 	  $(MAKE) --no-print-directory "$@" BASE_MODEL="$$base" REF_MODEL="$$ref"
 else
 $(CKPT): | $(call base_ckpt,$(BASE_MODEL)) $(if $(REF_MODEL),$(call base_ckpt,$(REF_MODEL))) $(STAMP)
-	@$(call needs_torch,$@: training)"$(PY)" -m tempseg.train --model "$(MODEL)" --preset "$(PRESET)" --stage finetune --init-from "$(call base_ckpt,$(BASE_MODEL))" $(if $(REF_MODEL),--reference-from "$(call base_ckpt,$(REF_MODEL))") --out-dir "$(RUN_DIR)" $(TRAIN_ARGS)
+	@$(call needs_torch,$@: training)"$(PY)" -m tempseg.train --model "$(MODEL)" --preset "$(PRESET)"$(DATA_OPT) --stage finetune --init-from "$(call base_ckpt,$(BASE_MODEL))" $(if $(REF_MODEL),--reference-from "$(call base_ckpt,$(REF_MODEL))") --out-dir "$(RUN_DIR)" $(TRAIN_ARGS)
+	@printf '%s\n' "$(DATA)" > "$(RUN_DIR)/data.spec"
 endif
 
 # $(call check_size,NAME,VALUE): stop make (one line, exit 2) unless VALUE is a positive multiple of 32, the
@@ -134,8 +172,8 @@ check_size = $(if $(call size_ok,$(2)),,$(error $(1)=$(2) is not an input size t
 
 # Rewritten only when the size changes, so a new HEIGHT/WIDTH re-exports and nothing else does. The size is
 # checked before anything is written: a size the export would refuse must not mark good graphs stale.
-$(RUN_DIR)/export.args: FORCE
-	@$(call check_size,HEIGHT,$(HEIGHT))$(call check_size,WIDTH,$(WIDTH))mkdir -p "$(RUN_DIR)"
+$(RUN_DIR)/export.args: FORCE $(if $(DATA_CHECK),| $(STAMP))
+	@$(call check_size,HEIGHT,$(HEIGHT))$(call check_size,WIDTH,$(WIDTH))$(DATA_CHECK)mkdir -p "$(RUN_DIR)"
 	@echo "$(HEIGHT)x$(WIDTH) batch $(BATCH)" | cmp -s - "$@" || echo "$(HEIGHT)x$(WIDTH) batch $(BATCH)" > "$@"
 
 # export.args first: make takes prerequisites in order, so a bad size stops make before any training.
@@ -144,7 +182,7 @@ $(ONNX_FP32) $(ONNX_FP16) &: $(if $(DEPLOYED),,$(RUN_DIR)/export.args $(CKPT)) |
 
 # Deployed: the FP32 graph need only exist (order-only), so a copy that left it newer does not recalibrate.
 $(ONNX_INT8): $(if $(DEPLOYED),,$(ONNX_FP32)) | $(if $(DEPLOYED),$(ONNX_FP32)) $(STAMP)
-	@"$(PY)" -m tempseg.calibration --onnx "$(ONNX_FP32)" --frames "$(CALIB_FRAMES)" --method "$(CALIB_METHOD)" $(CALIB_ARGS)
+	@"$(PY)" -m tempseg.calibration --onnx "$(ONNX_FP32)"$(DATA_OPT) --frames "$(CALIB_FRAMES)" --method "$(CALIB_METHOD)" $(CALIB_ARGS)
 
 .SECONDEXPANSION:
 $(RUN_DIR)/%.engine: $$(GRAPH_$$*) | $(STAMP)
@@ -187,7 +225,9 @@ demo: $(GRAPH_$(PRECISION)) | $(STAMP)
 COMPARE_PRESET := $(if $(filter command line,$(origin PRESET)),$(PRESET),compare)
 COMPARE_RUNS   := $(if $(filter command line,$(origin RUNS)),--runs "$(RUNS)")
 
+# compare measures every row on synthetic val (bench/compare.py takes no data): a DATA given is refused, not ignored.
 compare: | $(STAMP)
+	@$(if $(filter-out synthetic,$(DATA)),$(error make compare trains and scores on synthetic video only; DATA=$(DATA) is for engine/run))
 	@"$(PY)" -m bench.compare --models $(MODELS) --precisions $(PRECISIONS) --backend "$(BACKEND)" --height "$(HEIGHT)" --width "$(WIDTH)" --preset "$(COMPARE_PRESET)" $(COMPARE_RUNS) $(if $(filter 1,$(FORCE)),--force)
 
 paper: | $(STAMP)

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,7 @@ from tempseg.runtime.backends.base import PhaseTimes
 from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
 from tempseg.runtime.backends.torch_runner import TorchRunner
 from tempseg.runtime.loop import PHASES, LoopOptions, run_loop
+from tempseg.runtime.outputs import FrameClock, Overlay, palette_lut
 from tempseg.runtime.policy import ResetTracker, StatePolicy
 from tempseg.runtime.preprocess import Preprocessor
 from tests.conftest import TINY_HW, run_python
@@ -229,6 +231,87 @@ def test_cli_writes_report_overlay_and_labels(tiny_run, tmp_path, capsys):
     capture = cv2.VideoCapture(str(overlay))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 12
     assert len(list(labels_dir.glob("*.png"))) == 12
+
+
+# ---- the overlay: the graph's classes and each frame's latency drawn on it -------------------------------
+
+
+def _bgr_colours(image: np.ndarray) -> set[tuple[int, int, int]]:
+    return {(int(b), int(g), int(r)) for b, g, r in image.reshape(-1, 3)}
+
+
+def _eleven() -> tuple[list[str], tuple[tuple[int, int, int], ...]]:
+    names = ["sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car", "pedestrian", "bicyclist"]
+    return names, tuple((20 * k, 250 - 20 * k, (57 * k) % 256) for k in range(len(names)))
+
+
+@pytest.mark.parametrize(("height", "width", "names_shown"), [(256, 512, True), (64, 128, False)])
+def test_overlay_legend_shows_each_class_in_its_palette_colour(height, width, names_shown):
+    """11 classes: named swatches at 256x512; at 64x128 the names do not fit, the swatches alone are drawn."""
+    names, palette = _eleven()
+    lut = palette_lut(palette, len(names))
+    frame = Frame(np.full((height, width, 3), 90, np.uint8), None, 0, "s")
+    overlay = Overlay(lut, height, width, class_names=names)
+    image = overlay(frame, np.zeros((height, width), np.int32)).copy()
+    assert overlay.legend is not None
+    assert overlay.legend.names_shown is names_shown
+    assert {(b, g, r) for r, g, b in palette} <= _bgr_colours(image)
+    plain = Overlay(lut, height, width)(frame, np.zeros((height, width), np.int32))
+    white = (255, 255, 255)
+    assert (white in _bgr_colours(image)) is names_shown  # the names, in white
+    assert white not in _bgr_colours(plain)
+
+
+def test_overlay_without_room_for_a_legend_colours_the_labels_alone():
+    names = [f"c{k}" for k in range(40)]  # 40 classes: not even 2-pixel swatches fit in 64 rows
+    lut = palette_lut((), len(names))
+    frame = Frame(np.full((64, 128, 3), 90, np.uint8), None, 0, "s")
+    labels = np.arange(64 * 128).reshape(64, 128) % 40
+    overlay = Overlay(lut, 64, 128, class_names=names)
+    assert overlay.legend is None
+    assert np.array_equal(overlay(frame, labels), Overlay(lut, 64, 128)(frame, labels))
+
+
+def test_overlay_draws_each_frame_latency():
+    lut = palette_lut(_eleven()[1], 11)
+    frame = Frame(np.full((64, 128, 3), 90, np.uint8), None, 0, "s")
+    labels = np.zeros((64, 128), np.int32)
+    latency = [3.0]
+    overlay = Overlay(lut, 64, 128, latency=lambda: latency[0])
+    first = overlay(frame, labels).copy()
+    latency[0] = 87.5
+    second = overlay(frame, labels).copy()
+    plain = Overlay(lut, 64, 128)(frame, labels)
+    box = (slice(0, 14), slice(0, 48))  # the top left: "87.5 ms" at 64x128
+    assert not np.array_equal(first[box], plain[box])
+    assert not np.array_equal(first[box], second[box])  # the text follows the frame's latency
+    assert np.array_equal(first[20:], plain[20:])  # the rest of the overlay as it was
+
+
+def test_frame_clock_times_the_frame_the_loop_took_last():
+    clock = FrameClock()
+    assert clock.elapsed_ms() is None
+    frames = clock.stamp(_frames(2))
+    next(frames)
+    time.sleep(0.02)
+    elapsed = clock.elapsed_ms()
+    assert elapsed is not None
+    assert elapsed >= 20
+    next(frames)
+    assert (clock.elapsed_ms() or 0) < elapsed
+
+
+def test_cli_overlay_shows_the_graphs_classes(tiny_run, tmp_path):
+    """No flag: the run's overlay PNGs carry the legend of the graph's classes (its 19 at 64x128: swatches)."""
+    argv = ["--model-dir", str(tiny_run), "--precision", "fp32", "--backend", "onnxruntime", "--frames", "2"]
+    argv += ["--quiet", "--no-tc", "--overlay-dir", str(tmp_path / "png"), "--report", str(tmp_path / "r.json")]
+    assert runtime_main(argv) == 0
+    palette = read_onnx_contract(tiny_run / "model.onnx").palette
+    assert len(palette) == 19
+    image = cv2.imread(str(tmp_path / "png" / "000001.png"))
+    assert image is not None
+    assert {(b, g, r) for r, g, b in palette} <= _bgr_colours(image)
+    assert (255, 255, 255) in _bgr_colours(image[:14, :48])  # the frame's latency, in white (no class is white)
 
 
 def test_cli_missing_graph_is_one_line_error(tmp_path):

@@ -16,7 +16,9 @@ from pathlib import Path
 from tempseg.calibration.config import DEFAULT_PERCENTILE, KEEP_FLOAT_GROUPS, METHODS, CalibConfig
 from tempseg.calibration.pipeline import calibrate
 from tempseg.calibration.summary import format_stage
+from tempseg.common.contract import read_onnx_contract
 from tempseg.common.errors import run_cli
+from tempseg.data.classes import CLASS_NAMES, NUM_CLASSES
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -32,11 +34,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_PERCENTILE,
         help=f"percentile method: %% of |x| kept (default {DEFAULT_PERCENTILE})",
     )
-    p.add_argument("--data", default="synthetic", help="synthetic (default), a video, an image folder, cityscapes:PATH")
+    p.add_argument(
+        "--data",
+        default="synthetic",
+        help="synthetic (default), a video, an image folder, cityscapes:PATH, folder:PATH[:SPLIT], "
+        "camvid:PATH[:SPLIT] (labelled data: its val split unless SPLIT says)",
+    )
     p.add_argument("--seed", type=int, default=0, help="first calibration sequence / source seed (default 0)")
     p.add_argument("--sequence-length", type=int, default=32, help="synthetic: frames per calibration sequence")
     p.add_argument("--chunk-frames", type=int, default=16, help="frames per collection pass (bounds memory)")
-    p.add_argument("--eval-sequences", type=int, default=4, help="held-out val sequences for accuracy (0: none)")
+    p.add_argument(
+        "--eval-sequences",
+        type=int,
+        help="held-out synthetic val sequences for accuracy (0: none; default 4, or 0 for a graph of other "
+        "classes than the 19 the synthetic video labels)",
+    )
     p.add_argument("--eval-frames", type=int, default=20, help="frames per evaluation sequence (default 20)")
     p.add_argument(
         "--keep-float",
@@ -45,6 +57,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-cache", action="store_true", help="collect the ranges again even if cached")
     return p.parse_args(argv)
+
+
+def default_eval_sequences(onnx: Path) -> int:
+    """The held-out check streams synthetic val video, labelled with the 19 Cityscapes classes: it scores a graph
+    of those classes (a model trained on synthetic video or Cityscapes), not one trained on other labels."""
+    contract = read_onnx_contract(onnx)
+    synthetic_classes = contract.num_classes == NUM_CLASSES and contract.classes in ((), CLASS_NAMES)
+    return 4 if synthetic_classes else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sequence_length=args.sequence_length,
         keep_float=tuple(name.strip() for name in args.keep_float.split(",") if name.strip()),
         chunk_frames=args.chunk_frames,
-        eval_sequences=args.eval_sequences,
+        eval_sequences=args.eval_sequences if args.eval_sequences is not None else default_eval_sequences(args.onnx),
         eval_frames=args.eval_frames,
         use_cache=not args.no_cache,
     )

@@ -3,8 +3,9 @@
 
 Runs the stateful frame loop and prints the latency, memory and accuracy table; writes the
 report to runs/MODEL/run-<precision>-<backend>.json. Sources: synthetic (labelled), a video
-file, an image folder, cityscapes:PATH[:SPLIT], camera:N. Ctrl-C stops after the current frame
-and still writes the report.
+file, an image folder, cityscapes:PATH[:SPLIT], labelled video of your own (folder:PATH[:SPLIT],
+camvid:PATH[:SPLIT]), camera:N. The overlay shows the graph's classes (names and colours from its
+metadata) and each frame's latency. Ctrl-C stops after the current frame and still writes the report.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tempseg.common.errors import UserError, run_cli
 from tempseg.common.io import write_json
 from tempseg.data.sources import open_source
 from tempseg.runtime.loop import LoopOptions, run_loop
-from tempseg.runtime.outputs import Overlay, OverlayVideo, PngFrames, palette_lut
+from tempseg.runtime.outputs import FrameClock, Overlay, OverlayVideo, PngFrames, palette_lut
 from tempseg.runtime.policy import StatePolicy
 from tempseg.runtime.report import build_report, format_report
 from tempseg.runtime.session import BACKENDS, PRECISIONS, make_runner, select
@@ -46,7 +47,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--engine", type=Path, help="run this engine instead of the run directory's")
     p.add_argument(
-        "--source", default="synthetic", help="synthetic[:SEED] | VIDEO | FOLDER | cityscapes:PATH[:SPLIT] | camera:N"
+        "--source",
+        default="synthetic",
+        help="synthetic[:SEED] | VIDEO | FOLDER | cityscapes:PATH[:SPLIT] | folder:PATH[:SPLIT] | "
+        "camvid:PATH[:SPLIT] | camera:N",
     )
     p.add_argument("--frames", type=int, help="stop after N frames (default: the whole source; synthetic: 300)")
     p.add_argument("--warmup", type=int, default=10, help="frames left out of the latency statistics (default 10)")
@@ -107,7 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         consistency=not args.no_tc,
         progress=not args.quiet,
     )
-    overlay = Overlay(palette_lut(contract.palette, contract.num_classes), contract.height, contract.width)
+    clock = FrameClock()
+    lut = palette_lut(contract.palette, contract.num_classes)
+    overlay = Overlay(
+        lut, contract.height, contract.width, class_names=contract.class_names(), latency=clock.elapsed_ms
+    )
     sinks = []
     if args.overlay:
         sinks.append(OverlayVideo(args.overlay, overlay, source.fps))
@@ -116,7 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         with source, runner:
-            result = run_loop(runner, source, options, source_fps=source.fps, sinks=tuple(sinks), total=source.length)
+            frames_in = clock.stamp(source)
+            result = run_loop(
+                runner, frames_in, options, source_fps=source.fps, sinks=tuple(sinks), total=source.length
+            )
             memory = runner.memory()
             device = runner.device_name
     finally:

@@ -258,11 +258,14 @@ def _runs(points: list[tuple[int, int] | None]) -> list[list[tuple[int, int]]]:
 class Composer:
     """Builds each frame of the demo video into one canvas allocated once."""
 
-    def __init__(self, layout: Layout, lut: np.ndarray, titles: Sequence[str], frames: int) -> None:
+    def __init__(
+        self, layout: Layout, lut: np.ndarray, titles: Sequence[str], frames: int, class_names: Sequence[str] = ()
+    ) -> None:
         self.layout, self.titles = layout, tuple(titles)
         h, w = layout.height, layout.width
         self.overlays = [Overlay(lut, h, w) for _ in self.titles]
-        self.truth = Overlay(lut, h, w, alpha=1.0)  # the labels' colours alone
+        # the labels' colours alone, with the key to them (the model panels' titles take their top rows)
+        self.truth = Overlay(lut, h, w, alpha=1.0, class_names=class_names)
         self.canvas = np.zeros((layout.size[1], layout.size[0], 3), np.uint8)
         self.strip = Strip(layout.strip, frames, self.titles, layout.scale)
 
@@ -317,7 +320,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="auto: TensorRT when installed with a GPU and an engine, else ONNX Runtime (both models)",
     )
     p.add_argument(
-        "--source", default="synthetic", help="synthetic[:SEED] (labelled, degraded) | VIDEO | FOLDER | cityscapes:PATH"
+        "--source",
+        default="synthetic",
+        help="synthetic[:SEED] (labelled, degraded) | VIDEO | FOLDER | cityscapes:PATH | folder:PATH[:SPLIT] | "
+        "camvid:PATH[:SPLIT]",
     )
     p.add_argument("--frames", type=int, default=DEFAULT_FRAMES, help=f"frames (default {DEFAULT_FRAMES})")
     p.add_argument("--out", type=Path, help="the video (.mp4/.avi; default RUNS/demo-A-vs-B.mp4 beside model A)")
@@ -375,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not frames:
         raise UserError("gave no frames", args.source)
     layout = Layout(contract.height, contract.width)
-    composer = Composer(layout, palette_lut(contract.palette, contract.num_classes), titles, len(frames))
+    lut = palette_lut(contract.palette, contract.num_classes)
+    composer = Composer(layout, lut, titles, len(frames), contract.class_names())
     consistency = FrameConsistency(contract.num_classes, titles)
     series = {title: Series() for title in titles}
     started = time.perf_counter()
