@@ -316,19 +316,8 @@ def test_training_starts_from_both_bases_and_records_the_reference(tmp_path, cap
 
 def _step_images(run) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Images [B, L, 3, H, W], exact flows and their validity of step 0's batch of `run` (a TrainingRun)."""
-    from tempseg.train.clips import sample_batch
 
-    config = run.config
-    batch = sample_batch(
-        run.sampler,
-        seed=config.seed,
-        rank=0,
-        step=0,
-        batch_size=config.batch_size,
-        clip_length=run.clip_length,
-        crop=config.crop,
-        grid_flow=run.grid_flow,
-    )
+    batch = run.batch(0)
     assert batch.flows is not None
     assert batch.flow_valid is not None
     return torch.from_numpy(batch.images), torch.from_numpy(batch.flows), torch.from_numpy(batch.flow_valid)

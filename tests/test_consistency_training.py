@@ -243,17 +243,7 @@ def _loss_with(run: TrainingRun, **weights: float) -> float:
 
 def _batch_and_logits(run: TrainingRun) -> tuple[ClipBatch, torch.Tensor, torch.Tensor]:
     """Step 0's batch, its images and the logits of every frame, as the run's loss sees them (training mode)."""
-    config = run.config
-    batch = sample_batch(
-        run.sampler,
-        seed=config.seed,
-        rank=0,
-        step=0,
-        batch_size=config.batch_size,
-        clip_length=run.clip_length,
-        crop=config.crop,
-        grid_flow=run.grid_flow,
-    )
+    batch = run.batch(0)
     images = torch.from_numpy(batch.images)
     with torch.no_grad():
         return batch, images, run.forward(images)

@@ -311,7 +311,8 @@ def test_cli_overlay_shows_the_graphs_classes(tiny_run, tmp_path):
     image = cv2.imread(str(tmp_path / "png" / "000001.png"))
     assert image is not None
     assert {(b, g, r) for r, g, b in palette} <= _bgr_colours(image)
-    assert (255, 255, 255) in _bgr_colours(image[:14, :48])  # the frame's latency, in white (no class is white)
+    # the frame's latency in white on black (no class is white; OpenCV smooths even small text, so near white)
+    assert (image[:14, :48].min(axis=2) >= 200).any()
 
 
 def test_cli_missing_graph_is_one_line_error(tmp_path):

@@ -36,7 +36,7 @@ from tempseg.models import FCResNet, build_model, check_model_input, model_confi
 from tempseg.models.accel import FEATURE_STRIDE, Accel
 from tempseg.models.checkpoint import load_model, read_checkpoint, save_checkpoint
 from tempseg.train.accel import FLOW_EPE_WEIGHT, flow_epe, keyframe_offset
-from tempseg.train.clips import ClipSampler, data_classes, make_sampler, sample_batch
+from tempseg.train.clips import ClipBatch, ClipSampler, data_classes, make_sampler, sample_batch
 from tempseg.train.config import TrainConfig, recipe
 from tempseg.train.consistency import pairwise_frames, pixel_distillation, temporal_loss
 from tempseg.train.evaluate import check_val_data, evaluate
@@ -232,6 +232,7 @@ class TrainingRun:
             min_scale=config.min_scale,
             frame_cache_mb=config.frame_cache_mb,
             with_flow=config.tc_loss > 0 or getattr(self.model, "flow_net", None) is not None,
+            label_every=config.label_every,
         )
         self.grid_flow = None  # the host flow of a keyframe model's update graph, computed as the runtime does
         if isinstance(self.model, Accel) and self.model.takes_flow:
@@ -296,13 +297,10 @@ class TrainingRun:
                     self.model, self.config.init_from, reinit_after_in=self.config.reinit_after_in, classes=self.classes
                 )
 
-    def loss(self, step: int) -> torch.Tensor:
-        """The loss `step(step)` trains on: the batch of step `step` through the model in training mode, the
-        module warm-up applied. Updates nothing but BatchNorm's running statistics: each term can be weighed on
-        one fixed batch."""
+    def batch(self, step: int) -> ClipBatch:
+        """The batch of step `step` on this process: a pure function of (seed, rank, step)."""
         config = self.config
-        self.model.train()
-        batch = sample_batch(
+        return sample_batch(
             self.sampler,
             seed=config.seed,
             rank=self.rank,
@@ -312,6 +310,14 @@ class TrainingRun:
             crop=config.crop,
             grid_flow=self.grid_flow,
         )
+
+    def loss(self, step: int) -> torch.Tensor:
+        """The loss `step(step)` trains on: the batch of step `step` through the model in training mode, the
+        module warm-up applied. Updates nothing but BatchNorm's running statistics: each term can be weighed on
+        one fixed batch."""
+        config = self.config
+        self.model.train()
+        batch = self.batch(step)
         images = torch.from_numpy(batch.images).to(self.device)
         labels = self.clip_forward.supervised_labels(torch.from_numpy(batch.labels).to(self.device))
         self._warm_up_module(step)
