@@ -14,6 +14,11 @@ is the control of its temporal rows. Deltas are measured on the same frames of t
 clean and degraded frames apart, with 95 % bootstrap intervals over sequences. For temporal models
 the same frames are scored again with the state zeroed before every frame: what the state buys.
 
+`--data folder:PATH` / `camvid:PATH` (make compare DATA=...): every row is trained and calibrated on that
+labelled video (bases in RUNS/BASE/base-KIND-NAME-CKSUM, as the Makefile names them) and scored on its whole val
+split with its classes. What only the synthetic video has is not faked: TC follows DIS optical flow (no exact
+flow), and with no degraded frames marked there is no clean/degraded split (figures are over all frames).
+
 Engines are built whenever a TensorRT builder imports, also where the runtime backend cannot run
 them: TensorRT-RTX compiles on a CPU-only machine, so the engine and activation sizes in the
 table are those of real engines even where latency comes from ONNX Runtime.
@@ -32,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.artefacts import build_artefacts, check_row, engine_builder
+from bench.artefacts import SYNTHETIC, build_artefacts, check_row, check_trained_on, engine_builder
 from tempseg.common.errors import UserError, run_cli
 from tempseg.common.io import atomic_path, atomic_write, write_json
 from tempseg.data.frames import Frame
@@ -99,16 +104,17 @@ def trained_recipe(run_dir: Path) -> dict:
         raise UserError("no readable training recipe (train.json without 'recipe'): retrain this run", path) from None
 
 
-def check_recipes(models: list[str], runs: Path, preset: str) -> dict:
+def check_recipes(models: list[str], runs: Path, preset: str, data: str = SYNTHETIC) -> dict:
     """The common recipe of every row; UserError naming the first run trained otherwise.
 
-    Each fine-tune must match the preset's fine-tune stage, its base the preset's base stage, all
+    Each fine-tune must match the preset's fine-tune stage on `data`, its base the preset's base stage, all
     with one autocast, and a temporal model must start from the same base checkpoint as its control.
     """
-    base_recipe = recipe(preset_config(preset, "base"))
+    base_recipe = recipe(preset_config(preset, "base", data=data))
     recipes = {m: trained_recipe(runs / m) for m in models}
     for model, got in recipes.items():
-        expected = {"finetune": recipe(preset_config(preset, "finetune", model=model)), "base": base_recipe}
+        finetune = recipe(preset_config(preset, "finetune", model=model, data=data))
+        expected = {"finetune": finetune, "base": base_recipe}
         for stage, have in (("finetune", recipe(got)), ("base", recipe((got.get("init") or {}).get("recipe") or {}))):
             differ = [k for k, v in expected[stage].items() if k != "amp" and have.get(k) != v]
             if differ:
@@ -164,6 +170,7 @@ def measure(
     force: bool,
     zero_state: bool = False,
     keyframe_every: int | None = None,
+    source_fps: float = 17.0,
 ) -> tuple[dict, StreamScores]:
     """The run report and scores of one model x precision on `frames` (reused when already measured).
 
@@ -184,7 +191,7 @@ def measure(
     policy = StatePolicy(reset_every=1 if zero_state else None)
     options = LoopOptions(warmup=min(10, len(frames) // 4), progress=False, policy=policy, consistency=not zero_state)
     with runner:
-        result = run_loop(runner, frames, options, source_fps=17.0, total=len(frames))
+        result = run_loop(runner, frames, options, source_fps=source_fps, total=len(frames))
         memory, device = runner.memory(), runner.device_name
     report = build_report(selection.contract, selection.backend, device, result, memory, source=source_tag)
     report["artefact_bytes"] = selection.artefact.stat().st_size
@@ -275,12 +282,9 @@ def _deltas(scores: StreamScores | None, control: StreamScores | None) -> dict:
     subsets += (("tc_clean", "d_tc_clean"), ("tc_degraded", "d_tc_degraded"))
     for subset, key in subsets:
         delta = None
-        # TC exists where the run kept it (and its clean/degraded split where saved since the split)
-        if (
-            scores is not None
-            and control is not None
-            and (not subset.startswith("tc") or None not in (scores.miou(subset), control.miou(subset)))
-        ):
+        # a subset exists where the run scored frames of it: TC where the run kept it (its clean/degraded split
+        # where saved since the split), degraded frames only in the synthetic video
+        if scores is not None and control is not None and None not in (scores.miou(subset), control.miou(subset)):
             delta = paired_delta(scores, control, subset)
         out[key] = None if delta is None else delta.delta
         out[f"{key}_ci"] = None if delta is None else [delta.low, delta.high]
@@ -317,17 +321,35 @@ COLUMNS = [
 ]
 
 
-def markdown(rows: list[dict], header: str) -> str:
-    lines = [header, "", "| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+# Columns that only data with degraded frames marked (the synthetic video) fills; elsewhere every frame is
+# scored as clean, so the clean columns hold the all-frames figures and are titled so.
+SPLIT_ONLY = ("miou_degraded", "d_miou_degraded", "d_tc_clean", "d_tc_degraded")
+UNSPLIT_TITLES = {"miou_clean": "mIoU", "d_miou_clean": "ΔmIoU (pts, 95 % CI)"}
+DELTA_NOTE = (
+    "Δ columns: against the frame-by-frame model of the same depth and width at the same precision, its "
+    "control (the format of LMANet's Tables IV/V); ΔmIoU and ΔTC on the same frames, with the 95 % "
+    "bootstrap interval over sequences in brackets. TC: ETC's warp-mIoU of consecutive predictions, "
+)
+SPLIT_NOTE = "with the synthetic generator's exact flow; its clean/degraded split by the frame scored."
+UNSPLIT_NOTE = (
+    "with DIS optical flow (recorded video has no exact flow). No clean/degraded split: this data marks no "
+    "degraded frames, so mIoU, ΔmIoU and TC are over all frames (mIoU over the labelled ones)."
+)
+
+
+def columns(split: bool) -> list[tuple[str, str]]:
+    """The table's columns: all of them with a clean/degraded split, else the all-frames ones."""
+    if split:
+        return COLUMNS
+    return [(key, UNSPLIT_TITLES.get(key, title)) for key, title in COLUMNS if key not in SPLIT_ONLY]
+
+
+def markdown(rows: list[dict], header: str, *, split: bool = True) -> str:
+    shown = columns(split)
+    lines = [header, "", "| " + " | ".join(title for _, title in shown) + " |", "|" + "---|" * len(shown)]
     for row in rows:
-        lines.append("| " + " | ".join(_row_cell(row, key) for key, _ in COLUMNS) + " |")
-    lines += [
-        "",
-        "Δ columns: against the frame-by-frame model of the same depth and width at the same precision, its "
-        "control (the format of LMANet's Tables IV/V); ΔmIoU and ΔTC on the same frames, with the 95 % "
-        "bootstrap interval over sequences in brackets. TC: ETC's warp-mIoU of consecutive predictions, "
-        "with the synthetic generator's exact flow; its clean/degraded split by the frame scored.",
-    ]
+        lines.append("| " + " | ".join(_row_cell(row, key) for key, _ in shown) + " |")
+    lines += ["", DELTA_NOTE + (SPLIT_NOTE if split else UNSPLIT_NOTE)]
     return "\n".join(lines) + "\n"
 
 
@@ -349,28 +371,35 @@ def _cell(value: object, *, signed: bool = False) -> str:
 
 
 def state_gain_table(gains: dict[str, dict]) -> str:
-    """What the state buys: the same frames with the state carried and zeroed, per temporal model."""
+    """What the state buys: the same frames with the state carried and zeroed, per temporal model (one column
+    per subset: clean and degraded frames, or all frames where the data has no split)."""
     if not gains:
         return ""
+    subsets: list[str] = list(next(iter(gains.values())))
     lines = [
         "What the state buys (FP32 graphs): the same frames scored with the state carried and with the state "
         "zeroed before every frame; points, 95 % interval.",
         "",
-        "| model | clean | degraded |",
-        "|---|---|---|",
+        "| model | " + " | ".join(GAIN_TITLES.get(s, s) for s in subsets) + " |",
+        "|---|" + "---|" * len(subsets),
     ]
     for model, gain in gains.items():
-        lines.append(f"| {model} | {gain['clean'].text()} | {gain['degraded'].text()} |")
+        lines.append(f"| {model} | " + " | ".join(gain[s].text() for s in subsets) + " |")
     return "\n".join(lines) + "\n"
 
 
-def per_class_table(reports: list[dict]) -> str:
-    """Per-class IoU on clean frames of the FP32 rows."""
+GAIN_TITLES: dict[str, str] = {"all": "all frames"}
+
+
+def per_class_table(reports: list[dict], *, split: bool = True) -> str:
+    """Per-class IoU on clean frames of the FP32 rows (all frames where the data has no clean/degraded split),
+    under the class names the rows' graphs carry (the data's)."""
     rows = [r for r in reports if r["precision"] == "fp32" and (r.get("accuracy") or {}).get("per_class_iou_clean")]
     if not rows:
         return ""
     names = list(rows[0]["accuracy"]["per_class_iou_clean"])
-    lines = ["Per-class IoU, clean frames, FP32:", "", "| model | " + " | ".join(names) + " |"]
+    title = "Per-class IoU, clean frames, FP32:" if split else "Per-class IoU, all frames, FP32:"
+    lines = [title, "", "| model | " + " | ".join(names) + " |"]
     lines.append("|" + "---|" * (len(names) + 1))
     for r in rows:
         ious = r["accuracy"]["per_class_iou_clean"]
@@ -397,7 +426,7 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def plot(rows: list[dict], path: Path, title: str) -> None:
+def plot(rows: list[dict], path: Path, title: str, *, frames: str = "clean frames (synthetic val)") -> None:
     """Clean-frame mIoU against latency and memory, 95 % intervals as error bars, Pareto fronts."""
     import matplotlib
 
@@ -431,7 +460,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         front = pareto_front([(r[cost_key], r["miou_clean"]) for r in scored])
         ax.plot(*zip(*front, strict=True), "--", color="black", lw=1, zorder=2, label="Pareto front")
         ax.set_xlabel(label)
-        ax.set_ylabel("mIoU, clean frames (synthetic val), 95 % interval")
+        ax.set_ylabel(f"mIoU, {frames}, 95 % interval")
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], ls="", marker=mk, color="black", label=m) for m, mk in markers.items()]
     handles += [Line2D([], [], ls="", marker="s", color=c, label=p) for p, c in colours.items()]
@@ -468,8 +497,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt", "tensorrt_rtx", "torch"))
     p.add_argument("--height", type=int, default=256)
     p.add_argument("--width", type=int, default=512)
+    p.add_argument(
+        "--data",
+        default=SYNTHETIC,
+        help="what every row is trained, calibrated and scored on: synthetic (default), folder:PATH or camvid:PATH "
+        "(labelled video: scored on its whole val split)",
+    )
     p.add_argument("--sequences", type=int, default=12, help="synthetic val sequences every run sees (default 12)")
-    p.add_argument("--frames", type=int, default=20, help="frames per sequence (default 20)")
+    p.add_argument("--frames", type=int, default=20, help="synthetic: frames per sequence (default 20)")
     p.add_argument("--preset", default="compare", help="training preset of every row (default compare)")
     p.add_argument("--force", action="store_true", help="re-run measurements that already have a report")
     p.add_argument("--calib-frames", type=int, default=32, help="INT8 calibration frames (default 32)")
@@ -486,6 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out_dir or runs
     for model in args.models:  # every row checked before anything is trained
         check_row(model, args.height, args.width)
+        check_trained_on(runs / model, args.data)
     engines = args.backend in ("tensorrt", "tensorrt_rtx") or (not args.no_engines and engine_builder() is not None)
     for model in args.models:
         build_artefacts(
@@ -497,32 +533,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             width=args.width,
             runs=runs,
             frames=args.calib_frames,
+            data=args.data,
         )
-    rec = check_recipes(args.models, runs, args.preset)
-    source_tag = f"synthetic val, {args.sequences} sequences x {args.frames} frames, TC with the exact flow"
-    source = open_source(
-        "synthetic",
-        height=args.height,
-        width=args.width,
-        frames=args.sequences * args.frames,
-        sequence_length=args.frames,
-        with_flow=True,  # TC with the generator's exact flow (DIS follows degraded pixels, not the scene)
-    )
-    with source:
-        frames = list(source)
+    rec = check_recipes(args.models, runs, args.preset, args.data)
+    split = args.data == SYNTHETIC  # only the synthetic video marks degraded frames
+    frames, source_tag, fps = scoring_frames(args)
     reports, scores = [], {}
     for model in args.models:
         for precision in precisions_of(model, args.precisions):
             report, scores[(model, precision)] = measure(
-                model, precision, args.backend, frames, source_tag, runs=runs, force=args.force
+                model, precision, args.backend, frames, source_tag, runs=runs, force=args.force, source_fps=fps
             )
             reports.append(report)
             acc = report["accuracy"]
+            figures = f"clean {acc['miou_clean']}, degraded {acc['miou_degraded']}" if split else f"{acc['miou']}"
             print(
                 f"measured {model} {precision} on {report['backend']}: p50 {report['latency_ms']['p50']:.1f} ms, "
-                f"mIoU clean {acc['miou_clean']}, degraded {acc['miou_degraded']}"
+                f"mIoU {figures}"
             )
-    gains = state_gains(args, frames, source_tag, runs, scores)
+    gains = state_gains(args, frames, (source_tag, fps), runs, scores, ("clean", "degraded") if split else ("all",))
     figures = {(r["model"], r["precision"]): engine_figures(runs / r["model"], r["precision"]) for r in reports}
     rows = table_rows(reports, figures, scores)
     header = table_header(reports, figures, f"{args.height}x{args.width}, {source_tag}")
@@ -540,32 +569,60 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     )
     write_csv(rows, out / "compare.csv")
-    text = "\n".join([recipe_line, "", markdown(rows, header), state_gain_table(gains), per_class_table(reports)])
+    tables = [markdown(rows, header, split=split), state_gain_table(gains), per_class_table(reports, split=split)]
+    text = "\n".join([recipe_line, "", *tables])
     with atomic_write(out / "compare.md", "w") as handle:
         handle.write(text)
-    plot(rows, out / "compare.png", f"{header} {recipe_line}")
+    scored = "clean frames (synthetic val)" if split else f"all frames ({args.data} val)"
+    plot(rows, out / "compare.png", f"{header} {recipe_line}", frames=scored)
     print(text)
     print(f"stage compare: {time.perf_counter() - started:.1f} s -> {out}/compare.{{json,csv,md,png}}")
     return 0
 
 
+def scoring_frames(args: argparse.Namespace) -> tuple[list[Frame], str, float]:
+    """The frames every row is scored on, how the reports name them, and their rate: --sequences x --frames of
+    synthetic val (with exact flow), or the whole val split of labelled data (TC then with DIS flow)."""
+    if args.data != SYNTHETIC:
+        with open_source(args.data, height=args.height, width=args.width, split="val") as source:
+            frames, fps = list(source), source.fps
+        labelled = sum(frame.label is not None for frame in frames)
+        sequences = len({frame.sequence for frame in frames})
+        tag = f"{args.data} val, {sequences} sequences, {len(frames)} frames ({labelled} labelled), TC with DIS flow"
+        return frames, tag, fps
+    source_tag = f"synthetic val, {args.sequences} sequences x {args.frames} frames, TC with the exact flow"
+    source = open_source(
+        SYNTHETIC,
+        height=args.height,
+        width=args.width,
+        frames=args.sequences * args.frames,
+        sequence_length=args.frames,
+        with_flow=True,  # TC with the generator's exact flow (DIS follows degraded pixels, not the scene)
+    )
+    with source:
+        return list(source), source_tag, 17.0
+
+
 def state_gains(
     args: argparse.Namespace,
     frames: list[Frame],
-    source_tag: str,
+    source: tuple[str, float],
     runs: Path,
     scores: dict[tuple[str, str], StreamScores],
+    subsets: tuple[str, ...] = ("clean", "degraded"),
 ) -> dict[str, dict]:
-    """Carried minus zeroed state on the same frames, for every temporal model with an FP32 row."""
+    """Carried minus zeroed state on the same frames (`source`: their tag and rate), per subset, for every
+    temporal model with an FP32 row."""
     gains = {}
     for model in args.models:
         if not model_config(model).stateful or "fp32" not in args.precisions:  # no state to zero
             continue
+        tag, fps = source
         _, zeroed = measure(
-            model, "fp32", args.backend, frames, source_tag, runs=runs, force=args.force, zero_state=True
+            model, "fp32", args.backend, frames, tag, runs=runs, force=args.force, zero_state=True, source_fps=fps
         )
         carried = scores[(model, "fp32")]
-        gains[model] = {s: paired_delta(carried, zeroed, s) for s in ("clean", "degraded")}
+        gains[model] = {s: paired_delta(carried, zeroed, s) for s in subsets}
     return gains
 
 

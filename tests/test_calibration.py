@@ -18,9 +18,9 @@ import pytest
 from onnx import numpy_helper
 
 from tempseg.calibration import CalibConfig, StreamingCalibrationReader, calibrate, keep_float_nodes
-from tempseg.calibration.__main__ import main
+from tempseg.calibration.__main__ import default_eval_sequences, main
 from tempseg.calibration.config import DEFAULT_PERCENTILE
-from tempseg.calibration.frames import take_frames
+from tempseg.calibration.frames import calibration_frames, take_frames
 from tempseg.common.contract import graph_io, read_onnx_contract
 from tempseg.common.errors import UserError, run_cli
 from tempseg.common.io import sha256_file
@@ -265,6 +265,42 @@ def test_keep_float_leaves_the_named_layers_unquantized(fp32_path, run):
         keep_float_nodes(graph, contract, ["no-such-layer"])
 
 
+# ---- the held-out check on labelled data ---------------------------------------------------------------
+
+
+def test_held_out_check_scores_labelled_data_val_with_the_graphs_classes(tmp_path):
+    """A graph of a 7-class folder tree is checked on the tree's val frames with its 7 classes: the report's FP32
+    mIoU is the one the FP32 graph scores on exactly those frames and labels."""
+    torch = pytest.importorskip("torch", reason="the test graph is exported from torch")
+    from tempseg.export.onnx_graph import build_contract, export_fp32, save_onnx
+    from tempseg.metrics import StreamScores
+    from tempseg.models import build_model
+    from tests.datasets import write_folder_tree
+
+    tree = write_folder_tree(tmp_path / "street", classes=7)
+    torch.manual_seed(0)
+    model = build_model(MODEL, num_classes=7).eval()
+    _trained_like(model, torch)
+    contract = build_contract(model, MODEL, height=HEIGHT, width=WIDTH, batch=1, checkpoint_sha256=None)
+    graph = save_onnx(export_fp32(model, contract), tmp_path / "model.onnx")
+    assert default_eval_sequences(graph, tree.spec) == 4  # a labelled spec is checked by default
+    config = replace(SMALL, frames=8, data=tree.spec, eval_sequences=2)
+    report = calibrate(graph, tmp_path / "model.int8.onnx", config)["accuracy"]
+    assert (report["sequences"], report["frames"], report["data"]) == (2, 12, f"{tree.spec} val")
+    frames = [
+        Frame(image, tree.labels[name].get(t), t, name)
+        for name in ("val/seq0", "val/seq1")
+        for t, image in enumerate(tree.frames[name])
+    ]
+    scores = StreamScores(7)
+    with OnnxRuntimeRunner(read_onnx_contract(graph), graph, spinning=False) as runner:
+        for steps in compare_runners({"fp32": runner}, frames):
+            step = steps["fp32"]
+            if step.frame.label is not None:
+                scores.update(step.frame.sequence, step.frame.index, None, step.labels, step.frame.label)
+    assert report["fp32"]["miou"] == scores.matrix().summary([f"class{k}" for k in range(7)])["miou"]
+
+
 # ---- errors ------------------------------------------------------------------------------------------
 
 
@@ -325,3 +361,14 @@ def test_tensorrt_rtx_parses_and_builds_the_int8_graph(run):
     inputs = {network.get_input(i).name for i in range(network.num_inputs)}
     assert inputs == {"image", "state_in.0"}
     assert builder.build_serialized_network(network, builder.create_builder_config()) is not None
+
+
+def test_labelled_data_calibrates_on_its_train_split(tmp_path):
+    """Its val split is what the held-out check scores: calibration must not see those frames."""
+    from tests.datasets import write_folder_tree
+
+    tree = write_folder_tree(tmp_path / "own", classes=7, sequences=1, length=6)
+    frames = calibration_frames(tree.spec, count=4, height=64, width=128, seed=0, sequence_length=6)
+    assert {frame.sequence.split("/")[-2] for frame in frames} == {"train"}, [f.sequence for f in frames]
+    train = next(images for name, images in tree.frames.items() if name.startswith("train/"))
+    assert all(np.array_equal(frame.image, image) for frame, image in zip(frames, train, strict=False))

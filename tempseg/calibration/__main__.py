@@ -3,7 +3,8 @@
 
 Writes the explicitly quantized (Q/DQ) INT8 graph and calib.json beside it: activation ranges and
 scales, method, calibration key, timings, file size, and the accuracy of INT8 against FP32 on
-held-out synthetic val sequences. A second run with the same key reuses the cached ranges.
+held-out val sequences: of --data where it is labelled (folder:, camvid:, cityscapes:), else synthetic.
+A second run with the same key reuses the cached ranges.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tempseg.calibration.config import DEFAULT_PERCENTILE, KEEP_FLOAT_GROUPS, METHODS, CalibConfig
+from tempseg.calibration.config import DEFAULT_PERCENTILE, KEEP_FLOAT_GROUPS, METHODS, CalibConfig, labelled_data
 from tempseg.calibration.pipeline import calibrate
 from tempseg.calibration.summary import format_stage
 from tempseg.common.contract import read_onnx_contract
@@ -46,8 +47,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--eval-sequences",
         type=int,
-        help="held-out synthetic val sequences for accuracy (0: none; default 4, or 0 for a graph of other "
-        "classes than the 19 the synthetic video labels)",
+        help="held-out val sequences for accuracy, of --data where it is labelled, else synthetic (0: none; "
+        "default 4, or 0 where synthetic video would score a graph of other classes than its 19)",
     )
     p.add_argument("--eval-frames", type=int, default=20, help="frames per evaluation sequence (default 20)")
     p.add_argument(
@@ -59,9 +60,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def default_eval_sequences(onnx: Path) -> int:
-    """The held-out check streams synthetic val video, labelled with the 19 Cityscapes classes: it scores a graph
-    of those classes (a model trained on synthetic video or Cityscapes), not one trained on other labels."""
+def default_eval_sequences(onnx: Path, data: str) -> int:
+    """Labelled data's val split scores the graph trained on it. Otherwise the check streams synthetic val video,
+    labelled with the 19 Cityscapes classes: it scores a graph of those classes, not one trained on other labels."""
+    if labelled_data(data):
+        return 4
     contract = read_onnx_contract(onnx)
     synthetic_classes = contract.num_classes == NUM_CLASSES and contract.classes in ((), CLASS_NAMES)
     return 4 if synthetic_classes else 0
@@ -80,7 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sequence_length=args.sequence_length,
         keep_float=tuple(name.strip() for name in args.keep_float.split(",") if name.strip()),
         chunk_frames=args.chunk_frames,
-        eval_sequences=args.eval_sequences if args.eval_sequences is not None else default_eval_sequences(args.onnx),
+        eval_sequences=default_eval_sequences(args.onnx, args.data)
+        if args.eval_sequences is None
+        else args.eval_sequences,
         eval_frames=args.eval_frames,
         use_cache=not args.no_cache,
     )

@@ -13,6 +13,8 @@ KEEP_FLOAT_GROUPS = ("first-conv", "temporal", "last-upsample", "memory-read")
 # Measured on fcresnet18_t66 at 256x512, 4x20 held-out frames: INT8/FP32 label agreement 98.95 % at
 # 99.99, 98.87 % at 99.999 (ONNX Runtime's default), 98.89 % at 99.9; mIoU drops 0.03-0.10 points for all.
 DEFAULT_PERCENTILE = 99.99
+# Specs whose val split carries labels: the held-out check scores on them (other specs have no labels to score).
+LABELLED_SPECS = ("folder:", "camvid:", "camvid32:", "cityscapes:")
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,8 @@ class CalibConfig:
     chunk_frames: int = 16  # frames per collection pass: ONNX Runtime's histogram calibrators hold
     #                         every calibrated tensor of a pass in memory (fcresnet18_t66 at 256x512,
     #                         16 frames: 2.3 GB peak), so passes bound the memory; ranges merge across
-    eval_sequences: int = 4  # held-out synthetic val sequences for the accuracy report (0: no report)
+    eval_sequences: int = 4  # held-out val sequences for the accuracy report: of `data` where it is labelled
+    #                          (labelled_data), else synthetic (0: no report)
     eval_frames: int = 20  # frames per evaluation sequence
     use_cache: bool = True  # reuse the ranges of an earlier run with the same key
 
@@ -47,6 +50,11 @@ class CalibConfig:
         if self.method == "percentile":
             options["CalibPercentile"] = self.percentile
         return options
+
+
+def labelled_data(spec: str) -> bool:
+    """Whether `spec` names labelled data with a val split (a folder tree, CamVid, Cityscapes)."""
+    return spec.startswith(LABELLED_SPECS)
 
 
 def calibration_key(onnx_sha256: str, config: CalibConfig, *, data: str | None = None) -> tuple[str, dict]:

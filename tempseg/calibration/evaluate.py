@@ -7,15 +7,37 @@ stream (runtime/stream.py compare_runners).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from tempseg.data.frames import Frame
+from tempseg.data.sources import open_source
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.runtime.backends.base import Runner
 from tempseg.runtime.stream import compare_runners
 
 MIOU_DROP_TARGET = 1.0  # points of mIoU the INT8 graph may lose against FP32
 MIN_SEQUENCES_FOR_INTERVAL = 5  # a bootstrap over fewer sequences says little: no interval then
+
+
+def held_out_sequences(spec: str, count: int, frames: int, *, height: int, width: int) -> list[list[Frame]]:
+    """The first `count` sequences of the val split of labelled data `spec` (its own split where the spec names
+    one), the first `frames` frames of each, or up to its first labelled frame where that comes later: labels
+    may be sparse (one frame in 30), and a sequence with none scores nothing."""
+    with open_source(spec, height=height, width=width, split="val") as source:
+        return _first_sequences(source, count, frames)
+
+
+def _first_sequences(stream: Iterable[Frame], count: int, frames: int) -> list[list[Frame]]:
+    sequences: dict[str, list[Frame]] = {}
+    for frame in stream:
+        if frame.sequence not in sequences:
+            if len(sequences) == count:
+                break
+            sequences[frame.sequence] = []
+        taken = sequences[frame.sequence]
+        if len(taken) < frames or not any(f.label is not None for f in taken):
+            taken.append(frame)
+    return list(sequences.values())
 
 
 def accuracy_report(fp32: Runner, int8: Runner, sequences: Sequence[Sequence[Frame]]) -> dict:

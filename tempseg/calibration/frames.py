@@ -2,13 +2,15 @@
 
 Calibration and the accuracy report never share a sequence: the report streams the first
 synthetic val sequences (as training's validation and export's parity do), calibration takes
-val sequences from CALIB_FIRST_INDEX on.
+val sequences from CALIB_FIRST_INDEX on. Labelled data (a folder tree, CamVid, Cityscapes), whose
+val split the report scores, calibrates on its train split unless the spec names a split.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from tempseg.calibration.config import labelled_data
 from tempseg.common.errors import UserError
 from tempseg.data.frames import Frame
 from tempseg.data.sources import open_source
@@ -32,7 +34,8 @@ def calibration_frames(
             frames += list(SyntheticVideo(split_seed(CALIB_SPLIT, index), height, width, length=length, sequence=name))
             index += 1
         return frames
-    with open_source(spec, height=height, width=width, frames=count, seed=seed, split=CALIB_SPLIT) as source:
+    split = "train" if labelled_data(spec) else CALIB_SPLIT  # labelled data: its val split is the held-out one
+    with open_source(spec, height=height, width=width, frames=count, seed=seed, split=split) as source:
         return take_frames(source, count, height=height, width=width, source=spec)
 
 

@@ -20,8 +20,8 @@ import onnx
 import onnxruntime
 from onnxruntime.quantization import load_tensors_data
 
-from tempseg.calibration.config import METHODS, CalibConfig, calibration_key
-from tempseg.calibration.evaluate import accuracy_report
+from tempseg.calibration.config import METHODS, CalibConfig, calibration_key, labelled_data
+from tempseg.calibration.evaluate import accuracy_report, held_out_sequences
 from tempseg.calibration.frames import calibration_frames, eval_sequences, take_frames
 from tempseg.calibration.quantize import (
     activation_table,
@@ -36,6 +36,7 @@ from tempseg.common.contract import Contract, read_onnx_contract
 from tempseg.common.errors import UserError
 from tempseg.common.io import atomic_write, sha256_file, write_json
 from tempseg.data.frames import Frame
+from tempseg.data.sources import dataset_classes
 from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
 
 log = logging.getLogger("tempseg.calibration")
@@ -132,14 +133,14 @@ def calibrate(
     accuracy = None
     if config.eval_sequences > 0:
         t0 = time.perf_counter()
-        sequences = eval_sequences(
-            config.eval_sequences, config.eval_frames, height=contract.height, width=contract.width
-        )
+        sequences = _held_out(config, contract)
         with (
             OnnxRuntimeRunner(contract, fp32, spinning=False) as fp32_runner,
             OnnxRuntimeRunner(int8_contract, int8, spinning=False) as int8_runner,
         ):
             accuracy = accuracy_report(fp32_runner, int8_runner, sequences)
+        if labelled_data(config.data):  # synthetic val, the default, goes unnamed (reports as before)
+            accuracy["data"] = f"{config.data} val"
         timing["evaluate"] = time.perf_counter() - t0
     timing["total"] = time.perf_counter() - started
 
@@ -191,6 +192,22 @@ def _cache_usable(cache_path: Path, config: CalibConfig) -> bool:
     # quantize_static would load any file at the cache path: clear it so the ranges are collected again.
     cache_path.unlink()
     return False
+
+
+def _held_out(config: CalibConfig, contract: Contract) -> list[list[Frame]]:
+    """The check's sequences: the val split of labelled data (the graph scores its own classes), else the
+    held-out synthetic val sequences."""
+    size = {"height": contract.height, "width": contract.width}
+    if labelled_data(config.data):
+        classes = len(dataset_classes(config.data))
+        if classes != contract.num_classes:  # labels of other classes would be scored as the graph's
+            raise UserError(
+                f"labels {classes} classes, the graph of {contract.model} {contract.num_classes}: calibrate a "
+                "graph trained on this data, or give --eval-sequences 0",
+                config.data,
+            )
+        return held_out_sequences(config.data, config.eval_sequences, config.eval_frames, **size)
+    return eval_sequences(config.eval_sequences, config.eval_frames, **size)
 
 
 def _load_frames(config: CalibConfig, contract: Contract) -> list[Frame]:
