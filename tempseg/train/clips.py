@@ -63,8 +63,12 @@ class SyntheticClipSampler:
         cache: int = 1024,
         frame_cache_mb: int = 0,
         with_flow: bool = False,
+        label_every: int = 1,
     ) -> None:
+        if label_every < 1:
+            raise UserError(f"label_every {label_every} is below 1")
         self.sequences, self.length = sequences, length
+        self.label_every = label_every
         self.with_flow = with_flow
         self.height, self.width = height, width
         self.min_size, self.min_scale = min_size, min_scale
@@ -83,19 +87,39 @@ class SyntheticClipSampler:
                 f"synthetic sequences of {self.length} frames are too short for clips of {clip_length} "
                 f"+ offset {self.target_offset}"
             )
-        index = int(rng.integers(self.sequences))
-        start = int(rng.integers(last_start + 1))
+        if self.label_every == 1:
+            index = int(rng.integers(self.sequences))
+            start = int(rng.integers(last_start + 1))
+        else:
+            index, start = self._sparse_start(rng, clip_length)
         size = self._size(rng)
         # Each frame is rendered once; with a target offset k the labels come from frames t+k.
         rendered = [self._frame(index, start + j, size) for j in range(clip_length + self.target_offset)]
         frames = [image for image, _, _ in rendered[:clip_length]]
         labels = [label for _, label, _ in rendered[self.target_offset : self.target_offset + clip_length]]
+        if self.label_every > 1:  # as labelled video: the clip's last frame is its only supervised one
+            labels = [np.full_like(label, IGNORE_INDEX) for label in labels[:-1]] + labels[-1:]
         flows: list[Flow] = []
         for j, (_, _, flow) in enumerate(rendered[1:clip_length] if self.with_flow else [], start=1):
             if flow is None:  # with_flow: every frame after a sequence's first carries its flow
                 raise RuntimeError(f"synthetic frame {start + j} of sequence {index} has no flow")
             flows.append(flow)
         return frames, labels, flows
+
+    def _sparse_start(self, rng: np.random.Generator, clip_length: int) -> tuple[int, int]:
+        """(sequence, first frame) of a clip whose label is a labelled frame (`labelled_frames`): one draw
+        over the (sequence, labelled frame) pairs in LabelledClips' order, so a folder tree written from
+        these sequences (data/folder.py write_synthetic_folder) gives the same clip for the same draw."""
+        history = clip_length - 1 + self.target_offset
+        targets = [t for t in labelled_frames(self.length, self.label_every) if t >= history]
+        if not targets:
+            raise UserError(
+                f"no frame labelled every {self.label_every} of {self.length} has {history} frames before it "
+                f"for clips of {clip_length} + offset {self.target_offset}"
+            )
+        pick = int(rng.integers(self.sequences * len(targets)))
+        index, target = divmod(pick, len(targets))
+        return index, targets[target] - history
 
     def warm_cache(self) -> None:
         """Render every training frame into the cache (as a long run has by its end), as far as it holds."""
@@ -142,6 +166,12 @@ class SyntheticClipSampler:
                 self._videos.popitem(last=False)
         self._videos.move_to_end(index)
         return self._videos[index]
+
+
+def labelled_frames(length: int, label_every: int) -> range:
+    """The frames of a `length`-frame synthetic sequence trained on with `label_every` K: every K-th one,
+    K-1, 2K-1, ... (all of them for K = 1), so each has the K-1 frames before it for clips of up to K."""
+    return range(label_every - 1, length, label_every)
 
 
 class ClipsDataset(Protocol):
@@ -222,8 +252,10 @@ def make_sampler(
     min_scale: float = 1.0,
     frame_cache_mb: int = 0,
     with_flow: bool = False,
+    label_every: int = 1,
 ) -> ClipSampler:
-    """The clip sampler of a `--data` spec (DATA_SPECS); `with_flow` adds the flows."""
+    """The clip sampler of a `--data` spec (DATA_SPECS); `with_flow` adds the flows; `label_every` K > 1
+    supervises synthetic clips on every K-th frame only (`labelled_frames`), as labelled video is."""
     check_data_spec(data)
     if data == "synthetic":
         return SyntheticClipSampler(
@@ -236,7 +268,10 @@ def make_sampler(
             min_scale=min_scale,
             frame_cache_mb=frame_cache_mb,
             with_flow=with_flow,
+            label_every=label_every,
         )
+    if label_every != 1:
+        raise UserError(f"label_every {label_every} thins synthetic labels; {data} has its own labelled frames")
     clips = labelled_clips(
         data, "train", height=height, width=width, clip_length=clip_length, target_offset=target_offset
     )

@@ -47,6 +47,7 @@ class TrainConfig:
     class_weights: str = "erfnet"  # "erfnet": loss weight 1/ln(1.10 + p) per class frequency p (ERFNet); "none"
     clip_length: int = 1  # frames per clip: frames 1..L-1 are supervised when L > 1 (temporal models need 2+)
     target_offset: int = 0  # k > 0 trains for the latency-aware target: the label of frame t + k (FLAME paper)
+    label_every: int = 1  # synthetic: supervise every K-th frame only, as labelled video (clips.labelled_frames)
     tc_loss: float = 0.0  # weight of ETC's temporal-consistency loss between consecutive frames (0: off; `+tc`)
     kd_loss: float = 0.0  # weight of ETC's distillation terms (pixel-wise and pair-wise-frame) from `teacher` (`+kd`)
     teacher: str | None = None  # trained tempseg checkpoint to distil from (recorded by its model and sha256)
