@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -510,3 +511,29 @@ def test_loop_overhead_in_run_divides_by_the_backend_call(tiny_run):
     figures = loop_overhead(tiny_run / "model.onnx", frames, iters=6, rounds=1, threads=1)
     assert math.isfinite(figures["overhead_in_run"])
     assert figures["overhead_in_run"] >= 0.0  # the loop's total includes its backend call
+
+
+def test_equivalence_trains_both_paths_on_the_same_labelled_frames_and_reports_the_paired_delta(tmp_path):
+    """The folder run and the synthetic run with label_every supervise only the tree's labelled frames, the same
+    (sequence, frame) for the same draw; the results hold the paired delta with its interval."""
+    from bench import equivalence
+
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    argv = ["--preset", "smoke", "--model", "fcresnet18x0.25", "--label-every", "2"]
+    assert equivalence.main([*argv, "--out-dir", str(out), "--runs-dir", str(runs)]) == 0
+    (path,) = out.glob("equivalence-fcresnet18x0.25-smoke-*.json")
+    result = json.loads(path.read_text())
+    delta = result["delta"]
+    assert delta["low"] <= delta["delta"] <= delta["high"]
+    assert delta["of"] == "synthetic - folder"
+    assert result["frames_scored"] > 0
+    assert result["val_sequence_0_identical"]
+    assert "Paired Δ mIoU (synthetic - folder)" in path.with_suffix(".md").read_text()
+    labelled = {(s, t) for s in range(2) for t in (1, 3, 5, 7)}  # smoke: 2 sequences of 8 frames, every 2nd
+    configs = equivalence.configs("smoke", "fcresnet18x0.25", Path(result["tree"]), 2)
+    draws = {name: equivalence.drawn_frames(config, 5) for name, config in configs.items()}
+    assert set(draws["synthetic"]) <= labelled
+    assert set(draws["folder"]) <= labelled
+    assert draws["synthetic"] == draws["folder"]
+    assert result["draws"]["identical"]
+    assert result["draws"]["all_labelled"]
