@@ -359,3 +359,17 @@ def test_make_venv_is_configured_by_the_system_python(tmp_path, tensorrt, extras
     target = pip_requirement(extras, rtx=X86_LINUX and not tensorrt)
     assert f'-m pip install -q -e "{target}"' in result.stdout, result.stdout
     assert not venv.exists()
+
+
+def test_a_folder_of_type_stubs_is_not_taken_for_tensorrt(monkeypatch, tmp_path):
+    """tensorrt-stubs in site-packages leaves a `tensorrt/` folder of .pyi files: it imports as an empty namespace
+    package, which must read as "not installed", not as a TensorRT that later lacks ILogger."""
+    stubs = tmp_path / "tensorrt"
+    stubs.mkdir()
+    (stubs / "__init__.pyi").write_text("class ILogger: ...\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    module, why = platform.try_import("tensorrt")
+    assert module is None
+    assert "without its module" in why
+    assert str(stubs) in why

@@ -74,12 +74,21 @@ class Platform:
 
 
 def try_import(name: str) -> tuple[ModuleType | None, str]:
-    """(module, "") when `name` imports; (None, the first line of why) when it does not. Never raises."""
+    """(module, "") when `name` imports; (None, the first line of why) when it does not. Never raises.
+
+    A folder of that name with no __init__.py imports as an empty namespace package (type stubs such as
+    tensorrt-stubs leave one): that is no module, and is reported so instead of failing later on a missing name.
+    """
     try:
-        return importlib.import_module(name), ""
+        module = importlib.import_module(name)
     except Exception as err:  # ImportError, OSError (a shared library missing), or a broken install of any kind
         text = str(err).splitlines()[0] if str(err) else type(err).__name__
         return None, text if isinstance(err, ImportError) else f"{type(err).__name__}: {text}"
+    spec = getattr(module, "__spec__", None)
+    if spec is not None and spec.origin is None and spec.submodule_search_locations is not None:  # namespace
+        where = ", ".join(spec.submodule_search_locations)
+        return None, f"only a folder of that name without its module (type stubs?): {where}"
+    return module, ""
 
 
 def versions(names: Sequence[str]) -> dict[str, str | None]:
