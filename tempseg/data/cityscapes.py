@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from tempseg.common.errors import UserError
-from tempseg.data.frames import Frame, FrameSource, resize_image, resize_label
+from tempseg.data.frames import Frame, FrameSource, check_clip, frame_size, resize_image, resize_label
 
 SNIPPET = 30  # frames per snippet
 ANNOTATED = 19  # index of the annotated frame within its snippet
@@ -141,17 +141,14 @@ class CityscapesClips:
         height: int | None = None,
         width: int | None = None,
     ) -> None:
-        if clip_length < 1 or target_offset < 0:
-            raise ValueError(f"clip_length {clip_length} must be >= 1 and target_offset {target_offset} >= 0")
+        check_clip(clip_length, target_offset)
         if target_offset + clip_length - 1 > ANNOTATED:
             raise ValueError(
                 f"target_offset + clip_length - 1 must be <= {ANNOTATED}: a snippet starts 19 frames early"
             )
-        if (height is None) != (width is None):
-            raise ValueError("give both height and width, or neither")
         self.root, self.split = Path(root), split
         self.clip_length, self.target_offset = clip_length, target_offset
-        self.size = (height, width) if height is not None and width is not None else None
+        self.size = frame_size(height, width)
         self.snippets = find_snippets(self.root, split)
         for snippet in self.snippets:
             _require(self._frame_paths(snippet))
@@ -178,10 +175,8 @@ class CityscapesSource(FrameSource):
     """Every snippet's 30 frames in order; the label only on the annotated frame (index 19), None elsewhere."""
 
     def __init__(self, root: PathLike, split: str, *, height: int | None = None, width: int | None = None) -> None:
-        if (height is None) != (width is None):
-            raise ValueError("give both height and width, or neither")
         self.root, self.split = Path(root), split
-        self.size = (height, width) if height is not None and width is not None else None
+        self.size = frame_size(height, width)
         self.snippets = find_snippets(self.root, split)
         for snippet in self.snippets:
             _require([*self._frame_paths(snippet)])

@@ -61,6 +61,21 @@ class FrameSource(abc.ABC):
         return f"{type(self).__name__}(name={self.name!r}, fps={self.fps}, length={self.length})"
 
 
+def frame_size(height: int | None, width: int | None) -> tuple[int, int] | None:
+    """The (height, width) frames are resized to, or None to keep their own; ValueError for one without the other."""
+    if height is None and width is None:
+        return None
+    if height is None or width is None:
+        raise ValueError("give both height and width, or neither")
+    return height, width
+
+
+def check_clip(clip_length: int, target_offset: int) -> None:
+    """A clip of `clip_length` frames ending `target_offset` frames before its label: ValueError otherwise."""
+    if clip_length < 1 or target_offset < 0:
+        raise ValueError(f"clip_length {clip_length} must be >= 1 and target_offset {target_offset} >= 0")
+
+
 def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize an image to height x width: area averaging when shrinking (no aliasing), bilinear when enlarging."""
     if image.shape[:2] == (height, width):

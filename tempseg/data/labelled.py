@@ -18,7 +18,7 @@ import numpy as np
 from tempseg.common.errors import UserError
 from tempseg.data.camvid import CamVidDataset
 from tempseg.data.folder import FolderDataset
-from tempseg.data.frames import Frame, FrameSource, resize_image, resize_label
+from tempseg.data.frames import Frame, FrameSource, check_clip, frame_size, resize_image, resize_label
 from tempseg.data.labelled_base import IGNORE, SPLITS, LabelledDataset, LabelledSequence
 
 __all__ = [
@@ -71,13 +71,10 @@ class LabelledClips:
         height: int | None = None,
         width: int | None = None,
     ) -> None:
-        if clip_length < 1 or target_offset < 0:
-            raise ValueError(f"clip_length {clip_length} must be >= 1 and target_offset {target_offset} >= 0")
-        if (height is None) != (width is None):
-            raise ValueError("give both height and width, or neither")
+        check_clip(clip_length, target_offset)
         self.dataset, self.split = dataset, split
         self.clip_length, self.target_offset = clip_length, target_offset
-        self.size = (height, width) if height is not None and width is not None else None
+        self.size = frame_size(height, width)
         self.items: list[tuple[LabelledSequence, int]] = []
         for sequence in dataset.sequences(split):
             for index in sorted(sequence.labels):
@@ -118,10 +115,8 @@ class LabelledSource(FrameSource):
     def __init__(
         self, dataset: LabelledDataset, split: str, *, height: int | None = None, width: int | None = None
     ) -> None:
-        if (height is None) != (width is None):
-            raise ValueError("give both height and width, or neither")
         self.dataset, self.split = dataset, split
-        self.size = (height, width) if height is not None and width is not None else None
+        self.size = frame_size(height, width)
         self.sequences = dataset.sequences(split)
         self.fps = dataset.fps
         self.length = sum(s.frame_count for s in self.sequences)

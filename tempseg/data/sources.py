@@ -16,7 +16,7 @@ from tempseg.common.classes import ClassTable
 from tempseg.common.errors import UserError
 from tempseg.data.camvid import camvid_classes
 from tempseg.data.folder import folder_classes
-from tempseg.data.frames import FrameSource
+from tempseg.data.frames import FrameSource, frame_size
 from tempseg.data.labelled import LabelledSource, open_dataset, split_spec
 from tempseg.data.streams import CameraSource, Conformed, ImageFolderSource, VideoSource
 
@@ -45,8 +45,7 @@ def open_source(
     "cityscapes:PATH:SPLIT", a labelled data set "folder:PATH[:SPLIT]", "camvid:PATH[:SPLIT]" (11 classes) or
     "camvid32:PATH[:SPLIT]" (CamVid's own classes), or "camera:N".
     """
-    if (height is None) != (width is None):
-        raise ValueError("give both height and width, or neither")
+    frame_size(height, width)  # both or neither
     if frames is not None and frames < 1:
         raise ValueError(f"frames {frames} must be at least 1")
     if split not in SPLITS:

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from tempseg.common.errors import UserError
-from tempseg.data.frames import Frame, FrameSource, resize_flow, resize_image, resize_label
+from tempseg.data.frames import Frame, FrameSource, frame_size, resize_flow, resize_image, resize_label
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Conformed(FrameSource):
 
     def __init__(self, inner: FrameSource, *, height: int | None, width: int | None, frames: int | None) -> None:
         self.inner = inner
-        self.size = (height, width) if height is not None and width is not None else None
+        self.size = frame_size(height, width)
         self.frames = frames
         self.fps, self.name = inner.fps, inner.name
         self.length = inner.length if frames is None else min(frames, inner.length or frames)
