@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from tempseg.common.errors import UserError, run_cli
-from tempseg.common.io import atomic_write, sha256_file, write_json
+from tempseg.common.io import sha256_file, write_json, write_text
 from tempseg.common.text import number, table
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.models import resolve_name
@@ -181,8 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = run_ablation(variants, args.preset, args.base, args.seeds, args.out_dir, args.teacher)
     text = markdown(rows, args.preset, args.base)
     write_json(args.out_dir / "ablation.json", {"base": str(args.base), "preset": args.preset, "rows": rows})
-    with atomic_write(args.out_dir / "ablation.md", "w") as handle:
-        handle.write(text)
+    write_text(args.out_dir / "ablation.md", text)
     print(text)
     print(f"stage ablation: {time.perf_counter() - started:.0f} s -> {args.out_dir}/ablation.md")
     return 0

@@ -33,7 +33,7 @@ import numpy as np
 from bench.compare import deployed_memory, engine_figures, measure, memory_bytes, trained_recipe
 from bench.runtime_ratios import interleaved
 from tempseg.common.errors import UserError, run_cli
-from tempseg.common.io import atomic_write, write_json
+from tempseg.common.io import write_json, write_text
 from tempseg.common.text import number, table
 from tempseg.data.flow import GridFlow
 from tempseg.data.frames import Frame
@@ -121,8 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     record = {"header": header, "rows": rows, "flow_cost_ms": flow, "flow_cost_isolated_ms": isolated}
     write_json(out.with_suffix(".json"), record)
     text = markdown(rows, flow, header, args.baselines[0]) + isolated_text(isolated)
-    with atomic_write(out.with_suffix(".md"), "w") as handle:
-        handle.write(text)
+    write_text(out.with_suffix(".md"), text)
     print(text)
     print(f"bench accel: {time.perf_counter() - started:.0f} s -> {out}.json, {out}.md")
     return 0

@@ -39,7 +39,7 @@ import numpy as np
 
 from bench.artefacts import SYNTHETIC, build_artefacts, check_row, check_trained_on, engine_builder
 from tempseg.common.errors import UserError, run_cli
-from tempseg.common.io import atomic_path, atomic_write, write_json
+from tempseg.common.io import atomic_path, atomic_write, write_json, write_text
 from tempseg.data.frames import Frame
 from tempseg.data.sources import open_source
 from tempseg.metrics import StreamScores, paired_delta
@@ -571,8 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_csv(rows, out / "compare.csv")
     tables = [markdown(rows, header, split=split), state_gain_table(gains), per_class_table(reports, split=split)]
     text = "\n".join([recipe_line, "", *tables])
-    with atomic_write(out / "compare.md", "w") as handle:
-        handle.write(text)
+    write_text(out / "compare.md", text)
     scored = "clean frames (synthetic val)" if split else f"all frames ({args.data} val)"
     plot(rows, out / "compare.png", f"{header} {recipe_line}", frames=scored)
     print(text)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from tempseg.common.errors import UserError, run_cli
-from tempseg.common.io import atomic_write, write_json
+from tempseg.common.io import write_json, write_text
 from tempseg.common.text import number, table
 from tempseg.data.folder import write_synthetic_folder
 from tempseg.data.frames import Frame
@@ -385,8 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stem = f"equivalence-{args.model}-{args.preset}-{results['date']}"
     text = markdown(results)
     write_json(args.out_dir / f"{stem}.json", results)
-    with atomic_write(args.out_dir / f"{stem}.md", "w") as handle:
-        handle.write(text)
+    write_text(args.out_dir / f"{stem}.md", text)
     print(text)
     print(f"stage equivalence: {time.perf_counter() - started:.0f} s -> {args.out_dir}/{stem}.md")
     return 0

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from tempseg.common.errors import run_cli
-from tempseg.common.io import atomic_write, write_json
+from tempseg.common.io import write_json, write_text
 from tempseg.common.text import number, table
 from tempseg.data.classes import CLASS_NAMES
 from tempseg.metrics import StreamScores, paired_delta
@@ -288,8 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run_all(budget, args.out_dir, connections=args.connections, force=args.force)
     text = report(results, budget)
     write_json(args.out_dir / "paper.json", {"budget": budget.__dict__, "results": _jsonable(results)})
-    with atomic_write(args.out_dir / "paper.md", "w") as handle:
-        handle.write(text)
+    write_text(args.out_dir / "paper.md", text)
     print(text)
     print(f"stage paper: {time.perf_counter() - started:.0f} s -> {args.out_dir}/paper.md")
     return 0

@@ -59,6 +59,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write text atomically: a report is whole or absent."""
+    with atomic_write(path, "w") as handle:
+        handle.write(text)
+
+
 def write_json(path: str | os.PathLike[str], payload: Any) -> None:
     """Write JSON atomically, indented, keys in insertion order."""
     with atomic_write(path, "w") as handle:
