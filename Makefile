@@ -3,6 +3,7 @@
 #
 #   make engine MODEL=fcresnet18_t66 [PRECISION=fp16|int8|fp32] [HEIGHT=256 WIDTH=512] [DATA=synthetic|folder:PATH|camvid:PATH]
 #   make run    MODEL=fcresnet18_t66 [BACKEND=auto|tensorrt|tensorrt_rtx|onnxruntime|torch] [SOURCE=$(DATA)] [FRAMES=300]
+#   make run    MODEL=fcresnet18_t66 SOURCES="a.mp4 b.mp4 camera:0"   (one graph at batch 3, a state per stream)
 #   make demo   MODEL=a MODEL2=b [PRECISION=fp16] [FRAMES=300]   (one video: the two models side by side)
 #   make test
 #
@@ -15,7 +16,11 @@ MODEL      ?= fcresnet18_t66
 PRECISION  ?= fp16
 HEIGHT     ?= 256
 WIDTH      ?= 512
-BATCH      ?= 1
+# Several streams through one graph: SOURCES="a.mp4 b.mp4 camera:0" exports the graph at a batch of one slot per
+# source (BATCH=3) into $(RUNS)/MODEL/batch3 (the batch-1 graphs stay as they are), and `make run` streams each
+# source in its own slot with its own state (tempseg/runtime/batch.py). Empty: one SOURCE.
+SOURCES    ?=
+BATCH      ?= $(if $(strip $(SOURCES)),$(words $(SOURCES)),1)
 PRESET     ?= default
 BACKEND    ?= auto
 # The labelled video every stage reads: training (base and fine-tune), INT8 calibration, and `make run`'s default
@@ -53,6 +58,8 @@ STAMP      := $(VENV)/.installed
 
 RUN_DIR    := $(RUNS)/$(MODEL)
 CKPT       := $(RUN_DIR)/checkpoint.pt
+# Graphs and engines of batch 1 live in the run directory, those of another batch beside them in batchN/.
+GRAPH_DIR  := $(RUN_DIR)$(if $(filter-out 1,$(BATCH)),/batch$(BATCH))
 # Every model is fine-tuned from the frame-by-frame base of its backbone (fcresnet18x0.5_t66 -> fcresnet18x0.5; a
 # training variant from its architecture's: fcresnet18_t66+tc -> fcresnet18), trained once into $(RUNS)/NAME/base;
 # a keyframe model (Accel, fcresnet18x0.5_accel34) also from the base of its reference network (fcresnet34). The
@@ -65,13 +72,13 @@ MODELS_CLI  = "$(PY)" -m tempseg.models
 # base-folder-street-<cksum of the whole spec>: the last part of the path for people, the checksum so that two
 # data sets whose paths end alike never share one). A base trained on other data is never taken for DATA's.
 base_ckpt   = $(RUNS)/$(1)/base$(DATA_SLUG)/checkpoint.pt
-ONNX_FP32  := $(RUN_DIR)/model.onnx
-ONNX_FP16  := $(RUN_DIR)/model.fp16.onnx
-ONNX_INT8  := $(RUN_DIR)/model.int8.onnx
+ONNX_FP32  := $(GRAPH_DIR)/model.onnx
+ONNX_FP16  := $(GRAPH_DIR)/model.fp16.onnx
+ONNX_INT8  := $(GRAPH_DIR)/model.int8.onnx
 GRAPH_fp32 := $(ONNX_FP32)
 GRAPH_fp16 := $(ONNX_FP16)
 GRAPH_int8 := $(ONNX_INT8)
-ENGINE     := $(RUN_DIR)/$(PRECISION).engine
+ENGINE     := $(GRAPH_DIR)/$(PRECISION).engine
 # Whether the venv's Python has torch, asked once when make starts (-I: a torch on PYTHONPATH is not the venv's);
 # before .venv exists, whether its install will bring torch (the train extra). `yes` or empty.
 comma      := ,
@@ -95,7 +102,7 @@ endif
 # given is that data (so `make run` scores a model on its own classes' val split), synthetic where none is
 # recorded; a DATA given that differs stops in one line instead of taking a model of other classes for DATA's.
 # Goals that make no run directory of MODEL neither read nor check it.
-MODEL_GOALS := $(filter-out help setup compare paper bench soak test lint format clean gpu-check,$(or $(MAKECMDGOALS),help))
+MODEL_GOALS := $(filter-out help setup compare paper bench soak docs test lint format clean gpu-check,$(or $(MAKECMDGOALS),help))
 TRAINED_ON  := $(if $(MODEL_GOALS),$(if $(wildcard $(RUN_DIR)/data.spec),$(strip $(file <$(RUN_DIR)/data.spec))))
 ifeq ($(origin DATA),file)
 DATA       := $(or $(TRAINED_ON),synthetic)
@@ -119,7 +126,7 @@ DATA_CHECK  = $(if $(and $(DATA_OPT),$(if $(wildcard $(CKPT)),,yes)),"$(PY)" -m 
 # only when the stage must run), instead of a traceback.
 needs_torch = $(if $(HAS_TORCH),,$(error $(1) needs torch, which $(VENV) does not have (a venv made with the default EXTRAS=train,dev has it; a run directory copied over runs on its graphs without it)))
 
-.PHONY: help setup base train export calibrate engine run demo compare paper bench soak test lint format clean FORCE
+.PHONY: help setup base train export calibrate engine run demo compare paper bench soak docs test lint format clean FORCE
 
 help:
 	@echo "make engine MODEL=fcresnet18_t66 [PRECISION=fp16|int8|fp32] [HEIGHT=256 WIDTH=512] [DATA=synthetic|folder:PATH|camvid:PATH]"
@@ -172,20 +179,20 @@ check_size = $(if $(call size_ok,$(2)),,$(error $(1)=$(2) is not an input size t
 
 # Rewritten only when the size changes, so a new HEIGHT/WIDTH re-exports and nothing else does. The size is
 # checked before anything is written: a size the export would refuse must not mark good graphs stale.
-$(RUN_DIR)/export.args: FORCE $(if $(DATA_CHECK),| $(STAMP))
-	@$(call check_size,HEIGHT,$(HEIGHT))$(call check_size,WIDTH,$(WIDTH))$(DATA_CHECK)mkdir -p "$(RUN_DIR)"
+$(GRAPH_DIR)/export.args: FORCE $(if $(DATA_CHECK),| $(STAMP))
+	@$(call check_size,HEIGHT,$(HEIGHT))$(call check_size,WIDTH,$(WIDTH))$(DATA_CHECK)mkdir -p "$(GRAPH_DIR)"
 	@echo "$(HEIGHT)x$(WIDTH) batch $(BATCH)" | cmp -s - "$@" || echo "$(HEIGHT)x$(WIDTH) batch $(BATCH)" > "$@"
 
 # export.args first: make takes prerequisites in order, so a bad size stops make before any training.
-$(ONNX_FP32) $(ONNX_FP16) &: $(if $(DEPLOYED),,$(RUN_DIR)/export.args $(CKPT)) | $(STAMP)
-	@$(call needs_torch,$@: export)"$(PY)" -m tempseg.export --model "$(MODEL)" --checkpoint "$(CKPT)" --height "$(HEIGHT)" --width "$(WIDTH)" --batch "$(BATCH)" --out-dir "$(RUN_DIR)"
+$(ONNX_FP32) $(ONNX_FP16) &: $(if $(DEPLOYED),,$(GRAPH_DIR)/export.args $(CKPT)) | $(STAMP)
+	@$(call needs_torch,$@: export)"$(PY)" -m tempseg.export --model "$(MODEL)" --checkpoint "$(CKPT)" --height "$(HEIGHT)" --width "$(WIDTH)" --batch "$(BATCH)" --out-dir "$(GRAPH_DIR)"
 
 # Deployed: the FP32 graph need only exist (order-only), so a copy that left it newer does not recalibrate.
 $(ONNX_INT8): $(if $(DEPLOYED),,$(ONNX_FP32)) | $(if $(DEPLOYED),$(ONNX_FP32)) $(STAMP)
 	@"$(PY)" -m tempseg.calibration --onnx "$(ONNX_FP32)"$(DATA_OPT) --frames "$(CALIB_FRAMES)" --method "$(CALIB_METHOD)" $(CALIB_ARGS)
 
 .SECONDEXPANSION:
-$(RUN_DIR)/%.engine: $$(GRAPH_$$*) | $(STAMP)
+$(GRAPH_DIR)/%.engine: $$(GRAPH_$$*) | $(STAMP)
 	@"$(PY)" -m tempseg.engine --onnx "$<" --out "$@" $(ENGINE_ARGS)
 
 train: $(CKPT)
@@ -198,13 +205,15 @@ engine: $(ENGINE)
 # binding): the runtime's `auto` asks the same function. Asked in the recipe, once .venv exists; a sub-make
 # then builds the engine. ONNX Runtime on the graph otherwise.
 RUN_ENGINE := $(if $(filter tensorrt tensorrt_rtx,$(BACKEND)),$(ENGINE))
+# --source per word of SOURCES (each quoted), or the one SOURCE
+RUN_SOURCES = $(if $(strip $(SOURCES)),$(foreach source,$(SOURCES),--source "$(source)"),--source "$(SOURCE)")
 
 run: $(GRAPH_$(PRECISION)) $(RUN_ENGINE) | $(STAMP)
 ifeq ($(BACKEND),auto)
 	@backend=$$("$(PY)" -m tempseg.common.platform auto-backend) && if [ "$$backend" != onnxruntime ]; then \
 	  echo "backend auto -> $$backend: make engine"; $(MAKE) --no-print-directory engine; fi
 endif
-	@"$(PY)" -m tempseg.runtime --model-dir "$(RUN_DIR)" --precision "$(PRECISION)" --backend "$(BACKEND)" --source "$(SOURCE)" --frames "$(FRAMES)" $(RUN_ARGS)
+	@"$(PY)" -m tempseg.runtime --model-dir "$(GRAPH_DIR)" --precision "$(PRECISION)" --backend "$(BACKEND)" $(RUN_SOURCES) --frames "$(FRAMES)" $(RUN_ARGS)
 
 # `make demo MODEL=a MODEL2=b`: the same degraded clip through both, side by side, in one video
 # ($(RUNS)/demo-a-vs-b.mp4; tempseg/runtime/demo.py). MODEL's graph is made as for `run`; MODEL2's by a sub-make
@@ -238,6 +247,10 @@ bench: | $(STAMP)
 
 soak: | $(STAMP)
 	@"$(PY)" -m bench.soak
+
+# docs/results/*.md, docs/cli.md and README.md's headline table, generated from bench/results and the CLIs' parsers.
+docs: | $(STAMP)
+	@"$(PY)" -m bench.docs
 
 # On an NVIDIA machine, what CI cannot run (bench/gpu_check.py; a few minutes, nothing downloaded): the venv's
 # Python where there is one, else the system Python (a GPU machine given the repository alone, with torch there).

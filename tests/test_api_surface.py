@@ -440,6 +440,7 @@ def run_runner(make: Callable[..., tuple[Any, Any]], folder: Path, kind: str, cu
             for _ in range(3):
                 runner.infer()
             runner.reset_state()
+            runner.reset_state([0])  # one slot: a memset inside the state buffer
             runner.state_is_finite()
             runner.memory()
             _ = runner.device_name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +53,11 @@ class ScriptedRunner(Runner):
         self.frame += 1
         return times
 
-    def reset_state(self) -> None:
+    def reset_state(self, slots: Sequence[int] | None = None) -> None:
         pass  # stateless
 
-    def state_is_finite(self) -> bool:
-        return True
+    def nonfinite_slots(self) -> list[int]:
+        return []
 
     def memory(self) -> MemoryInfo:
         return MemoryInfo()

@@ -519,7 +519,7 @@ def test_a_memset_in_a_capture_is_replayed_every_frame(graph, tmp_path, fake_gpu
 
     def capture_with_reset(stream: Stream, enqueue: Callable[[], object]) -> CudaGraph:
         parity = next(parities)
-        return capture(stream, lambda: runner._buffers.reset(parity, stream) or enqueue())
+        return capture(stream, lambda: runner._buffers.reset(parity, stream, [0]) or enqueue())
 
     monkeypatch.setattr(cuda, "capture_graph", capture_with_reset)
     with runner:

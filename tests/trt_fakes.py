@@ -280,9 +280,22 @@ class FakeCuda(CudaApi):
         self._clock += COST_MS.get(op, 0.0)
 
     def _view(self, ptr: int, nbytes: int) -> np.ndarray:
-        block = self._memory[ptr]  # only whole buffers are ever addressed: a bad pointer is a KeyError
-        assert nbytes <= block.nbytes, (ptr, nbytes, block.nbytes)
-        return block[:nbytes]
+        """`nbytes` at `ptr`, inside one allocation (a slot of a state buffer is an address inside it); a pointer
+        outside every allocation, or a range running past its end, fails as an illegal address would."""
+        base = self._base(ptr)
+        block = self._memory[base]
+        offset = ptr - base
+        assert offset + nbytes <= block.nbytes, (ptr, nbytes, block.nbytes)
+        return block[offset : offset + nbytes]
+
+    def _base(self, ptr: int) -> int:
+        """The allocation holding `ptr` (KeyError for a pointer into none)."""
+        if ptr in self._memory:
+            return ptr
+        for base, block in self._memory.items():
+            if base <= ptr < base + block.nbytes:
+                return base
+        raise KeyError(ptr)
 
     def _array(self, ptr: int, spec: TensorSpec | StateSpec) -> np.ndarray:
         """The device buffer at `ptr` as a typed array."""
@@ -290,7 +303,7 @@ class FakeCuda(CudaApi):
 
     def _wrote(self, ptr: int) -> None:
         self._write_count += 1
-        self._writes[ptr] = self._write_count
+        self._writes[self._base(ptr)] = self._write_count
 
     def _capturing(self, handle: int) -> bool:
         return self._capture is not None and self._capture.handle == handle

@@ -12,6 +12,7 @@ import numpy as np
 from tempseg.common.contract import Contract
 from tempseg.common.text import number, table
 from tempseg.runtime.backends.base import MemoryInfo
+from tempseg.runtime.batch import BatchResult, StreamResult
 from tempseg.runtime.loop import PHASES, LoopResult
 from tempseg.runtime.memory import is_jetson, peak_rss_bytes
 from tempseg.runtime.schedule import FRAME, KEYFRAME, UPDATE
@@ -66,11 +67,7 @@ def build_report(
     total = phases["total"]
     kinds = result.timings.kinds_of(result.warmup)
     by_kind = latency_by_kind(rows, kinds)
-    mem = asdict(memory)
-    notes = mem.pop("notes")
-    mem["host_rss_peak_bytes"] = peak_rss_bytes()
-    if is_jetson():
-        notes.append("Jetson: GPU and CPU share the same DRAM; device_used_bytes is part of system memory")
+    mem, notes = _memory(memory)
     mean_ms = total["mean"]
     accuracy = (
         result.accuracy.summary(contract.class_names(), mean_ms or 0.0, result.source_fps) if result.accuracy else None
@@ -102,6 +99,99 @@ def build_report(
         "resets": result.resets,
         "accuracy": accuracy,
     }
+
+
+def _memory(memory: MemoryInfo) -> tuple[dict, list[str]]:
+    """The report's memory section and its notes."""
+    mem = asdict(memory)
+    notes = mem.pop("notes")
+    mem["host_rss_peak_bytes"] = peak_rss_bytes()
+    if is_jetson():
+        notes.append("Jetson: GPU and CPU share the same DRAM; device_used_bytes is part of system memory")
+    return mem, notes
+
+
+def build_batch_report(
+    contract: Contract, backend: str, device: str, result: BatchResult, memory: MemoryInfo, *, sources: list[str]
+) -> dict:
+    """The report of a batched run (runtime/batch.py): the run report's fields for the batch as a whole (latency
+    and phases of each engine call, memory of the batch, `fps` the frames of every stream a second), and
+    `streams`: one entry per stream with its frames, latency (its frame read to its labels), resets and accuracy.
+    Each stream's first `warmup` frames, and the first `warmup` calls, are left out of the latency statistics."""
+    rows = result.ticks.rows(result.warmup)
+    phases = {name: latency_stats(rows[:, i]) for i, name in enumerate(PHASES)}
+    timed_frames = sum(result.live[result.warmup :])
+    busy_ms = float(rows[:, PHASES.index("total")].sum())
+    mem, notes = _memory(memory)
+    resets: dict[str, int] = {}
+    for stream in result.streams:
+        for reason, count in stream.resets.items():
+            resets[reason] = resets.get(reason, 0) + count
+    return {
+        "schema": SCHEMA,
+        "model": contract.model,
+        "precision": contract.precision,
+        "backend": backend,
+        "device": device,
+        "host": f"{platform.node()} {platform.machine()} {platform.system()}",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": " ".join(sources),
+        "source_fps": result.source_fps,
+        "input_hw": [contract.height, contract.width],
+        "batch": contract.batch,
+        "frames": sum(stream.frames for stream in result.streams),
+        "calls": result.ticks.count,
+        "warmup_frames": min(result.warmup, result.ticks.count),
+        "interrupted": result.interrupted,
+        "latency_ms": phases["total"],
+        "phases_ms": phases,
+        "latency_by_kind_ms": latency_by_kind(rows, result.ticks.kinds_of(result.warmup)),
+        "keyframe_every": contract.schedule.get("keyframe_every"),
+        "worst_frame": worst_frame(rows, result.ticks.kinds_of(result.warmup), min(result.warmup, result.ticks.count)),
+        "fps": None if not busy_ms else round(1000.0 * timed_frames / busy_ms, 3),
+        "wall_seconds": round(result.wall_seconds, 3),
+        "memory": mem,
+        "memory_notes": notes,
+        "resets": resets,
+        "accuracy": None,
+        "streams": [_stream_entry(contract, stream, result) for stream in result.streams],
+    }
+
+
+def _stream_entry(contract: Contract, stream: StreamResult, result: BatchResult) -> dict:
+    latency = latency_stats(np.asarray(stream.latency[result.warmup :], np.float64))
+    accuracy = stream.accuracy
+    summary = accuracy.summary(contract.class_names(), latency["mean"] or 0.0, result.source_fps) if accuracy else None
+    return {
+        "slot": stream.slot,
+        "source": stream.name,
+        "frames": stream.frames,
+        "ended": stream.ended,
+        "latency_ms": latency,
+        "resets": stream.resets,
+        "accuracy": summary,
+    }
+
+
+def format_batch_report(report: dict) -> str:
+    """The run report's table for the batch, then one row per stream."""
+    lines = format_report(report).splitlines()
+    lines[0] += f"; {len(report['streams'])} streams in a batch of {report['batch']}, {report['calls']} calls"
+    cells = [
+        [
+            stream["slot"],
+            stream["source"],
+            stream["frames"] if not stream["ended"] else f"{stream['frames']} (ended)",
+            _figure(stream["latency_ms"]["p50"]),
+            _figure(stream["latency_ms"]["p99"]),
+            _figure((stream["accuracy"] or {}).get("miou")),
+            sum(stream["resets"].values()),
+        ]
+        for stream in report["streams"]
+    ]
+    header = ["stream", "source", "frames", "p50 ms", "p99 ms", "mIoU", "resets"]
+    lines += ["  " + line for line in table(header, cells, align="<<", widths=(7, 24, 14, 9, 9, 9, 7), sep="")]
+    return "\n".join(lines)
 
 
 def format_report(report: dict) -> str:

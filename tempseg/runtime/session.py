@@ -1,7 +1,8 @@
 """Choosing the backend and the artefact it runs, and building its runner.
 
 Artefacts of a run directory (runs/MODEL): model.onnx / model.fp16.onnx / model.int8.onnx for
-ONNX Runtime, <precision>.engine (+ .engine.json sidecar) for TensorRT, checkpoint.pt for torch.
+ONNX Runtime, <precision>.engine (+ .engine.json sidecar) for TensorRT, checkpoint.pt for torch; graphs and
+engines of batch N > 1 (several streams) in runs/MODEL/batchN.
 """
 
 from __future__ import annotations
@@ -76,9 +77,17 @@ def _select(
         )
     contract = read_onnx_contract(graph)
     if backend == "torch":
-        checkpoint = model_dir / "checkpoint.pt"
-        return Selection(backend, checkpoint, contract)
+        return Selection(backend, checkpoint_of(model_dir), contract)
     return Selection(backend, graph, contract)
+
+
+def checkpoint_of(model_dir: Path) -> Path:
+    """The checkpoint of a run directory; for graphs of another batch (runs/MODEL/batchN, as `make run SOURCES=`
+    exports them), their run directory's."""
+    checkpoint = model_dir / "checkpoint.pt"
+    if not checkpoint.is_file() and model_dir.name.startswith("batch"):
+        return model_dir.parent / "checkpoint.pt"
+    return checkpoint
 
 
 def make_runner(selection: Selection, *, threads: int = 0, device: str = "auto", cuda_graphs: bool = False) -> Runner:

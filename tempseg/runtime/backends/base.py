@@ -4,19 +4,22 @@ A runner owns every buffer of the loop, allocated once in `activate()`:
 - `image`: host input buffer, float32 [N,3,H,W] (pinned on GPU backends); the loop
   preprocesses each frame straight into it;
 - `labels`: host output buffer, int32 [N,H,W], filled by `infer()`;
-- two buffers per state tensor, swapped after each frame (no state copy);
+- two buffers per state tensor, swapped after each frame (no state copy); dim 0 of every state is the
+  batch slot, so each slot (a camera of a batched run) carries its own state and is reset on its own;
 - `flow`: host input buffer, float32 [N,2,h,w], for a graph pair whose update graph takes a flow
   (runtime/stream.py fills it before an update frame).
 
 `infer()` runs one frame and returns the time of each device phase. The frame loop in
 runtime/loop.py is written once, above this interface. A graph pair (contract role "update") is one
 runner holding both graphs over the same state buffers: `infer()` runs the graph the schedule
-(runtime/schedule.py) names, and a reset makes the next frame a keyframe.
+(runtime/schedule.py) names, and a reset makes the next frame a keyframe. The schedule is the batch's: a
+reset of any slot makes the next frame a keyframe for every slot (runtime/batch.py says why).
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -115,13 +118,28 @@ class Runner(abc.ABC):
         """Run one frame from `self.image` into `self.labels`; the next state becomes current."""
 
     @abc.abstractmethod
-    def reset_state(self) -> None:
-        """Zero the current state (start of a stream, a reset)."""
+    def reset_state(self, slots: Sequence[int] | None = None) -> None:
+        """Zero the current state of the batch slots `slots` (None: every slot), leaving the others' untouched
+        (start of a stream, a reset); a graph pair's next frame is then a keyframe."""
 
     @abc.abstractmethod
+    def nonfinite_slots(self) -> list[int]:
+        """The batch slots whose state for the next frame holds NaN or Inf, as far as the runner has checked:
+        the TensorRT runner copies its state back for the check every few frames only."""
+
     def state_is_finite(self) -> bool:
-        """False when the state that the next frame would read holds NaN or Inf, as far as the runner has
-        checked: the TensorRT runner copies its state back for the check every few frames only."""
+        """No slot's state holds NaN or Inf (as far as checked)."""
+        return not self.nonfinite_slots()
+
+    def _slots(self, slots: Sequence[int] | None) -> list[int]:
+        """`slots` checked against the batch (None: all of them)."""
+        batch = self.contract.batch
+        if slots is None:
+            return list(range(batch))
+        wrong = [s for s in slots if not 0 <= s < batch]
+        if wrong:
+            raise IndexError(f"batch slots {wrong} outside the graph's batch of {batch}")
+        return list(slots)
 
     @abc.abstractmethod
     def memory(self) -> MemoryInfo:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -142,13 +143,14 @@ class OnnxRuntimeRunner(Runner):
         self._ran(kind)
         return PhaseTimes(compute=(time.perf_counter() - start) * 1e3, kind=kind)
 
-    def reset_state(self) -> None:
+    def reset_state(self, slots: Sequence[int] | None = None) -> None:
+        rows = self._slots(slots)
         for pair in self._state_arrays:
-            pair[self._parity].fill(0)
+            pair[self._parity][rows] = 0
         self._force_keyframe()
 
-    def state_is_finite(self) -> bool:
-        return all(np.isfinite(pair[self._parity]).all() for pair in self._state_arrays)
+    def nonfinite_slots(self) -> list[int]:
+        return sorted({int(s) for pair in self._state_arrays for s in _nonfinite_rows(pair[self._parity])})
 
     def state_addresses(self) -> tuple[int, ...]:
         return tuple(pair[self._parity].data_ptr() for pair in self._states)
@@ -183,6 +185,11 @@ class OnnxRuntimeRunner(Runner):
                 "less weights, I/O and state buffers"
             ],
         )
+
+
+def _nonfinite_rows(state: np.ndarray) -> np.ndarray:
+    """Indices along dim 0 (the batch slot) of the rows of `state` holding NaN or Inf."""
+    return np.flatnonzero(~np.isfinite(state.reshape(len(state), -1)).all(axis=1))
 
 
 def onnx_weight_bytes(path: str | os.PathLike[str] | onnx.ModelProto) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,9 +145,15 @@ class TorchRunner(Runner):
         e3.synchronize()
         return PhaseTimes(h2d=e0.elapsed_time(e1), compute=e1.elapsed_time(e2), d2h=e2.elapsed_time(e3), kind=kind)
 
-    def reset_state(self) -> None:
-        shapes = [s.shape for s in self.contract.states]
-        self._states = [self.torch.zeros(shape, dtype=self.dtype, device=self.device) for shape in shapes]
+    def reset_state(self, slots: Sequence[int] | None = None) -> None:
+        rows = self._slots(slots)
+        if slots is None or not self._states:  # every slot: new zero tensors
+            shapes = [s.shape for s in self.contract.states]
+            self._states = [self.torch.zeros(shape, dtype=self.dtype, device=self.device) for shape in shapes]
+        else:  # some slots: zero their rows, leave the other slots' state as it is
+            with self.torch.inference_mode():  # the states are inference tensors, written only in this mode
+                for state in self._states:
+                    state[rows] = 0
         self._force_keyframe()
 
     def state_inputs(self) -> dict[str, np.ndarray]:
@@ -155,8 +162,12 @@ class TorchRunner(Runner):
             for spec, s in zip(self.contract.states, self._states, strict=True)
         }
 
-    def state_is_finite(self) -> bool:
-        return all(bool(self.torch.isfinite(s).all()) for s in self._states)
+    def nonfinite_slots(self) -> list[int]:
+        bad = set()
+        for state in self._states:
+            finite = self.torch.isfinite(state).reshape(len(state), -1).all(dim=1)
+            bad.update(int(i) for i in self.torch.nonzero(~finite).flatten().tolist())
+        return sorted(bad)
 
     def state_addresses(self) -> tuple[int, ...]:
         return tuple(s.data_ptr() for s in self._states)

@@ -17,8 +17,8 @@ copied in with the image on update frames only).
 The NaN/Inf check of the state runs every `nan_check_every` frames (default 10; the runner counts), not
 every frame: on those frames the new state is also copied into its pinned host mirror (mirror_written), on
 the same stream after the frame's last event (outside the timed phases, before the one synchronize: no
-extra sync), and finite() scans the mirror once; on the other frames nothing but the labels leaves the
-device and finite() returns the last check's answer.
+extra sync), and nonfinite_slots() scans the mirror once; on the other frames nothing but the labels leaves
+the device and nonfinite_slots() returns the last check's answer.
 - What a check costs: a D2H copy and a host scan of every state's bytes. fcresnet18_t66 at 256x512 has one
   state of 38 KB in FP32 (19 KB in FP16): by estimate tens of microseconds, not yet measured on a GPU,
   against a frame of milliseconds; a model whose state holds several frames of keys and values (MBs) pays
@@ -31,8 +31,7 @@ device and finite() returns the last check's answer.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +47,7 @@ class StatePair:
 
     spec: StateSpec
     buffers: tuple[DeviceBuffer, DeviceBuffer]
-    mirror: np.ndarray  # the state the next frame reads, copied back on check frames for finite()
+    mirror: np.ndarray  # the state the next frame reads, copied back on check frames for nonfinite_slots()
 
 
 class FrameBuffers:
@@ -65,8 +64,8 @@ class FrameBuffers:
         self.image = np.empty(0, np.float32)
         self.flow: np.ndarray | None = None
         self.labels = np.empty(0, np.int32)  # the runner's labels: `output` itself where that is int32 labels
-        self._mirrored = False  # the mirrors hold a state copied back since the last finite()
-        self._finite = True  # the last check's answer (True after a reset)
+        self._mirrored = False  # the mirrors hold a state copied back since the last nonfinite_slots()
+        self._nonfinite: list[int] = []  # the last check's answer: slots whose state held NaN/Inf
 
     def allocate(self, cuda: CudaApi, contract: Contract, specs: Mapping[str, TensorSpec]) -> None:
         """Every buffer of `contract`, device I/O sized as the engine's `specs`. Kept as it is made, so free()
@@ -141,20 +140,24 @@ class FrameBuffers:
             self._api.memcpy_dtoh_async(pair.mirror, pair.buffers[1 - parity].ptr, stream)
         self._mirrored = True
 
-    def finite(self) -> bool:
+    def nonfinite_slots(self) -> list[int]:
         """The last check's answer: scans the mirrors once after a check frame, else answers from memory."""
         if self._mirrored:
-            self._finite = all(_finite(pair.mirror) for pair in self.states)
+            self._nonfinite = sorted({slot for pair in self.states for slot in _nonfinite_slots(pair.mirror)})
             self._mirrored = False
-        return self._finite
+        return self._nonfinite
 
-    def reset(self, parity: int, stream: Stream) -> None:
-        """Zero the states the next frame (of `parity`) reads, ordered on `stream` before that frame."""
+    def reset(self, parity: int, stream: Stream, slots: Sequence[int]) -> None:
+        """Zero batch slots `slots` of the states the next frame (of `parity`) reads, ordered on `stream` before
+        that frame: one async memset per run of adjacent slots (dim 0 of a state is its slot), the other slots'
+        bytes untouched."""
         for pair in self.states:
             current = pair.buffers[parity]
-            self._api.memset_async(current.ptr, 0, current.nbytes, stream)
-            pair.mirror.fill(0)
-        self._mirrored, self._finite = False, True
+            row = current.nbytes // len(pair.mirror)  # bytes of one slot's state
+            for first, count in _runs(slots):
+                self._api.memset_async(current.ptr + first * row, 0, count * row, stream)
+            pair.mirror[list(slots)] = 0
+        self._nonfinite = [s for s in self._nonfinite if s not in set(slots)]
 
     # ---- figures, free -------------------------------------------------------------------------------
 
@@ -182,7 +185,20 @@ def fixed_tensors(contract: Contract) -> list[TensorSpec]:
     return [t for t in (contract.image, contract.flow, contract.logits, contract.labels) if t is not None]
 
 
-def _finite(array: np.ndarray) -> bool:
-    """No NaN/Inf in `array`: a float64 sum is NaN or Inf exactly when an element is (no finite float16/32
-    values can overflow it), and unlike np.isfinite(array).all() it allocates no array of the state's size."""
-    return math.isfinite(float(np.sum(array, dtype=np.float64)))
+def _nonfinite_slots(state: np.ndarray) -> list[int]:
+    """The slots (dim 0) of `state` holding NaN/Inf: a float64 sum is NaN or Inf exactly when an element is (no
+    finite float16/32 values can overflow it), and unlike np.isfinite(state) it allocates nothing of the state's
+    size: one float64 per slot."""
+    sums = np.sum(state.reshape(len(state), -1), axis=1, dtype=np.float64)
+    return [int(slot) for slot in np.flatnonzero(~np.isfinite(sums))]
+
+
+def _runs(slots: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted `slots` as (first, count) runs of adjacent slots: [0, 1, 3] -> [(0, 2), (3, 1)]."""
+    runs: list[tuple[int, int]] = []
+    for slot in sorted(set(slots)):
+        if runs and runs[-1][0] + runs[-1][1] == slot:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((slot, 1))
+    return runs

@@ -40,7 +40,7 @@ real path has GPU tests (marker `gpu`) that compare labels with ONNX Runtime fra
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -210,17 +210,18 @@ class TensorRTRunner(Runner):
         else:
             np.argmax(output, axis=1, out=self.labels)
 
-    def reset_state(self) -> None:
+    def reset_state(self, slots: Sequence[int] | None = None) -> None:
+        rows = self._slots(slots)
         if self._stream is not None:  # else not activated: no state to zero
-            self._buffers.reset(self._parity, self._stream)  # ordered before the next frame
+            self._buffers.reset(self._parity, self._stream, rows)  # ordered before the next frame
         self._force_keyframe()
 
-    def state_is_finite(self) -> bool:
+    def nonfinite_slots(self) -> list[int]:
         """The last check's answer: scans the mirrors once after a check frame, else answers from memory.
 
         Between checks a NaN/Inf in the state is not seen (trt_buffers.py: what that costs).
         """
-        return self._buffers.finite()
+        return self._buffers.nonfinite_slots()
 
     def state_addresses(self) -> tuple[int, ...]:
         return self._buffers.current_addresses(self._parity)
