@@ -24,7 +24,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.machine import describe
 from tempseg.common.errors import UserError, run_cli
 from tempseg.common.io import write_json, write_text
 from tempseg.common.text import number, table
@@ -202,24 +202,8 @@ def same_weights(a: Path, b: Path) -> bool:
 
 
 def machine() -> dict[str, Any]:
-    """The CPU, whether it computes bf16 natively, its cores, and the load when the run ends."""
-    name, flags = platform.processor() or platform.machine(), set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                name = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    return {
-        "cpu": name,
-        "avx512_bf16": "avx512_bf16" in flags,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "load_avg_1_5_15": [round(x, 2) for x in os.getloadavg()],
-    }
+    """bench/machine.py's description, with torch's threads and version."""
+    return {**describe(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

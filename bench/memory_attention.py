@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bench.machine import cpu_name
 from bench.runtime_ratios import interleaved, per_call_ms
 from tempseg.common.contract import read_onnx_contract
 from tempseg.common.errors import UserError, run_cli
@@ -354,16 +355,6 @@ def host() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
-
-
-def cpu_name() -> str:
-    """platform.processor() is empty on most Linux systems; /proc/cpuinfo names the CPU there."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 # ---- output ---------------------------------------------------------------------------------------------
