@@ -1,4 +1,4 @@
-"""Compare scaled variants: memory, latency and paired accuracy side by side, with a Pareto plot.
+"""Compare scaled variants: memory, latency and paired accuracy side by side, with a plot of the paired deltas.
 
 `make compare MODELS="fcresnet18 fcresnet18_t66 ..." PRECISIONS="fp32 fp16 int8" [BACKEND=] [PRESET=]`:
 builds what is missing (bench/artefacts.py: the stages' library functions, make's rule and layout; base, fine-tune,
@@ -6,7 +6,8 @@ graphs, INT8, engines; each only when missing or older than its input) under RUN
 runs/compare-<preset>, apart from `make engine`'s runs/, so nothing trained with another recipe is
 reused or overwritten), runs every model x precision through the runtime on the same frames, and
 writes RUNS/compare.json, compare.csv, compare.md and compare.png. A run whose report already exists
-for the same frames is reused unless --force.
+for the same frames is reused unless --force. The plot is each row's paired Δ mIoU against its control over
+latency and memory; `--replot TABLE.json` draws it again from a table's JSON, beside it, measuring nothing.
 
 Accuracy is paired: every row was fine-tuned from the same trained base with the same recipe (its
 train.json says so, and compare refuses rows that differ), so the frame-by-frame row of a backbone
@@ -30,10 +31,10 @@ import argparse
 import csv
 import io
 import json
-import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -44,12 +45,18 @@ from tempseg.data.frames import Frame
 from tempseg.data.sources import open_source
 from tempseg.metrics import StreamScores, paired_delta
 from tempseg.metrics.paired import miou_interval
-from tempseg.models.registry import base_model, model_config
+from tempseg.models.registry import base_model, model_config, split_name
 from tempseg.runtime.loop import LoopOptions, run_loop
 from tempseg.runtime.policy import StatePolicy
 from tempseg.runtime.report import build_report
 from tempseg.runtime.session import make_runner, select
 from tempseg.train.config import preset_config, recipe
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.text import Annotation
 
 MB = 2**20
 
@@ -426,51 +433,282 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def plot(rows: list[dict], path: Path, title: str, *, frames: str = "clean frames (synthetic val)") -> None:
-    """Clean-frame mIoU against latency and memory, 95 % intervals as error bars, Pareto fronts."""
+# ---- the plot -----------------------------------------------------------------------------------
+
+PLOT_TITLE = "Paired Δ mIoU vs the frame-by-frame control, 95 % intervals"
+# Okabe-Ito colours stay apart under every common colour-vision deficiency (its yellow is left out: it does
+# not read on white). One colour per row ties its two points and its name together where rows crowd.
+ROW_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
+CONTROL_STYLE = ("s", "black")
+# Clean and degraded frames differ by marker shape and fill, so they read without colour.
+SUBSET_MARKERS = {"clean": ("o", False), "degraded": ("^", True)}
+# The two subsets' points of a row sit at one cost: nudged apart (points) so overlapping intervals stay apart.
+SUBSET_DODGE = {"clean": -3.0, "degraded": 3.0}
+COSTS = (
+    ("p50_ms", "d_latency", "latency p50, ms"),
+    ("memory_mb", "d_memory", "memory while running, MiB (weights + activations + state + I/O)"),
+)
+
+
+def is_control(row: dict) -> bool:
+    """The frame-by-frame row of a backbone: the control of its temporal rows, so its Δ is 0 by definition."""
+    return base_model(row["model"]) == row["model"]
+
+
+def same_graph(row: dict) -> bool:
+    """A training variant (+tc, +kd) of its control: the same graph, so any difference in cost is the
+    measurement's, not the model's."""
+    return not is_control(row) and split_name(row["model"])[0] == base_model(row["model"])
+
+
+def split_rows(rows: list[dict]) -> bool:
+    """Whether the rows score clean and degraded frames apart (only the synthetic video marks degraded frames)."""
+    return any(r.get("miou_degraded") is not None for r in rows)
+
+
+def plotted_precisions(rows: list[dict], subsets: Sequence[str]) -> list[str]:
+    """FP32 alone where its rows have a paired Δ, else every precision the rows have.
+
+    Every precision's Δ is paired against the control at that precision, and they repeat FP32's to a fraction
+    of the interval: drawn together they triple the points without saying more. What the lower precisions
+    change is their cost, which the table gives.
+    """
+    if any(r["precision"] == "fp32" and delta_points(r, subsets) for r in rows):
+        return ["fp32"]
+    return list(dict.fromkeys(r["precision"] for r in rows))
+
+
+def delta_points(row: dict, subsets: Sequence[str]) -> list[tuple[str, float, tuple[float, float] | None]]:
+    """(subset, Δ in points, 95 % interval) of every subset the row has a paired Δ for."""
+    points = []
+    for subset in subsets:
+        delta, interval = row.get(f"d_miou_{subset}"), row.get(f"d_miou_{subset}_ci")
+        if delta is not None:
+            points.append((subset, float(delta), None if interval is None else (float(interval[0]), interval[1])))
+    return points
+
+
+def plot_notes(rows: list[dict], shown: list[dict], subsets: Sequence[str]) -> list[str]:
+    """One line each: how to read the names, what the figure leaves out, what a reader would misread in it."""
+    drawn = ", ".join(p.upper() for p in sorted({r["precision"] for r in shown}))
+    notes = [f"{drawn} rows; in brackets after a name: its latency or memory against its control's."]
+    others = sorted({r["precision"] for r in rows} - {r["precision"] for r in shown})
+    if others:
+        listed = ", ".join(p.upper() for p in others)
+        notes.append(f"{listed} rows not drawn: {_precision_spread(rows, subsets)}.")
+    missing = [f"{r['model']} {r['precision']}" for r in shown if not is_control(r) and not delta_points(r, subsets)]
+    if missing:
+        notes.append(f"Not drawn, no paired Δ in the table: {', '.join(missing)}.")
+    for r in shown:
+        if same_graph(r) and r.get("d_latency") is not None:
+            notes.append(
+                f"* {r['model']} runs its control's graph (trained otherwise): its latency differs from the "
+                f"control's ({r['d_latency']:+.0f} %) by measurement alone."
+            )
+    lacking = [f"{r['model']} {r['precision']}" for r in shown if r.get("activation_mb") is None]
+    if lacking:
+        notes.append(f"Memory without activations (no engine built): {', '.join(lacking)}.")
+    return notes
+
+
+def _precision_spread(rows: list[dict], subsets: Sequence[str]) -> str:
+    fp32 = {(r["model"], s): d for r in rows if r["precision"] == "fp32" for s, d, _ in delta_points(r, subsets)}
+    spread = [
+        abs(d - fp32[(r["model"], s)])
+        for r in rows
+        if r["precision"] != "fp32"
+        for s, d, _ in delta_points(r, subsets)
+        if (r["model"], s) in fp32
+    ]
+    if not spread:
+        return "see the table"
+    return (
+        f"each paired against the control at its precision, their Δ within {max(spread):.2f} pts of FP32's "
+        "(the table gives them and their cost)"
+    )
+
+
+def plot_figure(rows: list[dict], title: str = PLOT_TITLE, *, measured_on: str | None = None) -> Figure:
+    """Each row's paired Δ mIoU against its control, over latency (left) and memory (right).
+
+    Clean and degraded frames as two markers with their 95 % bootstrap interval over sequences; the control
+    at 0 without interval; the FP32 rows where there are several precisions (plotted_precisions). The notes
+    under the legend say what is not drawn. `measured_on` names where latency was measured.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.text import Annotation
+
+    subsets = ("clean", "degraded") if split_rows(rows) else ("clean",)
+    precisions = plotted_precisions(rows, subsets)
+    shown = [r for r in rows if r["precision"] in precisions]
+    temporal = [r for r in shown if not is_control(r)]
+    colours = {id(r): ROW_COLOURS[i % len(ROW_COLOURS)] for i, r in enumerate(temporal)}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharey=True)
+    for ax, (cost, relative, label) in zip(axes, COSTS, strict=True):
+        for r in shown:
+            if r.get(cost) is not None:
+                name = f"{r['model']} {r['precision']}" if len(precisions) > 1 else r["model"]
+                _plot_row(ax, r, (cost, relative), subsets, name=name, colour=colours.get(id(r), CONTROL_STYLE[1]))
+        ax.axhline(0, ls="--", lw=1, color="grey", zorder=1)
+        ax.set_xlabel(label if cost != "p50_ms" else f"{label} ({measured_on or rows[0]['backend']})")
+        ax.grid(alpha=0.3)
+        _set_xlim(ax, [r[cost] for r in shown if r.get(cost) is not None])
+    axes[0].set_ylabel("Δ mIoU vs control, points")
+    _set_ylim(axes[0], shown, subsets)
+    notes = plot_notes(rows, shown, subsets)
+    line = 0.035  # of the figure's height, one line of notes
+    legend_at = (0.5, 0.02 + line * len(notes))
+    fig.legend(
+        handles=_legend(subsets), loc="lower center", ncol=4, fontsize=8, frameon=False, bbox_to_anchor=legend_at
+    )
+    for i, note in enumerate(notes):
+        fig.text(0.5, 0.02 + line * (len(notes) - 1 - i), note, ha="center", va="bottom", fontsize=7.5)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.08 + line * len(notes), 1, 0.97))
+    for ax in axes:  # once the layout is final: the names are placed in pixels
+        _place_labels(ax, [t for t in ax.texts if isinstance(t, Annotation)])
+    return fig
+
+
+def _plot_row(ax: Axes, row: dict, cost: tuple[str, str], subsets: Sequence[str], *, name: str, colour: str) -> None:
+    """The row's points on `ax` at its cost (`cost`: the row's keys of it, absolute and against the control),
+    and its name above them (below the control's)."""
+    from matplotlib.transforms import ScaledTranslation
+
+    x, relative = row[cost[0]], row.get(cost[1])
+    if is_control(row):
+        ax.plot([x], [0.0], marker=CONTROL_STYLE[0], color=colour, ls="none", ms=7, zorder=2, label=f"{name} control")
+        _label(ax, f"{name} (control)", (x, 0.0), colour, below=True)
+        return
+    points = delta_points(row, subsets)
+    for subset, delta, interval in points:
+        marker, filled = SUBSET_MARKERS[subset]
+        # the point is the Δ of summed counts, the interval a bootstrap percentile: clamp rounding past the point
+        yerr = None if interval is None else [[max(0.0, delta - interval[0])], [max(0.0, interval[1] - delta)]]
+        shift = ScaledTranslation(SUBSET_DODGE[subset] / 72, 0, ax.figure.dpi_scale_trans)
+        ax.errorbar(
+            [x],
+            [delta],
+            yerr=yerr,
+            marker=marker,
+            color=colour,
+            markerfacecolor=colour if filled else "white",
+            markeredgewidth=1.5,
+            ms=7,
+            capsize=3,
+            ls="none",
+            zorder=3,
+            transform=ax.transData + shift,
+            label=f"{name} {subset}",
+        )
+    if points:
+        text = name + (" *" if same_graph(row) else "") + ("" if relative is None else f" ({relative:+.0f} %)")
+        _label(ax, text, (x, max(d if ci is None else max(d, ci[1]) for _, d, ci in points)), colour, below=False)
+
+
+def _label(ax: Axes, text: str, at: tuple[float, float], colour: str, *, below: bool) -> None:
+    ax.annotate(
+        text,
+        at,
+        xytext=(0, -9 if below else 4),
+        textcoords="offset points",
+        ha="center",
+        va="top" if below else "bottom",
+        fontsize=8,
+        color=colour,
+        zorder=5,
+    )
+
+
+def _place_labels(ax: Axes, labels: list[Annotation]) -> None:
+    """Keep the row names inside the axes and off each other: a name that would leave the axes is aligned to
+    its point's side, and one that overlaps a name already placed moves away from its point (up, down for
+    controls) until it is free."""
+    renderer = ax.figure.canvas.get_renderer()  # type: ignore[attr-defined]  # Agg's canvas has one
+    frame = ax.get_window_extent(renderer)
+    placed = []
+    for label in sorted(labels, key=lambda t: ax.transData.transform(t.xy)[1]):
+        box = label.get_window_extent(renderer)
+        if box.x0 < frame.x0 or box.x1 > frame.x1:
+            label.set_horizontalalignment("left" if box.x0 < frame.x0 else "right")
+        step = 8 if label.xyann[1] > 0 else -8
+        for _ in range(12):
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            label.xyann = (label.xyann[0], label.xyann[1] + step)
+        placed.append(label.get_window_extent(renderer))
+
+
+def _set_xlim(ax: Axes, costs: list[float]) -> None:
+    """Every row's cost with a margin for the names; set here, as autoscaling skips the nudged points."""
+    if costs:
+        low, high = min(costs), max(costs)
+        pad = 0.15 * (high - low) or 0.1 * abs(high) or 1.0
+        ax.set_xlim(low - pad, high + pad)
+
+
+def _set_ylim(ax: Axes, rows: list[dict], subsets: Sequence[str]) -> None:
+    """From below 0 to above the highest interval, with room for the names above the points."""
+    ends = [0.0]
+    for r in rows:
+        for _, delta, interval in delta_points(r, subsets):
+            ends += [delta] if interval is None else [delta, *interval]
+    low, high = min(ends), max(ends)
+    span = max(high - low, 0.5)
+    ax.set_ylim(low - 0.15 * span, high + 0.2 * span)
+
+
+def _legend(subsets: Sequence[str]) -> list[Line2D]:
     from matplotlib.lines import Line2D
 
-    scored = [r for r in rows if r.get("miou_clean") is not None]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
-    markers = dict(zip(sorted({r["model"] for r in scored}), "osD^vP*Xh<>p", strict=False))
-    colours = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green"}
-    for ax, cost_key, label in (
-        (axes[0], "p50_ms", "latency p50 (ms)"),
-        (axes[1], "memory_mb", "memory while running (MB)"),
-    ):
-        for r in scored:
-            low, high = r.get("miou_clean_low"), r.get("miou_clean_high")
-            # the point is the summed-count mIoU, the bars a bootstrap percentile interval: clamp rounding
-            errors = None if low is None else [[max(0.0, r["miou_clean"] - low)], [max(0.0, high - r["miou_clean"])]]
-            ax.errorbar(
-                r[cost_key],
-                r["miou_clean"],
-                yerr=errors,
-                marker=markers[r["model"]],
-                color=colours.get(r["precision"], "grey"),
-                markersize=8,
-                capsize=3,
-                linestyle="none",
-                zorder=3,
+    names = {"clean": "clean frames", "degraded": "degraded frames"} if len(subsets) > 1 else {"clean": "all frames"}
+    handles = []
+    for subset in subsets:
+        marker, filled = SUBSET_MARKERS[subset]
+        handles.append(
+            Line2D(
+                [],
+                [],
+                ls="none",
+                marker=marker,
+                color="dimgrey",
+                markerfacecolor="dimgrey" if filled else "white",
+                markeredgewidth=1.5,
+                label=f"Δ {names[subset]}, 95 % interval",
             )
-        front = pareto_front([(r[cost_key], r["miou_clean"]) for r in scored])
-        ax.plot(*zip(*front, strict=True), "--", color="black", lw=1, zorder=2, label="Pareto front")
-        ax.set_xlabel(label)
-        ax.set_ylabel(f"mIoU, {frames}, 95 % interval")
-        ax.grid(alpha=0.3)
-    handles = [Line2D([], [], ls="", marker=mk, color="black", label=m) for m, mk in markers.items()]
-    handles += [Line2D([], [], ls="", marker="s", color=c, label=p) for p, c in colours.items()]
-    handles += [Line2D([], [], ls="--", color="black", label="Pareto front")]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
-    fig.suptitle(textwrap.fill(title, width=140), fontsize=9)
-    fig.tight_layout(rect=(0, 0.1, 1, 0.9))
+        )
+    handles.append(Line2D([], [], ls="none", marker=CONTROL_STYLE[0], color=CONTROL_STYLE[1], label="control (Δ = 0)"))
+    handles.append(Line2D([], [], ls="--", color="grey", label="no change"))
+    return handles
+
+
+def plot(rows: list[dict], path: Path, title: str = PLOT_TITLE, *, measured_on: str | None = None) -> None:
+    """plot_figure() written to `path` as PNG (whole or absent)."""
+    fig = plot_figure(rows, title, measured_on=measured_on)  # selects Agg before pyplot is imported here
+    import matplotlib.pyplot as plt
+
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def replot(json_path: Path) -> Path:
+    """Draw the plot of a compare table again from its JSON, beside it (NAME.png), without measuring."""
+    try:
+        table = json.loads(json_path.read_text())
+        rows, reports = table["rows"], table.get("reports") or []
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError("not a readable compare table (JSON with 'rows')", json_path) from None
+    if not rows:
+        raise UserError("the compare table has no rows to plot", json_path)
+    measured_on = f"{reports[0]['backend']} on {reports[0]['device']}" if reports else None
+    out = json_path.with_suffix(".png")
+    plot(rows, out, measured_on=measured_on)
+    return out
 
 
 def table_header(reports: list[dict], figures: dict[tuple[str, str], dict | None], what: str) -> str:
@@ -492,7 +730,14 @@ def _listed(figures: dict[tuple[str, str], dict | None]) -> list[dict]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
-    p.add_argument("--models", nargs="+", required=True)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--models", nargs="+")
+    what.add_argument(
+        "--replot",
+        type=Path,
+        metavar="JSON",
+        help="draw the plot of a compare table again from its JSON, beside it (NAME.png); nothing is measured",
+    )
     p.add_argument("--precisions", nargs="+", default=["fp32", "fp16", "int8"], choices=("fp32", "fp16", "int8"))
     p.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "tensorrt", "tensorrt_rtx", "torch"))
     p.add_argument("--height", type=int, default=256)
@@ -516,6 +761,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.replot is not None:
+        print(f"compare: plot drawn again from {args.replot} -> {replot(args.replot)}")
+        return 0
     started = time.perf_counter()
     runs = args.runs or Path("runs") / f"compare-{args.preset}"
     out = args.out_dir or runs
@@ -572,8 +820,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tables = [markdown(rows, header, split=split), state_gain_table(gains), per_class_table(reports, split=split)]
     text = "\n".join([recipe_line, "", *tables])
     write_text(out / "compare.md", text)
-    scored = "clean frames (synthetic val)" if split else f"all frames ({args.data} val)"
-    plot(rows, out / "compare.png", f"{header} {recipe_line}", frames=scored)
+    plot(rows, out / "compare.png", measured_on=f"{reports[0]['backend']} on {reports[0]['device']}")
     print(text)
     print(f"stage compare: {time.perf_counter() - started:.1f} s -> {out}/compare.{{json,csv,md,png}}")
     return 0
