@@ -20,7 +20,7 @@ from tempseg.models import (
 )
 from tempseg.models.__main__ import main as models_main
 from tempseg.models.checkpoint import load_model, save_checkpoint
-from tempseg.models.summary import count_parameters, summarize
+from tempseg.models.summary import count_parameters, format_summary, summarize
 from tests.test_platform import make, ready_venv
 
 SMALL = (64, 96)  # smallest convenient size divisible by 32
@@ -147,6 +147,14 @@ def test_summary_reports_state_bytes():
     assert info["states"][0]["shape"] == [1, 19, 16, 32]
     assert info["state_bytes_fp32"] == 19 * 16 * 32 * 4
     assert info["gflops"] > 1
+
+
+def test_summary_of_a_keyframe_model_feeds_its_update_graph_a_flow():
+    """An Accel model without a flow net reads its flow from the host: the summary gives it one to count FLOPs."""
+    info = summarize("fcresnet18x0.25_accel18x0.25", height=64, width=128)
+    assert info["states"][0]["shape"] == [1, 19, 8, 16]
+    assert info["gflops"] > 0
+    assert "keyframes (Accel)" in format_summary(info)
 
 
 def test_checkpoint_round_trip_and_errors(tmp_path):

@@ -47,8 +47,11 @@ def summarize(name: str, *, height: int = 256, width: int = 512, num_classes: in
     model = build_model(name, num_classes=num_classes).eval()
     shapes = model.state_shapes(height, width)
     image = torch.zeros(1, 3, height, width)
+    # an update graph without a flow net (Accel) reads its flow from the host: a zero flow counts the same FLOPs
+    flow_shape = model.flow_shape(height, width) if hasattr(model, "flow_shape") else None
+    extra = {} if flow_shape is None else {"flow": torch.zeros(flow_shape)}
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(image, *model.initial_states(image))
+        model(image, *model.initial_states(image), **extra)
     params = count_parameters(model)
     return {
         "model": name,
@@ -71,6 +74,10 @@ def format_summary(info: dict) -> str:
     temporal = "none"
     if conn is not None:
         temporal = f"{conn['out']}-{conn['in_']} {conn['merge']}, {conn['kernel']}x{conn['kernel']} conv"
+    if cfg.get("accel") is not None:
+        accel = cfg["accel"]
+        flow = "optical flow from the host" if accel["flow"] == "input" else "its flow net"
+        temporal = f"keyframes (Accel): the ResNet{accel['depth']} reference's features warped by {flow}"
     if memory is not None:
         temporal = (
             f"local memory attention, S={memory['frames']} frames, radius {memory['radius']}, "

@@ -73,17 +73,7 @@ def build_report(
         result.accuracy.summary(contract.class_names(), mean_ms or 0.0, result.source_fps) if result.accuracy else None
     )
     return {
-        "schema": SCHEMA,
-        "model": contract.model,
-        "precision": contract.precision,
-        "backend": backend,
-        "device": device,
-        "host": f"{platform.node()} {platform.machine()} {platform.system()}",
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source": source,
-        "source_fps": result.source_fps,
-        "input_hw": [contract.height, contract.width],
-        "batch": contract.batch,
+        **_header(contract, backend, device, source, result.source_fps),
         "frames": result.frames,
         "warmup_frames": min(result.warmup, result.frames),
         "interrupted": result.interrupted,
@@ -98,6 +88,23 @@ def build_report(
         "memory_notes": notes,
         "resets": result.resets,
         "accuracy": accuracy,
+    }
+
+
+def _header(contract: Contract, backend: str, device: str, source: str, source_fps: float) -> dict:
+    """The fields every report starts with: what ran, where, when, on what."""
+    return {
+        "schema": SCHEMA,
+        "model": contract.model,
+        "precision": contract.precision,
+        "backend": backend,
+        "device": device,
+        "host": f"{platform.node()} {platform.machine()} {platform.system()}",
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "source_fps": source_fps,
+        "input_hw": [contract.height, contract.width],
+        "batch": contract.batch,
     }
 
 
@@ -128,17 +135,7 @@ def build_batch_report(
         for reason, count in stream.resets.items():
             resets[reason] = resets.get(reason, 0) + count
     return {
-        "schema": SCHEMA,
-        "model": contract.model,
-        "precision": contract.precision,
-        "backend": backend,
-        "device": device,
-        "host": f"{platform.node()} {platform.machine()} {platform.system()}",
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source": " ".join(sources),
-        "source_fps": result.source_fps,
-        "input_hw": [contract.height, contract.width],
-        "batch": contract.batch,
+        **_header(contract, backend, device, " ".join(sources), result.source_fps),
         "frames": sum(stream.frames for stream in result.streams),
         "calls": result.ticks.count,
         "warmup_frames": min(result.warmup, result.ticks.count),

@@ -2,7 +2,7 @@
 
 Stage `base` trains a frame-by-frame model from scratch (runs/NAME/base/); stage `finetune` trains
 any model from a trained base (`--init-from`), the temporal variants and their controls alike.
-Writes OUT_DIR/checkpoint.pt and train.json. Multi-process: `torchrun --nproc_per_node N -m train ...`.
+Writes OUT_DIR/checkpoint.pt and train.json. Multi-process: `torchrun --nproc_per_node N -m tempseg.train ...`.
 """
 
 from __future__ import annotations
