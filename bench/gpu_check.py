@@ -17,7 +17,11 @@ a temporary folder. The checks, in the order they run:
 4. torch_latency: latency per phase (CUDA events, through the frame loop of runtime/loop.py) and memory of
    the torch CUDA backend at 256x512 for fcresnet18, fcresnet18_t66 and the Accel pair fcresnet18x0.5_accel34
    (latency by frame kind, keyframe every 5 with host DIS flow), FP32 and FP16, random weights.
-5. tensorrt: for each of TensorRT and TensorRT-RTX that imports: build an engine of the small graph
+5. many_cameras: K streams (K = 1, 2, 4, 8) of fcresnet18_t66 at 256x512, FP16, through the torch CUDA backend:
+   one runner of the model at batch K (runtime/batch.py, one call per tick) against K batch-1 runners called in
+   turn: throughput, per-frame latency (the tick's start to the stream's labels), the CUDA allocator's peak,
+   and each batched slot's labels against its stream run alone (agreement per frame).
+6. tensorrt: for each of TensorRT and TensorRT-RTX that imports: build an engine of the small graph
    (engine/build.py; TensorRT-RTX for this GPU), run it through the TensorRT runner without and with CUDA
    graphs, labels against ONNX Runtime. A GPU that the flavour does not list (TensorRT-RTX 1.7 on Hopper,
    compute capability 9.0) is tried anyway, and what happened, error text included, is recorded as a skip.
@@ -63,11 +67,13 @@ SMALL_FRAMES = 12
 LATENCY_MODELS = ("fcresnet18", "fcresnet18_t66", "fcresnet18x0.5_accel34")  # ratios: [1] / [0]
 LATENCY_HW = (256, 512)
 LATENCY_WARMUP = 20  # frames run before the timed ones
+CAMERAS = (1, 2, 4, 8)  # values of K for many_cameras
+CAMERA_TICKS = 40  # frames per stream; the first LATENCY_WARMUP // 4 ticks are not timed
 AGREEMENT = 0.99  # least label agreement with ONNX Runtime, per frame, for a pass
 PLAN = (
     "runtime/cuda.py buffers, events and streams (cuda-python, pycuda) and CUDA graphs, torch CUDA against "
     "ONNX Runtime labels, torch CUDA latency and memory at 256x512 (fcresnet18, fcresnet18_t66, the Accel pair), "
-    "TensorRT and TensorRT-RTX engines where installed"
+    "K cameras batched against K runners in turn (torch CUDA), TensorRT and TensorRT-RTX engines where installed"
 )
 VERSIONS = ("numpy", "torch", "onnx", "onnxruntime", "opencv-python-headless", "cuda-bindings", "cuda-python")
 VERSIONS += ("pycuda", "tensorrt", "tensorrt-rtx", "cupy-cuda12x", "cupy-cuda13x")
@@ -445,7 +451,102 @@ def check_torch_latency(ctx: Context) -> dict:
     }
 
 
-# ---- 5: TensorRT ------------------------------------------------------------------------------------------------
+# ---- 5: many cameras ------------------------------------------------------------------------------------------
+
+
+def check_many_cameras(ctx: Context) -> dict:
+    torch = torch_cuda()
+    from tempseg.data.sources import open_source
+
+    height, width = LATENCY_HW
+    streams = []
+    for k in range(max(CAMERAS)):
+        with open_source(f"synthetic:{k}", height=height, width=width, frames=CAMERA_TICKS) as source:
+            streams.append(list(source))
+    runs = {}
+    for count in CAMERAS:
+        runs[str(count)] = cameras_on_gpu(torch, streams[:count])
+        torch.cuda.empty_cache()
+    return {
+        "model": "fcresnet18_t66",
+        "precision": "fp16",
+        "input_hw": list(LATENCY_HW),
+        "ticks": CAMERA_TICKS,
+        "warmup_ticks": LATENCY_WARMUP // 4,
+        "weights": "random (latency and memory do not depend on them)",
+        "runs": runs,
+    }
+
+
+def cameras_on_gpu(torch: Any, streams: list[list[Any]], *, device: str = "cuda", skip: int | None = None) -> dict:
+    """K streams batched in one runner against K batch-1 runners in turn: figures and their ratios. `skip`: ticks
+    left out of the timing (default LATENCY_WARMUP // 4). On a CPU (tests) the memory figures are None."""
+    from tempseg.export.onnx_graph import build_contract
+    from tempseg.models import build_model
+    from tempseg.runtime.backends.torch_runner import TorchRunner
+    from tempseg.runtime.batch import BatchStream
+    from tempseg.runtime.stream import stream
+
+    torch.manual_seed(0)
+    model = build_model("fcresnet18_t66").eval()
+    skip = LATENCY_WARMUP // 4 if skip is None else skip
+    height, width = streams[0][0].image.shape[:2]
+
+    def runner(batch: int) -> Any:
+        made = build_contract(model, "fcresnet18_t66", height=height, width=width, batch=batch)
+        return TorchRunner(made.with_changes(precision="fp16"), model=model, device=device)
+
+    peak = _peak_memory(torch, device)
+    batched_labels: list[list[np.ndarray]] = [[] for _ in streams]
+    latency: list[float] = []
+    with runner(len(streams)) as active:
+        started = None
+        for tick, step in enumerate(BatchStream(active, streams)):
+            started = time.perf_counter() if tick == skip else started
+            latency += [s.latency_ms for s in step.steps] if tick >= skip else []
+            for s in step.steps:
+                batched_labels[s.slot].append(s.labels.copy())
+        batched = {**timing(latency, started), "peak_allocated_bytes": peak()}
+    peak = _peak_memory(torch, device)
+    latency, alone = [], [[] for _ in streams]
+    with contextlib.ExitStack() as stack:
+        iterators = [stream(stack.enter_context(runner(1)), frames) for frames in streams]
+        started = None
+        for tick in range(len(streams[0])):
+            begun = time.perf_counter()
+            started = begun if tick == skip else started
+            for k, frames in enumerate(iterators):
+                step = next(frames)
+                latency += [(step.inferred - begun) * 1e3] if tick >= skip else []
+                alone[k].append(step.labels.copy())
+        sequential = {**timing(latency, started), "peak_allocated_bytes": peak()}
+    agree = [agreement(b, a)["min"] for b, a in zip(batched_labels, alone, strict=True)]
+    memory = batched["peak_allocated_bytes"], sequential["peak_allocated_bytes"]
+    return {
+        "batched": batched,
+        "sequential": sequential,
+        "throughput_ratio": round(batched["fps"] / sequential["fps"], 4),
+        "p99_ratio": round(batched["latency_ms"]["p99"] / sequential["latency_ms"]["p99"], 4),
+        "memory_ratio": None if None in memory else round(memory[0] / memory[1], 4),
+        "labels_agree_with_alone_min": min(agree),
+    }
+
+
+def _peak_memory(torch: Any, device: str) -> Callable[[], int | None]:
+    """Resets the CUDA allocator's peak; the function returned reads it (None off CUDA)."""
+    if device != "cuda":
+        return lambda: None
+    torch.cuda.reset_peak_memory_stats()
+    return lambda: int(torch.cuda.max_memory_allocated())
+
+
+def timing(latency: list[float], started: float | None) -> dict:
+    """Frames a second since `started` (the first timed tick) and the per-frame latency statistics."""
+    seconds = time.perf_counter() - (started or time.perf_counter())
+    return {"fps": round(len(latency) / seconds, 2) if seconds else None, "latency_ms": summary(latency)}
+
+
+# ---- 6: TensorRT ------------------------------------------------------------------------------------------------
 
 
 def check_tensorrt(ctx: Context) -> dict:
@@ -510,6 +611,7 @@ CHECKS: tuple[tuple[str, Callable[[Context], dict]], ...] = (
     ("cuda_graphs", check_cuda_graphs),
     ("torch_vs_onnxruntime", check_torch_vs_onnxruntime),
     ("torch_latency", check_torch_latency),
+    ("many_cameras", check_many_cameras),
     ("tensorrt", check_tensorrt),  # last: an engine on a GPU its flavour does not list may crash the process
 )
 

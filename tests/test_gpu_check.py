@@ -64,3 +64,23 @@ def test_a_check_made_of_parts_fails_if_one_part_failed_and_skips_only_if_all_di
     assert overall({"a": passed, "b": {"status": "fail", "reason": "x"}})["status"] == "fail"
     assert overall({"a": skipped, "b": skipped})["status"] == "skip"
     assert overall({"a": passed}) == {"status": "pass"}
+
+
+def test_the_many_cameras_check_times_both_ways_and_compares_each_slot_with_its_stream_alone():
+    """Run on the CPU at a small size (the check itself runs on CUDA at 256x512): the figures it records."""
+    import torch
+
+    from bench.gpu_check import cameras_on_gpu
+    from tempseg.data.sources import open_source
+
+    streams = []
+    for k in range(2):
+        with open_source(f"synthetic:{k}", height=64, width=128, frames=4) as source:
+            streams.append(list(source))
+    got = cameras_on_gpu(torch, streams, device="cpu", skip=1)
+    assert got["labels_agree_with_alone_min"] == 1.0  # on the CPU batched equals alone exactly
+    for way in ("batched", "sequential"):
+        assert got[way]["fps"] > 0
+        assert got[way]["latency_ms"]["p99"] >= got[way]["latency_ms"]["p50"] > 0
+    assert got["throughput_ratio"] == round(got["batched"]["fps"] / got["sequential"]["fps"], 4)
+    assert got["memory_ratio"] is None  # CUDA's allocator only
