@@ -63,10 +63,11 @@ class Tick:
 
     steps: list[SlotStep]
     phases: PhaseTimes
-    preprocess_ms: float  # reading, resets and preprocessing of every slot
+    preprocess_ms: float  # resets and preprocessing of every slot
     flow_ms: float
     started: float  # perf_counter at the start of the tick
     inferred: float  # perf_counter after infer() returned
+    read_ms: float = 0.0  # waiting for the sources' frames: the tick's time, not the engine's (left out of phases)
 
 
 class SlotFeed:
@@ -105,7 +106,7 @@ class BatchStream:
         _zero_slots(runner, range(len(feeds), runner.contract.batch))  # spare slots
         while True:
             started = time.perf_counter()
-            pending = _read_tick(runner, feeds, self.preprocess)
+            pending, read_ms = _read_tick(runner, feeds, self.preprocess)
             if not pending:
                 return
             resets = [slot for slot, (_, reason, _) in pending.items() if reason]
@@ -122,7 +123,8 @@ class BatchStream:
                 SlotStep(slot, frame, runner.labels[slot], reason, (inferred - read) * 1e3)
                 for slot, (frame, reason, read) in pending.items()
             ]
-            yield Tick(steps, phases, (prepared - started) * 1e3 - flow_ms, flow_ms, started, inferred)
+            preprocess_ms = (prepared - started) * 1e3 - flow_ms - read_ms
+            yield Tick(steps, phases, preprocess_ms, flow_ms, started, inferred, read_ms)
 
 
 def check_streams(contract: Contract, count: int) -> None:
@@ -146,14 +148,17 @@ def check_streams(contract: Contract, count: int) -> None:
 
 def _read_tick(
     runner: Runner, feeds: list[SlotFeed], preprocess: Preprocessor
-) -> dict[int, tuple[Frame, str | None, float]]:
-    """Each live stream's next frame, preprocessed into its slot: {slot: (frame, reset reason, read time)}."""
-    pending = {}
+) -> tuple[dict[int, tuple[Frame, str | None, float]], float]:
+    """Each live stream's next frame, preprocessed into its slot: {slot: (frame, reset reason, read time)}, and
+    the milliseconds spent waiting for the sources."""
+    pending, waited = {}, 0.0
     for feed in feeds:
         if feed.ended:
             continue
+        asked = time.perf_counter()
         frame = feed.read()
         read = time.perf_counter()
+        waited += read - asked
         if frame is None:
             log.info("stream %d ended after %d frames; its slot is fed zeros from now on", feed.slot, feed.count)
             _zero_slots(runner, [feed.slot])
@@ -162,7 +167,7 @@ def _read_tick(
         reason = feed.resets.before_frame(frame.image, frame.sequence)
         preprocess(frame.image, runner.image, feed.slot)
         pending[feed.slot] = (frame, reason, read)
-    return pending
+    return pending, waited * 1e3
 
 
 def _flow(runner: Runner, feeds: list[SlotFeed], pending: dict[int, tuple[Frame, str | None, float]]) -> float:
@@ -247,11 +252,17 @@ def run_batch(
     with StopFlag() as stop:
         for tick in itertools.islice(batch, options.max_frames):
             for step in tick.steps:
-                _record(results[step.slot], step, sinks[step.slot] if sinks else ())
+                for sink in sinks[step.slot] if sinks else ():
+                    sink(step.frame, step.labels)
+                results[step.slot].latency.append(step.latency_ms)
             done = time.perf_counter()
             p = tick.phases
             row = (tick.preprocess_ms, tick.flow_ms, p.h2d, p.compute, p.d2h, (done - tick.inferred) * 1e3)
-            ticks.add((*row, (done - tick.started) * 1e3), p.kind)
+            ticks.add((*row, (done - tick.started) * 1e3 - tick.read_ms), p.kind)
+            for step in tick.steps:  # untimed, as in the single-stream loop
+                accuracy = results[step.slot].accuracy
+                if accuracy is not None:
+                    accuracy.update(step.frame, step.labels)
             live.append(len(tick.steps))
             if stop.requested:
                 break
@@ -259,11 +270,3 @@ def run_batch(
         result.resets, result.ended = dict(feed.resets.counts), feed.ended
     wall = time.perf_counter() - started
     return BatchResult(ticks, live, results, options.warmup, stop.requested, source_fps, wall)
-
-
-def _record(result: StreamResult, step: SlotStep, sinks: Sequence[Sink]) -> None:
-    for sink in sinks:
-        sink(step.frame, step.labels)
-    result.latency.append(step.latency_ms)
-    if result.accuracy is not None:
-        result.accuracy.update(step.frame, step.labels)
