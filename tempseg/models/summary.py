@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from tempseg.models.accel import Accel
 from tempseg.models.registry import build_model, resolve_name
 from tempseg.models.temporal import POSITION_STRIDES
 
@@ -48,7 +49,7 @@ def summarize(name: str, *, height: int = 256, width: int = 512, num_classes: in
     shapes = model.state_shapes(height, width)
     image = torch.zeros(1, 3, height, width)
     # an update graph without a flow net (Accel) reads its flow from the host: a zero flow counts the same FLOPs
-    flow_shape = model.flow_shape(height, width) if hasattr(model, "flow_shape") else None
+    flow_shape = model.flow_shape(height, width) if isinstance(model, Accel) else None
     extra = {} if flow_shape is None else {"flow": torch.zeros(flow_shape)}
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(image, *model.initial_states(image), **extra)
