@@ -479,13 +479,13 @@ def check_many_cameras(ctx: Context) -> dict:
 
 
 def cameras_on_gpu(torch: Any, streams: list[list[Any]], *, device: str = "cuda", skip: int | None = None) -> dict:
-    """K streams batched in one runner against K batch-1 runners in turn: figures and their ratios. `skip`: ticks
-    left out of the timing (default LATENCY_WARMUP // 4). On a CPU (tests) the memory figures are None."""
+    """K streams batched in one runner against K batch-1 runners in turn (bench/multistream.py serves both ways):
+    figures and their ratios. `skip`: ticks left out of the timing (default LATENCY_WARMUP // 4). On a CPU
+    (tests) the memory figures are None."""
+    from bench.multistream import serve_batched, serve_sequential
     from tempseg.export.onnx_graph import build_contract
     from tempseg.models import build_model
     from tempseg.runtime.backends.torch_runner import TorchRunner
-    from tempseg.runtime.batch import BatchStream
-    from tempseg.runtime.stream import stream
 
     torch.manual_seed(0)
     model = build_model("fcresnet18_t66").eval()
@@ -497,30 +497,16 @@ def cameras_on_gpu(torch: Any, streams: list[list[Any]], *, device: str = "cuda"
         return TorchRunner(made.with_changes(precision="fp16"), model=model, device=device)
 
     peak = _peak_memory(torch, device)
-    batched_labels: list[list[np.ndarray]] = [[] for _ in streams]
-    latency: list[float] = []
     with runner(len(streams)) as active:
-        started = None
-        for tick, step in enumerate(BatchStream(active, streams)):
-            started = time.perf_counter() if tick == skip else started
-            latency += [s.latency_ms for s in step.steps] if tick >= skip else []
-            for s in step.steps:
-                batched_labels[s.slot].append(s.labels.copy())
-        batched = {**timing(latency, started), "peak_allocated_bytes": peak()}
+        together = serve_batched(active, streams, skip=skip, keep_labels=True)
+        batched = {**timing(together.latency, together.seconds), "peak_allocated_bytes": peak()}
     peak = _peak_memory(torch, device)
-    latency, alone = [], [[] for _ in streams]
     with contextlib.ExitStack() as stack:
-        iterators = [stream(stack.enter_context(runner(1)), frames) for frames in streams]
-        started = None
-        for tick in range(len(streams[0])):
-            begun = time.perf_counter()
-            started = begun if tick == skip else started
-            for k, frames in enumerate(iterators):
-                step = next(frames)
-                latency += [(step.inferred - begun) * 1e3] if tick >= skip else []
-                alone[k].append(step.labels.copy())
-        sequential = {**timing(latency, started), "peak_allocated_bytes": peak()}
-    agree = [agreement(b, a)["min"] for b, a in zip(batched_labels, alone, strict=True)]
+        alone = serve_sequential(
+            [stack.enter_context(runner(1)) for _ in streams], streams, skip=skip, keep_labels=True
+        )
+        sequential = {**timing(alone.latency, alone.seconds), "peak_allocated_bytes": peak()}
+    agree = [agreement(b, a)["min"] for b, a in zip(together.labels, alone.labels, strict=True)]
     memory = batched["peak_allocated_bytes"], sequential["peak_allocated_bytes"]
     return {
         "batched": batched,
@@ -540,9 +526,8 @@ def _peak_memory(torch: Any, device: str) -> Callable[[], int | None]:
     return lambda: int(torch.cuda.max_memory_allocated())
 
 
-def timing(latency: list[float], started: float | None) -> dict:
-    """Frames a second since `started` (the first timed tick) and the per-frame latency statistics."""
-    seconds = time.perf_counter() - (started or time.perf_counter())
+def timing(latency: list[float], seconds: float) -> dict:
+    """Frames a second over `seconds` and the per-frame latency statistics."""
     return {"fps": round(len(latency) / seconds, 2) if seconds else None, "latency_ms": summary(latency)}
 
 

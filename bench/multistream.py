@@ -23,6 +23,7 @@ depend on them (bench/graphs.py). Results: bench/results/multistream-<date>.json
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
 import os
@@ -32,6 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ from tempseg.common.io import write_json, write_text
 from tempseg.common.text import number, table
 from tempseg.data.frames import Frame
 from tempseg.data.synthetic import SyntheticVideo, split_seed
+from tempseg.runtime.backends.base import Runner
 from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
 from tempseg.runtime.batch import BatchStream
 from tempseg.runtime.memory import current_rss_bytes
@@ -59,16 +62,54 @@ def render(streams: int, ticks: int, height: int, width: int) -> list[list[Frame
     return [list(SyntheticVideo(split_seed("val", k), height, width, length=ticks)) for k in range(streams)]
 
 
-def batched(graph: Path, videos: list[list[Frame]], threads: int) -> dict[str, Any]:
-    runner = OnnxRuntimeRunner(read_onnx_contract(graph), graph, threads=threads)
+@dataclass
+class Served:
+    """K streams served one way: each timed frame's latency (ms), the seconds from the first timed tick to the end,
+    and each stream's labels per frame where kept."""
+
+    latency: list[float]
+    seconds: float
+    labels: list[list[np.ndarray]]
+
+
+def serve_batched(runner: Runner, videos: list[list[Frame]], *, skip: int = 0, keep_labels: bool = False) -> Served:
+    """The streams through one active runner at batch K (runtime/batch.py), one call per tick; a frame's latency is
+    its read to its labels. The first `skip` ticks are not timed."""
     latency: list[float] = []
-    with runner:
-        started = time.perf_counter()
-        for tick in BatchStream(runner, videos):
-            latency += [step.latency_ms for step in tick.steps]
-        wall = time.perf_counter() - started
+    labels: list[list[np.ndarray]] = [[] for _ in videos]
+    started = time.perf_counter()
+    for index, tick in enumerate(BatchStream(runner, videos)):
+        started = tick.started if index == skip else started
+        latency += [step.latency_ms for step in tick.steps] if index >= skip else []
+        for step in tick.steps if keep_labels else ():
+            labels[step.slot].append(step.labels.copy())
+    return Served(latency, time.perf_counter() - started, labels)
+
+
+def serve_sequential(
+    runners: Sequence[Runner], videos: list[list[Frame]], *, skip: int = 0, keep_labels: bool = False
+) -> Served:
+    """The streams through K active batch-1 runners called in turn each tick; a frame's latency is the tick's start
+    to its labels, so a tick's last stream waits for the others. The first `skip` ticks are not timed."""
+    streams = [stream(runner, video) for runner, video in zip(runners, videos, strict=True)]
+    latency: list[float] = []
+    labels: list[list[np.ndarray]] = [[] for _ in videos]
+    started = time.perf_counter()
+    for index in range(len(videos[0])):
+        begun = time.perf_counter()
+        started = begun if index == skip else started
+        for k, frames in enumerate(streams):
+            step = next(frames)
+            latency += [(step.inferred - begun) * 1e3] if index >= skip else []
+            labels[k] += [step.labels.copy()] if keep_labels else []
+    return Served(latency, time.perf_counter() - started, labels)
+
+
+def batched(graph: Path, videos: list[list[Frame]], threads: int) -> dict[str, Any]:
+    with OnnxRuntimeRunner(read_onnx_contract(graph), graph, threads=threads) as runner:
+        served = serve_batched(runner, videos)
         memory = current_rss_bytes()
-    return _figures(latency, wall, memory)
+    return _figures(served.latency, served.seconds, memory)
 
 
 def _single(graph: Path, threads: int, count: int) -> OnnxRuntimeRunner:
@@ -79,37 +120,23 @@ def _single(graph: Path, threads: int, count: int) -> OnnxRuntimeRunner:
 
 
 def sequential(graph: Path, videos: list[list[Frame]], threads: int) -> dict[str, Any]:
-    runners = [_single(graph, threads, len(videos)) for _ in videos]
-    latency: list[float] = []
-    for runner in runners:
-        runner.activate()
-    try:
-        streams = [stream(runner, video) for runner, video in zip(runners, videos, strict=True)]
-        started = time.perf_counter()
-        for _ in range(len(videos[0])):
-            tick = time.perf_counter()
-            for frames in streams:
-                latency.append((next(frames).inferred - tick) * 1e3)
-        wall = time.perf_counter() - started
+    with contextlib.ExitStack() as stack:
+        runners = [stack.enter_context(_single(graph, threads, len(videos))) for _ in videos]
+        served = serve_sequential(runners, videos)
         memory = current_rss_bytes()
-    finally:
-        for runner in runners:
-            runner.deactivate()
-    return _figures(latency, wall, memory)
+    return _figures(served.latency, served.seconds, memory)
 
 
 def in_threads(graph: Path, videos: list[list[Frame]], threads: int) -> dict[str, Any]:
     per_runner = max(1, threads // len(videos))
-    runners = [_single(graph, per_runner, len(videos)) for _ in videos]
     latencies: list[list[float]] = [[] for _ in videos]
-    for runner in runners:
-        runner.activate()
+    with contextlib.ExitStack() as stack:
+        runners = [stack.enter_context(_single(graph, per_runner, len(videos))) for _ in videos]
 
-    def serve(k: int) -> None:
-        for step in stream(runners[k], videos[k]):
-            latencies[k].append((step.inferred - step.started) * 1e3)
+        def serve(k: int) -> None:
+            for step in stream(runners[k], videos[k]):
+                latencies[k].append((step.inferred - step.started) * 1e3)
 
-    try:
         workers = [threading.Thread(target=serve, args=(k,)) for k in range(len(videos))]
         started = time.perf_counter()
         for worker in workers:
@@ -118,9 +145,6 @@ def in_threads(graph: Path, videos: list[list[Frame]], threads: int) -> dict[str
             worker.join()
         wall = time.perf_counter() - started
         memory = current_rss_bytes()
-    finally:
-        for runner in runners:
-            runner.deactivate()
     return {**_figures([x for values in latencies for x in values], wall, memory), "threads_per_runner": per_runner}
 
 

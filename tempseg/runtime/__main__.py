@@ -182,8 +182,7 @@ def run_streams(args: argparse.Namespace, selection: Selection, specs: list[str]
     sources = open_sources(specs, contract, args)
     names = [spec for spec, _ in sources]
     runner = make_runner(selection, threads=args.threads, device=args.device, cuda_graphs=args.cuda_graphs)
-    limit = max((frame_limit(args, spec) or 0) for spec in names) or None
-    options = loop_options(args, limit)
+    options = loop_options(args, None)  # each source stops at its own frame_limit (open_one); the run at the last
     started = time.perf_counter()
     sinks = [stream_sinks(args, contract, k, len(names), source.fps) for k, (_, source) in enumerate(sources)]
     try:

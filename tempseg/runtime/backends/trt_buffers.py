@@ -157,7 +157,8 @@ class FrameBuffers:
             for first, count in _runs(slots):
                 self._api.memset_async(current.ptr + first * row, 0, count * row, stream)
             pair.mirror[list(slots)] = 0
-        self._nonfinite = [s for s in self._nonfinite if s not in set(slots)]
+        zeroed = set(slots)
+        self._nonfinite = [s for s in self._nonfinite if s not in zeroed]
 
     # ---- figures, free -------------------------------------------------------------------------------
 
