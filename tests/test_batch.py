@@ -267,6 +267,7 @@ def test_cli_streams_several_sources_with_a_row_per_stream(runs, tmp_path, capsy
     assert all(s["latency_ms"]["p50"] > 0 for s in data["streams"])
     out = capsys.readouterr().out
     assert "2 streams in a batch of 2" in out
+    assert "(ended)" not in out  # both streams ran to the end of the run: none ended early
     assert "synthetic:1" in out
 
 

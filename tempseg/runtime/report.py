@@ -178,7 +178,7 @@ def format_batch_report(report: dict) -> str:
         [
             stream["slot"],
             stream["source"],
-            stream["frames"] if not stream["ended"] else f"{stream['frames']} (ended)",
+            f"{stream['frames']} (ended)" if stream["frames"] < report["calls"] else stream["frames"],  # before the run
             _figure(stream["latency_ms"]["p50"]),
             _figure(stream["latency_ms"]["p99"]),
             _figure((stream["accuracy"] or {}).get("miou")),
