@@ -1,27 +1,34 @@
 """`make gpu-check`: on an NVIDIA machine, run the GPU paths that CI cannot, and record what happened.
 
 CI has no GPU, so the CUDA paths are tested there with fakes only. This script runs them for real in one go
-(a few minutes) with nothing downloaded: it needs numpy, OpenCV, onnx, onnxruntime, torch with CUDA and
-cuda-python (the `cuda-bindings` package); TensorRT, TensorRT-RTX and pycuda are used where installed and
-skipped, with the reason, where not. It exports the graphs it needs itself, from random-weight models, into
-a temporary folder. The checks, in the order they run:
+(a few minutes) with nothing downloaded: it needs the packages of NEEDS below (numpy, OpenCV, onnx,
+onnxruntime, onnxscript for torch's exporter, tqdm, torch with CUDA, cuda-python) and no other; TensorRT,
+TensorRT-RTX, pycuda and nvidia-ml-py (NVML) are used where installed and skipped, with the reason, where not.
+It exports the graphs it needs itself, from random-weight models, into a temporary folder. The checks, in the
+order they run:
 
 1. cuda_api: runtime/cuda.py's device buffers, pinned host arrays, streams and events, with cuda-python and
    (where installed) pycuda: H2D, memset and D2H round trip, event timing, copy bandwidth.
 2. cuda_graphs: runtime/cuda.py's stream capture (cuda-python): a captured copy graph must not run while
-   captured and must replay with the host data of each launch; pycuda must refuse. (The TensorRT runner's
-   own graphs run in check 5.)
+   captured and must replay with the host data of each launch; pycuda must refuse.
 3. torch_vs_onnxruntime: the torch CUDA backend (runtime/backends/torch_runner.py) against ONNX Runtime on
    the CPU, same frames, state carried: label agreement per frame. Judged in strict FP32 (TF32 off); with
    TF32 on (torch's default for convolutions) and in FP16 it is recorded.
-4. torch_latency: latency per phase (CUDA events, through the frame loop of runtime/loop.py) and memory of
-   the torch CUDA backend at 256x512 for fcresnet18, fcresnet18_t66 and the Accel pair fcresnet18x0.5_accel34
-   (latency by frame kind, keyframe every 5 with host DIS flow), FP32 and FP16, random weights.
-5. many_cameras: K streams (K = 1, 2, 4, 8) of fcresnet18_t66 at 256x512, FP16, through the torch CUDA backend:
+4. stateful_graphs: the stateful step of a one-state (T 6-6) and a two-state (memory attention) model as two
+   CUDA graphs with ping-pong state addresses (bench/cuda_graph_runner.py), replayed on a runtime/cuda.py
+   stream with its pinned buffers and events, captured by torch.cuda.graph and by runtime/cuda.py's own
+   capture: labels against the eager torch runner, the state addresses per frame; graph against eager
+   latency of fcresnet18_t66 FP16 at 256x512.
+5. torch_latency: latency per phase (CUDA events, through the frame loop of runtime/loop.py), memory and NVML
+   energy per frame of the torch CUDA backend at 256x512 for fcresnet18, fcresnet18_t66, fcresnet18_lma3r1
+   and the Accel pair fcresnet18x0.5_accel34 (latency by frame kind, keyframe every 5 with host DIS flow),
+   FP32 and FP16, at batch 1; then each at batch 1, 2, 4, ... until the frames a second stop growing by 10 %
+   (the batch that saturates the GPU): throughput, latency per call, peak memory and energy per frame.
+6. many_cameras: K streams (K = 1, 2, 4, 8) of fcresnet18_t66 at 256x512, FP16, through the torch CUDA backend:
    one runner of the model at batch K (runtime/batch.py, one call per tick) against K batch-1 runners called in
    turn: throughput, per-frame latency (the tick's start to the stream's labels), the CUDA allocator's peak,
    and each batched slot's labels against its stream run alone (agreement per frame).
-6. tensorrt: for each of TensorRT and TensorRT-RTX that imports: build an engine of the small graph
+7. tensorrt: for each of TensorRT and TensorRT-RTX that imports: build an engine of the small graph
    (engine/build.py; TensorRT-RTX for this GPU), run it through the TensorRT runner without and with CUDA
    graphs, labels against ONNX Runtime. A GPU that the flavour does not list (TensorRT-RTX 1.7 on Hopper,
    compute capability 9.0) is tried anyway, and what happened, error text included, is recorded as a skip.
@@ -32,7 +39,11 @@ Writes bench/results/gpu-<device>-<date>.json: the device, package versions, and
 (pass, fail or skip), its reason and its figures. Exit status 1 if a check failed. Without a GPU it prints
 one line saying so and what it would run, writes nothing and exits 0.
 
-`python -m bench.gpu_check [--out-dir bench/results] [--latency-frames 200]` (`make gpu-check`)
+`--rehearse` runs, on the CPU and at small sizes, every check that does not need a GPU (3, 5, 6: the export,
+ONNX Runtime, the torch runner, the loops and the batch sweep), to find before a GPU machine is at hand what
+the script imports or breaks; it writes gpu-cpu-rehearsal-<date>.json into --out-dir (default runs/gpu-check).
+
+`python -m bench.gpu_check [--out-dir bench/results] [--latency-frames 200] [--rehearse]` (`make gpu-check`)
 """
 
 from __future__ import annotations
@@ -50,7 +61,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,22 +72,46 @@ from tempseg.common.platform import versions
 from tempseg.engine.trt import GpuInfo, cuda_gpu
 
 RESULTS = Path("bench/results")
+REHEARSAL_RESULTS = Path("runs/gpu-check")
 SMALL = "fcresnet18x0.25_t66"  # the agreement model: small, with a state that reaches the labels
 SMALL_HW = (64, 128)
 SMALL_FRAMES = 12
-LATENCY_MODELS = ("fcresnet18", "fcresnet18_t66", "fcresnet18x0.5_accel34")  # ratios: [1] / [0]
-LATENCY_HW = (256, 512)
-LATENCY_WARMUP = 20  # frames run before the timed ones
-CAMERAS = (1, 2, 4, 8)  # values of K for many_cameras
-CAMERA_TICKS = 40  # frames per stream; the first LATENCY_WARMUP // 4 ticks are not timed
+GRAPH_MODELS = (SMALL, "fcresnet18x0.25_lma3r1")  # one state (T 6-6), two states (memory attention)
+LATENCY_MODELS = ("fcresnet18", "fcresnet18_t66", "fcresnet18_lma3r1", "fcresnet18x0.5_accel34")  # ratios: / [0]
+CAMERA_MODEL = "fcresnet18_t66"
 AGREEMENT = 0.99  # least label agreement with ONNX Runtime, per frame, for a pass
+SATURATED = 1.10  # a batch twice as large that gives less than 10 % more frames a second: the GPU is saturated
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much the latency, sweep and camera checks run: on a GPU, and in a CPU rehearsal."""
+
+    latency_hw: tuple[int, int]  # input size of the latency, sweep and camera models
+    latency_frames: int  # timed frames per batch-1 latency run
+    warmup: int  # frames (ticks, calls) run before the timed ones
+    batches: tuple[int, ...]  # the batch sweep's sizes, in order; it stops once the GPU is saturated
+    sweep_seconds: float  # least time of each sweep point's timed calls (NVML's energy counter is coarse)
+    sweep_calls: int  # least number of timed calls per sweep point
+    cameras: tuple[int, ...]  # values of K for many_cameras
+    camera_ticks: int  # frames per stream
+
+
+ON_GPU = Sizes((256, 512), 200, 20, (1, 2, 4, 8, 16, 32, 64), 0.5, 20, (1, 2, 4, 8), 40)
+REHEARSAL = Sizes(SMALL_HW, 3, 1, (1, 2), 0.0, 2, (1, 2), 3)
 PLAN = (
     "runtime/cuda.py buffers, events and streams (cuda-python, pycuda) and CUDA graphs, torch CUDA against "
-    "ONNX Runtime labels, torch CUDA latency and memory at 256x512 (fcresnet18, fcresnet18_t66, the Accel pair), "
-    "K cameras batched against K runners in turn (torch CUDA), TensorRT and TensorRT-RTX engines where installed"
+    "ONNX Runtime labels, the stateful step as ping-pong CUDA graphs against eager, torch CUDA latency, memory "
+    "and NVML energy at 256x512 (fcresnet18, fcresnet18_t66, fcresnet18_lma3r1, the Accel pair) at batch 1 and "
+    "at the batch that saturates the GPU, K cameras batched against K runners in turn (torch CUDA), TensorRT "
+    "and TensorRT-RTX engines where installed; --rehearse runs the CPU side of it here"
 )
+# What the checks import (distributions): the CPU rehearsal is tested with nothing else of the project's
+# dependencies importable, as on a GPU machine given the source tree alone with a stock CUDA image.
+NEEDS = ("numpy", "opencv-python-headless", "onnx", "onnxruntime", "onnxscript", "tqdm", "torch", "cuda-python")
+NEEDS += ("cuda-bindings",)
 VERSIONS = ("numpy", "torch", "onnx", "onnxruntime", "opencv-python-headless", "cuda-bindings", "cuda-python")
-VERSIONS += ("pycuda", "tensorrt", "tensorrt-rtx", "cupy-cuda12x", "cupy-cuda13x")
+VERSIONS += ("pycuda", "tensorrt", "tensorrt-rtx", "cupy-cuda12x", "cupy-cuda13x", "nvidia-ml-py")
 
 
 class UnavailableError(Exception):
@@ -123,10 +158,21 @@ def write_report(report: dict, results: Path) -> Path:
 
 
 class Context:
-    """What several checks share, made on first use: the small model, its ONNX graph, frames, ONNX Runtime labels."""
+    """What several checks share, made on first use: the small model, its ONNX graph, frames, ONNX Runtime labels.
+    `device` is "cuda", or "cpu" in a rehearsal (`gpu` None)."""
 
-    def __init__(self, gpu: GpuInfo, work: Path, latency_frames: int) -> None:
-        self.gpu, self.work, self.latency_frames = gpu, work, latency_frames
+    def __init__(self, gpu: GpuInfo | None, work: Path, sizes: Sizes, device: str = "cuda") -> None:
+        self.gpu, self.work, self.sizes, self.device = gpu, work, sizes, device
+
+    def torch(self) -> Any:
+        """torch, where it runs on this context's device; UnavailableError otherwise."""
+        try:
+            import torch
+        except ImportError as err:
+            raise UnavailableError(f"torch is not installed ({err})") from None
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise UnavailableError(f"torch {torch.__version__} sees no CUDA device (a CPU-only build?)")
+        return torch
 
     @functools.cached_property
     def small(self) -> tuple[Any, Any, Path, dict]:
@@ -355,18 +401,7 @@ def cuda_graph_replay(make: Callable[[], Any], n: int = 4096, launches: int = 10
     return {"status": "pass", "replays": len(replays), "us_per_launch": round(per_launch_us, 2)}
 
 
-# ---- 3, 4: the torch CUDA backend -----------------------------------------------------------------------------
-
-
-def torch_cuda() -> Any:
-    """torch, when it sees a CUDA device; UnavailableError otherwise."""
-    try:
-        import torch
-    except ImportError as err:
-        raise UnavailableError(f"torch is not installed ({err})") from None
-    if not torch.cuda.is_available():
-        raise UnavailableError(f"torch {torch.__version__} sees no CUDA device (a CPU-only build?)")
-    return torch
+# ---- 3-6: torch on CUDA ------------------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
@@ -380,15 +415,31 @@ def tf32(torch: Any, enabled: bool) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
+def synthetic_frames(hw: tuple[int, int], count: int, source: str = "synthetic") -> list[Any]:
+    """`count` frames of a synthetic stream at `hw`, in order."""
+    from tempseg.data.sources import open_source
+
+    with open_source(source, height=hw[0], width=hw[1], frames=count) as frames:
+        return list(frames)
+
+
+def seeded_model(torch: Any, name: str) -> Any:
+    """`name` built with random weights from a fixed seed (latency and memory do not depend on them)."""
+    from tempseg.models import build_model
+
+    torch.manual_seed(0)
+    return build_model(name).eval()
+
+
 def check_torch_vs_onnxruntime(ctx: Context) -> dict:
-    torch = torch_cuda()
+    torch = ctx.torch()
     from tempseg.runtime.backends.torch_runner import TorchRunner
 
     model, contract, _, notes = ctx.small
     reference = ctx.ort_labels
     runs = {}
     for name, precision, allow_tf32 in (("fp32", "fp32", False), ("fp32_tf32", "fp32", True), ("fp16", "fp16", True)):
-        runner = TorchRunner(contract.with_changes(precision=precision), model=copy.deepcopy(model), device="cuda")
+        runner = TorchRunner(contract.with_changes(precision=precision), model=copy.deepcopy(model), device=ctx.device)
         with tf32(torch, allow_tf32):
             labels, times = stream_labels(runner, ctx.frames)
         runs[name] = {**agreement(labels, reference), "compute_ms_p50": summary([t.compute for t in times])["p50"]}
@@ -400,100 +451,332 @@ def check_torch_vs_onnxruntime(ctx: Context) -> dict:
     return figures
 
 
+# ---- 4: the stateful step as CUDA graphs ---------------------------------------------------------------------
+
+
+def check_stateful_graphs(ctx: Context) -> dict:
+    torch = ctx.torch()
+    from bench.cuda_graph_runner import CAPTURES
+
+    runs = {}
+    with tf32(torch, False):  # strict FP32: graph and eager run the same kernels
+        for name, capture in itertools.product(GRAPH_MODELS, CAPTURES):
+            runs[f"{name}/{capture}"] = attempt(lambda n=name, c=capture: graphs_against_eager(torch, n, c, ctx.frames))
+    latency = attempt(lambda: graph_latency(ctx, torch))
+    figures = {"input_hw": list(SMALL_HW), "frames": len(ctx.frames), "runs": runs, "latency": latency}
+    return {**overall({**runs, "latency": latency}), **figures}
+
+
+def graphs_against_eager(torch: Any, name: str, capture: str, frames: Sequence[Any]) -> dict:
+    """`name` (random weights) through the eager torch runner and through the graph runner: labels and the state
+    addresses each frame read."""
+    from bench.cuda_graph_runner import TorchGraphRunner, ping_pong
+    from tempseg.models import random_model
+    from tempseg.models.contract import build_contract
+    from tempseg.runtime.backends.torch_runner import TorchRunner
+    from tempseg.runtime.stream import stream
+
+    model = random_model(name)
+    height, width = frames[0].image.shape[:2]
+    contract = build_contract(model, name, height=height, width=width)
+    eager, _ = stream_labels(TorchRunner(contract, model=copy.deepcopy(model), device="cuda"), frames)
+    graphed, addresses, compute = [], [], []
+    with TorchGraphRunner(contract, model, capture=capture) as runner:
+        for step in stream(runner, frames):
+            addresses.append(runner.state_addresses())  # the buffers the next frame reads
+            graphed.append(step.labels.copy())
+            compute.append(step.phases.compute)
+    figures = {
+        **agreement(graphed, eager),
+        "identical_frames": sum(np.array_equal(a, b) for a, b in zip(graphed, eager, strict=True)),
+        "state_buffer_sets": len(set(addresses)),
+        "compute_ms": summary(compute),
+    }
+    if not ping_pong(addresses):
+        return {"status": "fail", "reason": "the state addresses do not alternate between two sets", **figures}
+    if figures["min"] < AGREEMENT:
+        reason = f"graph labels agree with eager on {100 * figures['min']:.2f} % of a frame at worst"
+        return {"status": "fail", "reason": reason, **figures}
+    return figures
+
+
+def graph_latency(ctx: Context, torch: Any) -> dict:
+    """fcresnet18_t66 FP16 at the latency size, eager against CUDA graphs (torch capture), per phase."""
+    from bench.cuda_graph_runner import TorchGraphRunner
+    from tempseg.models.contract import build_contract
+    from tempseg.runtime.backends.torch_runner import TorchRunner
+
+    sizes = ctx.sizes
+    model = seeded_model(torch, CAMERA_MODEL)
+    contract = build_contract(model, CAMERA_MODEL, height=sizes.latency_hw[0], width=sizes.latency_hw[1])
+    contract = contract.with_changes(precision="fp16")
+    frames = list(itertools.islice(itertools.cycle(synthetic_frames(sizes.latency_hw, 30)), sizes.warmup + 100))
+    runners = {"eager": TorchRunner(contract, model=model, device="cuda"), "graphs": TorchGraphRunner(contract, model)}
+    runs, labels = {}, {}
+    for way, runner in runners.items():
+        labels[way], times = stream_labels(runner, frames)
+        kept = times[sizes.warmup :]
+        runs[way] = {phase: summary([getattr(t, phase) for t in kept]) for phase in ("h2d", "compute", "d2h")}
+    ratio = runs["graphs"]["compute"]["p50"] / runs["eager"]["compute"]["p50"]
+    return {
+        "model": CAMERA_MODEL,
+        "precision": "fp16",
+        "input_hw": list(sizes.latency_hw),
+        "frames": len(frames) - sizes.warmup,
+        "runs": runs,
+        "compute_p50_ratio_graphs_to_eager": round(ratio, 4),
+        "labels_agree_fp16": agreement(labels["graphs"], labels["eager"]),  # recorded, not judged
+    }
+
+
+# ---- 5: latency, memory, energy, the batch that saturates the GPU --------------------------------------------
+
+
+class EnergyMeter:
+    """GPU 0's energy counter through NVML (nvidia-ml-py), in millijoules since the driver loaded (Volta and
+    later). NVML's device 0 is CUDA's device 0 on a machine with one GPU; `name` records which it read."""
+
+    def __init__(self, nvml: Any) -> None:
+        self.nvml = nvml
+        nvml.nvmlInit()
+        try:
+            self.handle = nvml.nvmlDeviceGetHandleByIndex(0)
+            name = nvml.nvmlDeviceGetName(self.handle)
+            self.name = name.decode() if isinstance(name, bytes) else str(name)
+            self.read()  # NVMLError here where the driver does not give the counter
+        except Exception:
+            nvml.nvmlShutdown()
+            raise
+        self.reason = ""
+
+    def read(self) -> int:
+        return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
+
+    def mark(self) -> tuple[int, float]:
+        return self.read(), time.perf_counter()
+
+    def since(self, mark: tuple[int, float], frames: int) -> dict:
+        """Energy per frame and mean power from `mark` to now."""
+        millijoules, seconds = self.read() - mark[0], time.perf_counter() - mark[1]
+        return {
+            "energy_mj_per_frame": round(millijoules / frames, 3) if frames else None,
+            "mean_power_w": round(millijoules / 1e3 / seconds, 1) if seconds > 0 else None,
+        }
+
+    def close(self) -> None:
+        self.nvml.nvmlShutdown()
+
+
+class NoEnergy:
+    """Where NVML cannot give the energy counter: no figures, and the reason why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason, self.name = reason, None
+
+    def mark(self) -> tuple[int, float]:
+        return 0, 0.0
+
+    def since(self, mark: tuple[int, float], frames: int) -> dict:
+        return {}
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def energy_meter(ctx: Context) -> EnergyMeter | NoEnergy:
+    if ctx.device != "cuda":
+        return NoEnergy("no GPU (a CPU rehearsal)")
+    try:
+        import pynvml
+    except ImportError as err:
+        return NoEnergy(f"nvidia-ml-py is not installed ({err})")
+    try:
+        return EnergyMeter(pynvml)
+    except pynvml.NVMLError as err:
+        return NoEnergy(f"NVML: {err}")
+
+
 def check_torch_latency(ctx: Context) -> dict:
-    torch = torch_cuda()
-    from tempseg.data.sources import open_source
-    from tempseg.export.onnx_graph import build_contract
-    from tempseg.models import build_model
+    torch = ctx.torch()
+    sizes = ctx.sizes
+    frames = synthetic_frames(sizes.latency_hw, 30)
+    meter = energy_meter(ctx)
+    runs, sweeps = {}, {}
+    try:
+        for name, precision in itertools.product(LATENCY_MODELS, ("fp32", "fp16")):
+            model = seeded_model(torch, name)
+            runs[f"{name}/{precision}"] = loop_latency(ctx, model, name, precision, frames, meter)
+            sweep = functools.partial(batch_sweep, ctx, model, name, precision, meter)
+            sweeps[f"{name}/{precision}"] = attempt(sweep)
+            del model, sweep  # the next model replaces this one on the GPU
+            if ctx.device == "cuda":
+                torch.cuda.empty_cache()
+    finally:
+        meter.close()
+    base = LATENCY_MODELS[0]
+    ratios = {
+        name: {
+            p: round(p50_compute(runs[f"{name}/{p}"]) / p50_compute(runs[f"{base}/{p}"]), 4) for p in ("fp32", "fp16")
+        }
+        for name in LATENCY_MODELS[1:]
+    }
+    return {
+        **overall(sweeps),
+        "input_hw": list(sizes.latency_hw),
+        "frames": sizes.latency_frames,
+        "warmup": sizes.warmup,
+        "weights": "random (latency and memory do not depend on them)",
+        "tf32": bool(torch.backends.cudnn.allow_tf32),
+        "energy": {"nvml_device": meter.name, "reason": meter.reason or None},
+        "runs": runs,
+        f"compute_p50_ratio_to_{base}": ratios,
+        "batch_sweep": sweeps,
+    }
+
+
+def p50_compute(run: dict) -> float:
+    return run["latency_ms"]["compute"]["p50"]
+
+
+def loop_latency(ctx: Context, model: Any, name: str, precision: str, frames: list[Any], meter: Any) -> dict:
+    """Batch 1 through runtime/loop.py: latency per phase (and by frame kind), memory, energy over the loop."""
+    from tempseg.models.contract import build_contract
     from tempseg.runtime.backends.torch_runner import TorchRunner
     from tempseg.runtime.loop import PHASES, LoopOptions, run_loop
     from tempseg.runtime.report import latency_by_kind
 
-    height, width = LATENCY_HW
-    with open_source("synthetic", height=height, width=width, frames=30) as source:
-        frames = list(source)
-    total = LATENCY_WARMUP + ctx.latency_frames
-    options = LoopOptions(warmup=LATENCY_WARMUP, max_frames=total, accuracy=False, consistency=False, progress=False)
-    runs = {}
-    for name, precision in itertools.product(LATENCY_MODELS, ("fp32", "fp16")):
-        torch.manual_seed(0)
-        model = build_model(name).eval()
-        contract = build_contract(model, name, height=height, width=width, batch=1, checkpoint_sha256=None)
-        with TorchRunner(contract.with_changes(precision=precision), model=model, device="cuda") as runner:
-            stream = itertools.islice(itertools.cycle(frames), total)
-            result = run_loop(runner, stream, options, source_fps=source.fps)
-            memory = asdict(runner.memory())
-        rows = result.timings.rows(skip=LATENCY_WARMUP)
-        latency = {phase: summary(rows[:, i]) for i, phase in enumerate(PHASES)}
-        runs[f"{name}/{precision}"] = {"latency_ms": latency, "fps": round(1e3 / latency["total"]["mean"], 2)}
-        runs[f"{name}/{precision}"]["memory"] = memory
-        by_kind = latency_by_kind(rows, result.timings.kinds_of(skip=LATENCY_WARMUP))
-        if by_kind is not None:  # a keyframe pair: keyframe and update frames apart
-            runs[f"{name}/{precision}"]["latency_by_kind_ms"] = by_kind
-        del model
-        torch.cuda.empty_cache()
-    ratios = {
-        precision: round(
-            runs[f"{LATENCY_MODELS[1]}/{precision}"]["latency_ms"]["compute"]["p50"]
-            / runs[f"{LATENCY_MODELS[0]}/{precision}"]["latency_ms"]["compute"]["p50"],
-            4,
-        )
-        for precision in ("fp32", "fp16")
-    }
+    sizes = ctx.sizes
+    total = sizes.warmup + sizes.latency_frames
+    options = LoopOptions(warmup=sizes.warmup, max_frames=total, accuracy=False, consistency=False, progress=False)
+    contract = build_contract(model, name, height=sizes.latency_hw[0], width=sizes.latency_hw[1])
+    with TorchRunner(contract.with_changes(precision=precision), model=model, device=ctx.device) as runner:
+        mark = meter.mark()
+        result = run_loop(runner, itertools.islice(itertools.cycle(frames), total), options, source_fps=30.0)
+        energy = meter.since(mark, total)  # over every frame of the loop, the warm-up included
+        memory = asdict(runner.memory())
+    rows = result.timings.rows(skip=sizes.warmup)
+    latency = {phase: summary(rows[:, i]) for i, phase in enumerate(PHASES)}
+    run = {"latency_ms": latency, "fps": round(1e3 / latency["total"]["mean"], 2), "memory": memory, **energy}
+    by_kind = latency_by_kind(rows, result.timings.kinds_of(skip=sizes.warmup))
+    if by_kind is not None:  # a keyframe pair: keyframe and update frames apart
+        run["latency_by_kind_ms"] = by_kind
+    return run
+
+
+def batch_sweep(ctx: Context, model: Any, name: str, precision: str, meter: Any) -> dict:
+    """The model at batch 1, 2, 4, ... until a doubling adds less than 10 % frames a second (or memory runs out):
+    each point's figures, and the batch that saturates the GPU."""
+    torch = ctx.torch()
+    points: dict[str, dict] = {}
+    best = 0.0
+    for batch in ctx.sizes.batches:
+        try:
+            point = sweep_point(ctx, torch, model, name, precision, batch, meter)
+        except torch.cuda.OutOfMemoryError as err:
+            points[str(batch)] = {"out_of_memory": str(err).splitlines()[0][:200]}
+            torch.cuda.empty_cache()
+            break
+        points[str(batch)] = point
+        if point["fps"] < SATURATED * best:
+            break
+        best = max(best, point["fps"])
     return {
-        "input_hw": list(LATENCY_HW),
-        "frames": ctx.latency_frames,
-        "warmup": LATENCY_WARMUP,
-        "weights": "random (latency and memory do not depend on them)",
-        "tf32": bool(torch.backends.cudnn.allow_tf32),
-        "runs": runs,
-        "compute_p50_ratio_t66_to_base": ratios,
+        "input_hw": list(ctx.sizes.latency_hw),
+        "flow": "zeros (the update graph's host flow is not device work)",
+        "points": points,
+        **saturation(points),
     }
 
 
-# ---- 5: many cameras ------------------------------------------------------------------------------------------
+def sweep_point(ctx: Context, torch: Any, model: Any, name: str, precision: str, batch: int, meter: Any) -> dict:
+    """infer() calls of one runner at `batch` on a filled input: frames a second, latency per call (H2D, compute,
+    D2H), the CUDA allocator's peak, energy per frame."""
+    from tempseg.models.contract import build_contract
+    from tempseg.runtime.backends.torch_runner import TorchRunner
+
+    sizes = ctx.sizes
+    contract = build_contract(model, name, height=sizes.latency_hw[0], width=sizes.latency_hw[1], batch=batch)
+    peak = _peak_memory(torch, ctx.device)
+    with TorchRunner(contract.with_changes(precision=precision), model=model, device=ctx.device) as runner:
+        runner.image.fill(0.5)  # the values do not change the work of a dense network
+        for _ in range(max(1, sizes.warmup // 4)):  # a few calls: cuDNN picks its kernels for this batch
+            runner.infer()
+        calls, mark, started = [], meter.mark(), time.perf_counter()
+        while len(calls) < sizes.sweep_calls or time.perf_counter() - started < sizes.sweep_seconds:
+            calls.append(runner.infer())
+        seconds = time.perf_counter() - started
+        energy = meter.since(mark, batch * len(calls))
+    return {
+        "calls": len(calls),
+        "fps": round(batch * len(calls) / seconds, 2),
+        "latency_ms": summary([t.h2d + t.compute + t.d2h for t in calls]),
+        "peak_allocated_bytes": peak(),
+        **energy,
+        **({"latency_by_kind_ms": by_kind} if (by_kind := call_kinds(calls)) else {}),
+    }
+
+
+def call_kinds(calls: Sequence[Any]) -> dict | None:
+    """Latency per call by the graph that ran, where more than one did (a keyframe pair); else None."""
+    kinds = sorted({t.kind for t in calls})
+    if len(kinds) < 2:
+        return None
+    return {kind: summary([t.h2d + t.compute + t.d2h for t in calls if t.kind == kind]) for kind in kinds}
+
+
+def saturation(points: dict[str, dict]) -> dict:
+    """The smallest batch whose frames a second come within 10 % of the sweep's best, and its figures."""
+    measured = {int(batch): point for batch, point in points.items() if "fps" in point}
+    if not measured:
+        return {"saturating_batch": None}
+    best = max(point["fps"] for point in measured.values())
+    batch = min(b for b, point in measured.items() if point["fps"] * SATURATED >= best)
+    return {
+        "saturating_batch": batch,
+        "fps_at_saturation": measured[batch]["fps"],
+        "latency_ms_at_saturation": measured[batch]["latency_ms"],
+        "fps_ratio_to_batch_1": round(measured[batch]["fps"] / measured[1]["fps"], 4) if 1 in measured else None,
+    }
+
+
+# ---- 6: many cameras ------------------------------------------------------------------------------------------
 
 
 def check_many_cameras(ctx: Context) -> dict:
-    torch = torch_cuda()
-    from tempseg.data.sources import open_source
-
-    height, width = LATENCY_HW
-    streams = []
-    for k in range(max(CAMERAS)):
-        with open_source(f"synthetic:{k}", height=height, width=width, frames=CAMERA_TICKS) as source:
-            streams.append(list(source))
+    torch = ctx.torch()
+    sizes = ctx.sizes
+    streams = [
+        synthetic_frames(sizes.latency_hw, sizes.camera_ticks, f"synthetic:{k}") for k in range(max(sizes.cameras))
+    ]
     runs = {}
-    for count in CAMERAS:
-        runs[str(count)] = cameras_on_gpu(torch, streams[:count])
-        torch.cuda.empty_cache()
+    for count in sizes.cameras:
+        runs[str(count)] = cameras_on_gpu(torch, streams[:count], device=ctx.device, skip=sizes.warmup // 4)
+        if ctx.device == "cuda":
+            torch.cuda.empty_cache()
     return {
-        "model": "fcresnet18_t66",
+        "model": CAMERA_MODEL,
         "precision": "fp16",
-        "input_hw": list(LATENCY_HW),
-        "ticks": CAMERA_TICKS,
-        "warmup_ticks": LATENCY_WARMUP // 4,
+        "input_hw": list(sizes.latency_hw),
+        "ticks": sizes.camera_ticks,
+        "warmup_ticks": sizes.warmup // 4,
         "weights": "random (latency and memory do not depend on them)",
         "runs": runs,
     }
 
 
-def cameras_on_gpu(torch: Any, streams: list[list[Any]], *, device: str = "cuda", skip: int | None = None) -> dict:
+def cameras_on_gpu(torch: Any, streams: list[list[Any]], *, device: str = "cuda", skip: int = 5) -> dict:
     """K streams batched in one runner against K batch-1 runners in turn (bench/multistream.py serves both ways):
-    figures and their ratios. `skip`: ticks left out of the timing (default LATENCY_WARMUP // 4). On a CPU
-    (tests) the memory figures are None."""
+    figures and their ratios. `skip`: ticks left out of the timing. On a CPU (tests, rehearsal) the memory
+    figures are None."""
     from bench.multistream import serve_batched, serve_sequential
-    from tempseg.export.onnx_graph import build_contract
-    from tempseg.models import build_model
+    from tempseg.models.contract import build_contract
     from tempseg.runtime.backends.torch_runner import TorchRunner
 
-    torch.manual_seed(0)
-    model = build_model("fcresnet18_t66").eval()
-    skip = LATENCY_WARMUP // 4 if skip is None else skip
+    model = seeded_model(torch, CAMERA_MODEL)
     height, width = streams[0][0].image.shape[:2]
 
     def runner(batch: int) -> Any:
-        made = build_contract(model, "fcresnet18_t66", height=height, width=width, batch=batch)
+        made = build_contract(model, CAMERA_MODEL, height=height, width=width, batch=batch)
         return TorchRunner(made.with_changes(precision="fp16"), model=model, device=device)
 
     peak = _peak_memory(torch, device)
@@ -531,7 +814,7 @@ def timing(latency: list[float], seconds: float) -> dict:
     return {"fps": round(len(latency) / seconds, 2) if seconds else None, "latency_ms": summary(latency)}
 
 
-# ---- 6: TensorRT ------------------------------------------------------------------------------------------------
+# ---- 7: TensorRT ------------------------------------------------------------------------------------------------
 
 
 def check_tensorrt(ctx: Context) -> dict:
@@ -591,13 +874,15 @@ def run_engine(ctx: Context, trt: Any) -> dict:
 
 # ---- the script ---------------------------------------------------------------------------------------------------
 
-CHECKS: tuple[tuple[str, Callable[[Context], dict]], ...] = (
-    ("cuda_api", check_cuda_api),
-    ("cuda_graphs", check_cuda_graphs),
-    ("torch_vs_onnxruntime", check_torch_vs_onnxruntime),
-    ("torch_latency", check_torch_latency),
-    ("many_cameras", check_many_cameras),
-    ("tensorrt", check_tensorrt),  # last: an engine on a GPU its flavour does not list may crash the process
+GPU_ONLY = "needs a GPU (a CPU rehearsal)"
+CHECKS: tuple[tuple[str, Callable[[Context], dict], bool], ...] = (  # name, check, runs in a CPU rehearsal
+    ("cuda_api", check_cuda_api, False),
+    ("cuda_graphs", check_cuda_graphs, False),
+    ("torch_vs_onnxruntime", check_torch_vs_onnxruntime, True),
+    ("stateful_graphs", check_stateful_graphs, False),
+    ("torch_latency", check_torch_latency, True),
+    ("many_cameras", check_many_cameras, True),
+    ("tensorrt", check_tensorrt, False),  # last: an engine on a GPU its flavour does not list may crash the process
 )
 
 
@@ -605,36 +890,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m bench.gpu_check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--out-dir", type=Path, default=RESULTS, help="folder of the JSON report")
-    p.add_argument("--latency-frames", type=int, default=200, help="timed frames per torch latency run")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help=f"folder of the JSON report (default {RESULTS}; {REHEARSAL_RESULTS} with --rehearse)",
+    )
+    p.add_argument(
+        "--latency-frames",
+        type=int,
+        default=None,
+        help=f"timed frames per batch-1 latency run (default {ON_GPU.latency_frames})",
+    )
+    p.add_argument("--rehearse", action="store_true", help="run the checks that need no GPU on the CPU, at small sizes")
     args = p.parse_args(argv)
-    gpu = cuda_gpu()
-    if gpu is None:
+    gpu = None if args.rehearse else cuda_gpu()
+    if gpu is None and not args.rehearse:
         print(f"gpu-check: no NVIDIA GPU visible (no driver or no device), nothing run or written; on a GPU: {PLAN}")
         return 0
+    sizes = REHEARSAL if args.rehearse else ON_GPU
+    if args.latency_frames is not None:
+        sizes = replace(sizes, latency_frames=args.latency_frames)
+    out_dir = args.out_dir or (REHEARSAL_RESULTS if args.rehearse else RESULTS)
     report = {
         "date": datetime.date.today().isoformat(),
         "host": f"{platform.node()} {platform.machine()}",
-        "device": gpu.name,
-        "compute_capability": gpu.compute_capability,
-        "total_memory_bytes": gpu.total_memory_bytes,
+        "device": gpu.name if gpu else "cpu rehearsal",
+        "compute_capability": gpu.compute_capability if gpu else None,
+        "total_memory_bytes": gpu.total_memory_bytes if gpu else None,
         "command": " ".join(["python -m bench.gpu_check", *(argv if argv is not None else sys.argv[1:])]),
         "versions": {"python": platform.python_version(), **{k: v for k, v in versions(VERSIONS).items() if v}},
-        "checks": {name: {"status": "not run"} for name, _ in CHECKS},
+        "sizes": asdict(sizes),
+        "checks": {name: {"status": "not run"} for name, _, _ in CHECKS},
     }
-    path = report_path(args.out_dir, report["device"], report["date"])
-    print(f"gpu-check on {gpu.name} (compute capability {gpu.compute_capability}) -> {path}", flush=True)
+    path = report_path(out_dir, report["device"], report["date"])
+    where = (
+        f"{gpu.name} (compute capability {gpu.compute_capability})" if gpu else "the CPU, a rehearsal at small sizes"
+    )
+    print(f"gpu-check on {where} -> {path}", flush=True)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as work:
-        ctx = Context(gpu, Path(work), args.latency_frames)
-        for name, check in CHECKS:
+        ctx = Context(gpu, Path(work), sizes, device="cuda" if gpu else "cpu")
+        for name, check, on_cpu in CHECKS:
+            if gpu is None and not on_cpu:
+                report["checks"][name] = {"status": "skip", "reason": GPU_ONLY}
+                continue
             report["checks"][name] = {"status": "running"}  # still there after a crash: this check crashed
-            write_report(report, args.out_dir)
+            write_report(report, out_dir)
             result = report["checks"][name] = attempt(lambda check=check: check(ctx))
-            write_report(report, args.out_dir)
+            write_report(report, out_dir)
             print(f"  {name:<22} {result['status'].upper():<5} {result.get('reason', '')}"[:300], flush=True)
     counts = {s: sum(c["status"] == s for c in report["checks"].values()) for s in ("pass", "fail", "skip")}
     report["summary"] = counts
-    write_report(report, args.out_dir)
+    write_report(report, out_dir)
     print(f"gpu-check: {counts['pass']} pass, {counts['fail']} fail, {counts['skip']} skip; wrote {path}")
     return 1 if counts["fail"] else 0
 

@@ -4,11 +4,30 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-from bench.gpu_check import PLAN, UnavailableError, attempt, overall, report_path, write_report
+import pytest
+
+from bench.cuda_graph_runner import ping_pong
+from bench.gpu_check import (
+    CHECKS,
+    LATENCY_MODELS,
+    NEEDS,
+    PLAN,
+    EnergyMeter,
+    NoEnergy,
+    UnavailableError,
+    attempt,
+    call_kinds,
+    overall,
+    report_path,
+    saturation,
+    write_report,
+)
+from tempseg.runtime.backends.base import PhaseTimes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,3 +103,124 @@ def test_the_many_cameras_check_times_both_ways_and_compares_each_slot_with_its_
         assert got[way]["latency_ms"]["p99"] >= got[way]["latency_ms"]["p50"] > 0
     assert got["throughput_ratio"] == round(got["batched"]["fps"] / got["sequential"]["fps"], 4)
     assert got["memory_ratio"] is None  # CUDA's allocator only
+
+
+def _project_imports() -> dict[str, str]:
+    """Top-level import name -> distribution, for every dependency tempseg declares (extras included) that is
+    installed here."""
+    from importlib.metadata import packages_distributions, requires
+
+    declared = {re.match(r"[A-Za-z0-9_.\-]+", r).group(0).lower() for r in requires("tempseg") or []}  # type: ignore[union-attr]
+    return {
+        module: dist.lower()
+        for module, dists in packages_distributions().items()
+        for dist in dists
+        if dist.lower() in declared
+    }
+
+
+@pytest.mark.slow
+def test_the_cpu_rehearsal_runs_every_check_that_needs_no_gpu_with_nothing_but_what_it_declares(tmp_path):
+    """As on a GPU machine given the source tree alone: the project's other dependencies (cityscapesscripts,
+    onnxsim, matplotlib, TensorRT-RTX, ...) cannot be imported, and the CPU side of every check still passes."""
+    blocked = sorted({m for m, dist in _project_imports().items() if dist not in NEEDS and not m.startswith("_")})
+    assert {"cityscapesscripts", "onnxsim"} <= set(blocked)  # what a stock CUDA image lacks
+    code = f"""
+import runpy, sys
+from importlib.abc import MetaPathFinder
+BLOCKED = set({blocked!r})
+class Refuse(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (left out)", name=name)
+sys.meta_path.insert(0, Refuse())
+sys.argv = ["bench.gpu_check", "--rehearse", "--out-dir", {str(tmp_path)!r}]
+runpy.run_module("bench.gpu_check", run_name="__main__", alter_sys=True)
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    report = json.loads(next(tmp_path.glob("gpu-cpu-rehearsal-*.json")).read_text())
+    statuses = {name: check["status"] for name, check in report["checks"].items()}
+    on_cpu = {name for name, _, runs_on_cpu in CHECKS if runs_on_cpu}
+    assert on_cpu == {"torch_vs_onnxruntime", "torch_latency", "many_cameras"}
+    assert {name: statuses[name] for name in on_cpu} == dict.fromkeys(on_cpu, "pass"), report["checks"]
+    assert {statuses[name] for name in statuses.keys() - on_cpu} == {"skip"}
+    latency = report["checks"]["torch_latency"]
+    assert set(latency["runs"]) == {f"{m}/{p}" for m in LATENCY_MODELS for p in ("fp32", "fp16")}
+    assert "fcresnet18_lma3r1" in LATENCY_MODELS
+    for sweep in latency["batch_sweep"].values():
+        assert sweep["status"] == "pass"
+        assert set(sweep["points"]) == {"1", "2"}  # the rehearsal's batches
+        assert sweep["saturating_batch"] in (1, 2)
+    assert "latency_by_kind_ms" in latency["runs"]["fcresnet18x0.5_accel34/fp32"]  # the pair's frames by kind
+    assert not set(report["versions"]) & {"tensorrt-rtx", "matplotlib"}  # left out, so not reported
+
+
+def test_the_saturating_batch_is_the_smallest_within_ten_percent_of_the_best():
+    point = {"latency_ms": {"p50": 1.0}}
+    points = {"1": {"fps": 100.0, **point}, "2": {"fps": 180.0, **point}, "4": {"fps": 300.0, **point}}
+    points |= {"8": {"fps": 320.0, **point}, "16": {"out_of_memory": "CUDA out of memory"}}
+    got = saturation(points)
+    assert (got["saturating_batch"], got["fps_at_saturation"], got["fps_ratio_to_batch_1"]) == (4, 300.0, 3.0)
+    assert saturation({"1": {"out_of_memory": "x"}}) == {"saturating_batch": None}
+
+
+def test_a_sweep_point_of_a_keyframe_pair_gives_its_latency_by_kind():
+    calls = [PhaseTimes(compute=9.0, kind="keyframe"), *(PhaseTimes(compute=3.0, kind="update") for _ in range(4))]
+    got = call_kinds(calls)
+    assert got is not None
+    assert (got["keyframe"]["p50"], got["update"]["p50"]) == (9.0, 3.0)
+    assert call_kinds([PhaseTimes(compute=3.0)] * 3) is None  # one graph: no split
+
+
+def test_ping_pong_means_two_sets_of_state_addresses_in_turn():
+    a, b = (0x100, 0x200), (0x300, 0x400)
+    assert ping_pong([a, b, a, b, a])
+    assert not ping_pong([a, a, a])  # one set: the state is copied back, or not carried
+    assert not ping_pong([a, b, b, a])  # a frame that did not swap
+    assert not ping_pong([a])
+
+
+class _FakeNvml:
+    """NVML's energy counter in millijoules, 2 J more at each read."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, supported: bool = True) -> None:
+        self.millijoules, self.supported, self.open = 10_000, supported, False
+
+    def nvmlInit(self) -> None:  # noqa: N802 (NVML's names)
+        self.open = True
+
+    def nvmlShutdown(self) -> None:  # noqa: N802
+        self.open = False
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> int:  # noqa: N802
+        return index
+
+    def nvmlDeviceGetName(self, handle: int) -> bytes:  # noqa: N802
+        return b"NVIDIA H200"
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: int) -> int:  # noqa: N802
+        if not self.supported:
+            raise self.NVMLError("Not Supported")
+        self.millijoules += 2_000
+        return self.millijoules
+
+
+def test_the_energy_meter_gives_millijoules_per_frame_and_mean_power_and_shuts_nvml_down():
+    nvml = _FakeNvml()
+    meter = EnergyMeter(nvml)
+    mark = meter.mark()
+    got = meter.since(mark, frames=4)
+    assert got["energy_mj_per_frame"] == 500.0  # 2,000 mJ over 4 frames
+    assert got["mean_power_w"] > 0
+    assert meter.name == "NVIDIA H200"
+    meter.close()
+    assert not nvml.open
+    unsupported = _FakeNvml(supported=False)
+    with pytest.raises(_FakeNvml.NVMLError):
+        EnergyMeter(unsupported)  # the caller records why there are no energy figures
+    assert not unsupported.open
+    assert NoEnergy("NVML: Not Supported").since((0, 0.0), 4) == {}
