@@ -11,22 +11,26 @@ from pathlib import Path
 
 import pytest
 
-from bench.cuda_graph_runner import ping_pong
+from bench.cuda_graph_runner import TorchGraphRunner, ping_pong
 from bench.gpu_check import (
     CHECKS,
     LATENCY_MODELS,
     NEEDS,
     PLAN,
+    REHEARSAL,
+    Context,
     EnergyMeter,
     NoEnergy,
     UnavailableError,
     attempt,
     call_kinds,
+    energy_meter,
     overall,
     report_path,
     saturation,
     write_report,
 )
+from tempseg.engine.trt import cuda_gpu
 from tempseg.runtime.backends.base import PhaseTimes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,3 +228,29 @@ def test_the_energy_meter_gives_millijoules_per_frame_and_mean_power_and_shuts_n
         EnergyMeter(unsupported)  # the caller records why there are no energy figures
     assert not unsupported.open
     assert NoEnergy("NVML: Not Supported").since((0, 0.0), 4) == {}
+
+
+def test_without_an_nvidia_driver_the_energy_figures_are_left_out_with_nvmls_reason(tmp_path):
+    pytest.importorskip("pynvml")
+    if cuda_gpu() is not None:
+        pytest.skip("an NVIDIA driver is here: NVML answers")
+    meter = energy_meter(Context(None, tmp_path, REHEARSAL, device="cuda"))
+    assert isinstance(meter, NoEnergy)
+    assert meter.reason.startswith("NVML: ")  # e.g. "NVML: NVML Shared Library Not Found"
+    assert energy_meter(Context(None, tmp_path, REHEARSAL, device="cpu")).reason == "no GPU (a CPU rehearsal)"
+
+
+def test_the_graph_runner_takes_single_graph_models_and_a_known_capture():
+    from tempseg.models import build_model
+    from tempseg.models.contract import build_contract
+
+    for name in ("fcresnet18x0.25_t66", "fcresnet18x0.25_accel18"):
+        model = build_model(name)
+        contract = build_contract(model, name, height=64, width=128)
+        if name.endswith("accel18"):  # a keyframe pair: two graphs a frame could take
+            with pytest.raises(ValueError, match="graph pair"):
+                TorchGraphRunner(contract, model)
+            continue
+        assert TorchGraphRunner(contract, model, capture="runtime").capture == "runtime"
+        with pytest.raises(ValueError, match="capture"):
+            TorchGraphRunner(contract, model, capture="cupy")
