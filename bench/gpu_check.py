@@ -54,6 +54,7 @@ import copy
 import datetime
 import functools
 import itertools
+import json
 import platform
 import re
 import sys
@@ -161,8 +162,11 @@ class Context:
     """What several checks share, made on first use: the small model, its ONNX graph, frames, ONNX Runtime labels.
     `device` is "cuda", or "cpu" in a rehearsal (`gpu` None)."""
 
-    def __init__(self, gpu: GpuInfo | None, work: Path, sizes: Sizes, device: str = "cuda") -> None:
+    def __init__(
+        self, gpu: GpuInfo | None, work: Path, sizes: Sizes, device: str = "cuda", prebuilt: Path | None = None
+    ) -> None:
         self.gpu, self.work, self.sizes, self.device = gpu, work, sizes, device
+        self.prebuilt = prebuilt  # a folder of prepare_engines, for the TensorRT check
 
     def torch(self) -> Any:
         """torch, where it runs on this context's device; UnavailableError otherwise."""
@@ -828,16 +832,19 @@ def check_tensorrt(ctx: Context) -> dict:
         except UserError as err:
             flavours[flavour] = {"status": "skip", "reason": str(err)}
             continue
-        flavours[flavour] = try_engine(ctx, trt)
-    return {**overall(flavours), "flavours": flavours}
+        flavours[flavour] = try_engine(ctx, trt, functools.partial(build_and_run, ctx, trt))
+    if ctx.prebuilt is None:
+        return {**overall(flavours), "flavours": flavours}
+    prebuilt = attempt(lambda: run_prebuilt(ctx))
+    return {**overall({**flavours, "prebuilt": prebuilt}), "flavours": flavours, "prebuilt": prebuilt}
 
 
-def try_engine(ctx: Context, trt: Any) -> dict:
-    """Build and run an engine of `trt`; on a GPU its flavour does not list, a failure is recorded as a skip."""
+def try_engine(ctx: Context, trt: Any, run: Callable[[], dict]) -> dict:
+    """`run` an engine of `trt`; on a GPU its flavour does not list, a failure is recorded as a skip."""
     from tempseg.engine.trt import gpu_support
 
     unlisted = gpu_support(trt, ctx.gpu)
-    result = {"version": trt.version, **attempt(lambda: run_engine(ctx, trt))}
+    result = {"version": trt.version, **attempt(run)}
     if result["status"] == "fail":
         result["tensorrt_errors"] = list(trt.logger.errors()[-5:])
     if unlisted and result["status"] == "fail":
@@ -847,14 +854,22 @@ def try_engine(ctx: Context, trt: Any) -> dict:
     return result
 
 
-def run_engine(ctx: Context, trt: Any) -> dict:
+def build_and_run(ctx: Context, trt: Any) -> dict:
+    """The small graph built into an engine for this GPU, run against ONNX Runtime's labels."""
     from tempseg.engine.build import BuildOptions, build_engine
-    from tempseg.runtime.backends.trt_runner import TensorRTRunner
 
     _, contract, graph, _ = ctx.small
     engine = ctx.work / f"{trt.flavour}-fp32.engine"
     options = BuildOptions(timing_cache=None, compute_capabilities=("current",) if trt.is_rtx else ())
     built = build_engine(trt, graph, engine, options)
+    runs = engine_runs(trt, contract, engine, ctx.frames, ctx.ort_labels)
+    return {**overall(runs), "engine_bytes": built.engine_bytes, "build_s": round(built.build_seconds, 3), **runs}
+
+
+def engine_runs(trt: Any, contract: Any, engine: Path, frames: Sequence[Any], reference: Sequence[np.ndarray]) -> dict:
+    """`engine` through the TensorRT runner without and with CUDA graphs: labels against `reference`."""
+    from tempseg.runtime.backends.trt_runner import TensorRTRunner
+
     runs = {}
     for graphs in (False, True):
 
@@ -862,14 +877,62 @@ def run_engine(ctx: Context, trt: Any) -> dict:
             runner = TensorRTRunner(
                 contract, engine, flavour=trt.flavour, trt=trt, cuda_graphs=graphs, nan_check_every=1
             )
-            labels, times = stream_labels(runner, ctx.frames)
-            figures = {**agreement(labels, ctx.ort_labels), "compute_ms": summary([t.compute for t in times])}
+            labels, times = stream_labels(runner, frames)
+            figures = {**agreement(labels, reference), "compute_ms": summary([t.compute for t in times])}
             if figures["min"] < AGREEMENT:
                 return {"status": "fail", "reason": f"labels agree on {100 * figures['min']:.2f} % of a frame at worst"}
             return figures
 
         runs["cuda_graphs" if graphs else "plain"] = attempt(run)
-    return {**overall(runs), "engine_bytes": built.engine_bytes, "build_s": round(built.build_seconds, 3), **runs}
+    return runs
+
+
+def prepare_engines(folder: Path) -> list[Path]:
+    """For --prebuilt: the small graph (folder/model.onnx) and its TensorRT-RTX engine built for RTX's portable
+    targets, here, where no GPU is needed; on a GPU machine they show whether an engine built elsewhere runs."""
+    from tempseg.engine.build import BuildOptions, build_engine
+    from tempseg.engine.sidecar import sidecar_path
+    from tempseg.engine.trt import load_tensorrt
+
+    trt = load_tensorrt("tensorrt_rtx")
+    folder.mkdir(parents=True, exist_ok=True)
+    _, _, graph, _ = Context(None, folder, REHEARSAL, device="cpu").small
+    engine = folder / f"{trt.flavour}-fp32.engine"
+    build_engine(trt, graph, engine, BuildOptions(timing_cache=None))  # no GPU: RTX's portable default targets
+    return [graph, engine, sidecar_path(engine)]
+
+
+def run_prebuilt(ctx: Context) -> dict:
+    """Each engine of --prebuilt's folder (prepare_engines) through the runner, against ONNX Runtime's labels of
+    the folder's model.onnx; an engine whose flavour is not installed, or does not list this GPU, is a skip."""
+    from tempseg.common.contract import read_onnx_contract
+    from tempseg.common.errors import UserError
+    from tempseg.engine.sidecar import sidecar_path
+    from tempseg.engine.trt import load_tensorrt
+    from tempseg.runtime.backends.ort_runner import OnnxRuntimeRunner
+
+    folder = ctx.prebuilt
+    if folder is None:
+        raise UnavailableError("no --prebuilt folder given")
+    graph = folder / "model.onnx"
+    contract = read_onnx_contract(graph)
+    if (contract.height, contract.width) != SMALL_HW:
+        raise ValueError(f"{graph}: input {contract.height}x{contract.width}, not the {SMALL_HW} of --prepare-engines")
+    reference = stream_labels(OnnxRuntimeRunner(contract, graph), ctx.frames)[0]
+    engines = {}
+    for engine in sorted(folder.glob("*.engine")):
+        built = json.loads(sidecar_path(engine).read_text())
+        try:
+            trt = load_tensorrt(built["tensorrt"]["flavour"])
+        except UserError as err:
+            engines[engine.name] = {"status": "skip", "reason": str(err)}
+            continue
+        runs = functools.partial(engine_runs, trt, contract, engine, ctx.frames, reference)
+        engines[engine.name] = try_engine(ctx, trt, lambda runs=runs: {**overall(r := runs()), **r})
+        engines[engine.name]["built_with"] = {**built["tensorrt"], "targets": built["compute_capabilities"]}
+    if not engines:
+        raise UnavailableError(f"no .engine file in {folder}")
+    return {**overall(engines), "folder": str(folder), "engines": engines}
 
 
 # ---- the script ---------------------------------------------------------------------------------------------------
@@ -903,7 +966,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"timed frames per batch-1 latency run (default {ON_GPU.latency_frames})",
     )
     p.add_argument("--rehearse", action="store_true", help="run the checks that need no GPU on the CPU, at small sizes")
+    p.add_argument(
+        "--prepare-engines",
+        type=Path,
+        metavar="DIR",
+        help="no GPU needed: write the small graph and its TensorRT-RTX engine (default compute capabilities) into DIR",
+    )
+    p.add_argument(
+        "--prebuilt",
+        type=Path,
+        metavar="DIR",
+        help="the TensorRT check also runs the engines of --prepare-engines' DIR",
+    )
     args = p.parse_args(argv)
+    if args.prepare_engines is not None:
+        return prepare_command(args.prepare_engines)
+    if args.prebuilt is not None and not (args.prebuilt / "model.onnx").is_file():
+        print(f"gpu-check: {args.prebuilt}: no model.onnx (write the folder with --prepare-engines)", file=sys.stderr)
+        return 2
     gpu = None if args.rehearse else cuda_gpu()
     if gpu is None and not args.rehearse:
         print(f"gpu-check: no NVIDIA GPU visible (no driver or no device), nothing run or written; on a GPU: {PLAN}")
@@ -929,7 +1009,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"gpu-check on {where} -> {path}", flush=True)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as work:
-        ctx = Context(gpu, Path(work), sizes, device="cuda" if gpu else "cpu")
+        ctx = Context(gpu, Path(work), sizes, device="cuda" if gpu else "cpu", prebuilt=args.prebuilt)
         for name, check, on_cpu in CHECKS:
             if gpu is None and not on_cpu:
                 report["checks"][name] = {"status": "skip", "reason": GPU_ONLY}
@@ -944,6 +1024,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_report(report, out_dir)
     print(f"gpu-check: {counts['pass']} pass, {counts['fail']} fail, {counts['skip']} skip; wrote {path}")
     return 1 if counts["fail"] else 0
+
+
+def prepare_command(folder: Path) -> int:
+    """--prepare-engines: the files it wrote, one line each; a one-line error and exit 2 where it cannot."""
+    from tempseg.common.errors import UserError
+
+    try:
+        written = prepare_engines(folder)
+    except UserError as err:
+        print(f"gpu-check: {folder}: {err}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"gpu-check: wrote {path} ({path.stat().st_size:,} bytes)")
+    print(f"gpu-check: on the GPU machine: python -m bench.gpu_check --prebuilt {folder}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from bench.gpu_check import (
     energy_meter,
     overall,
     report_path,
+    run_prebuilt,
     saturation,
     write_report,
 )
@@ -254,3 +255,54 @@ def test_the_graph_runner_takes_single_graph_models_and_a_known_capture():
         assert TorchGraphRunner(contract, model, capture="runtime").capture == "runtime"
         with pytest.raises(ValueError, match="capture"):
             TorchGraphRunner(contract, model, capture="cupy")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX (pip extra `rtx`) builds engines without a GPU")
+    folder = tmp_path_factory.mktemp("prepared")
+    command = [sys.executable, "-m", "bench.gpu_check", "--prepare-engines", str(folder)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"--prebuilt {folder}" in result.stdout  # what to run on the GPU machine
+    return folder
+
+
+@pytest.mark.rtx
+def test_prepare_engines_writes_the_small_graph_and_an_rtx_engine_for_the_portable_targets(prepared):
+    from tempseg.common.contract import read_onnx_contract
+
+    contract = read_onnx_contract(prepared / "model.onnx")
+    assert (contract.model, (contract.height, contract.width)) == ("fcresnet18x0.25_t66", (64, 128))
+    built = json.loads((prepared / "tensorrt_rtx-fp32.engine.json").read_text())
+    assert built["tensorrt"]["flavour"] == "tensorrt_rtx"
+    assert built["compute_capability_source"] == "portable default"  # no GPU here: RTX's listed targets
+    assert "9.0" not in built["compute_capabilities"]  # so a Hopper GPU is expected to refuse it
+    assert (prepared / "tensorrt_rtx-fp32.engine").stat().st_size == built["engine"]["bytes"]
+
+
+@pytest.mark.rtx
+def test_a_prebuilt_engine_of_a_flavour_not_installed_is_a_skip_with_the_reason(prepared, tmp_path):
+    from tempseg.common.platform import try_import
+
+    if try_import("tensorrt")[0] is not None:
+        pytest.skip("standard TensorRT is installed here")
+    folder = tmp_path / "prebuilt"
+    folder.mkdir()
+    for name in ("model.onnx", "tensorrt_rtx-fp32.engine"):
+        (folder / name).write_bytes((prepared / name).read_bytes())
+    built = json.loads((prepared / "tensorrt_rtx-fp32.engine.json").read_text())
+    built["tensorrt"]["flavour"] = "tensorrt"  # as if standard TensorRT had built it
+    (folder / "tensorrt_rtx-fp32.engine.json").write_text(json.dumps(built))
+    got = run_prebuilt(Context(None, tmp_path, REHEARSAL, device="cpu", prebuilt=folder))
+    engine = got["engines"]["tensorrt_rtx-fp32.engine"]
+    assert (got["status"], engine["status"]) == ("skip", "skip")
+    assert "TensorRT is not importable" in engine["reason"]
+
+
+def test_prebuilt_without_the_prepared_graph_is_a_one_line_error(tmp_path):
+    command = [sys.executable, "-m", "bench.gpu_check", "--prebuilt", str(tmp_path)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2
+    assert result.stderr == f"gpu-check: {tmp_path}: no model.onnx (write the folder with --prepare-engines)\n"
+    assert list(tmp_path.iterdir()) == []
