@@ -36,7 +36,6 @@ from tempseg.runtime.cuda import CudaApi, CudaError, CudaGraph, Stream, cuda_dev
 from tempseg.runtime.report import format_report
 from tests.conftest import run_python
 from tests.trt_fakes import (
-    CAPTURE_INVALIDATED,
     CAPTURE_UNSUPPORTED,
     CAPTURED_EVENT,
     CLASSES,
@@ -141,6 +140,43 @@ def test_cuda_python_api_wraps_pinned_memory_and_raises_cuda_error_names():
     for array in (host, back):
         api.free_host(array)
     assert api._pinned == {}
+
+
+class CapturingCudart:
+    """The stream-capture calls of cuda-python's runtime: EndCapture answers `end_error` (and a graph on success)."""
+
+    cudaError_t = SimpleNamespace(cudaSuccess="cudaSuccess")  # noqa: N815 (CUDA's names)
+    cudaStreamCaptureMode = SimpleNamespace(cudaStreamCaptureModeGlobal="global")  # noqa: N815
+
+    def __init__(self, end_error: str) -> None:
+        self.end_error, self.calls = end_error, []
+
+    def cudaStreamBeginCapture(self, stream: int, mode: str) -> tuple:  # noqa: N802
+        self.calls.append(("cudaStreamBeginCapture", stream))
+        return ("cudaSuccess",)
+
+    def cudaStreamEndCapture(self, stream: int) -> tuple:  # noqa: N802
+        self.calls.append(("cudaStreamEndCapture", stream))
+        return self.end_error, (0x6A if self.end_error == "cudaSuccess" else None)
+
+    def cudaGraphDestroy(self, graph: int) -> tuple:  # noqa: N802
+        self.calls.append(("cudaGraphDestroy", graph))
+        return ("cudaSuccess",)
+
+
+@pytest.mark.parametrize("end_error", ["cudaErrorStreamCaptureInvalidated", "cudaSuccess"])
+def test_an_error_while_capturing_is_the_one_raised_and_the_capture_is_ended_without_a_graph(end_error):
+    """What the enqueue raised (TensorRT's or torch's error) names the cause; the invalidated capture does not."""
+    api = object.__new__(rc.CudaPythonApi)  # skip __init__'s cudaSetDevice: no driver here
+    api.rt, api._pinned = CapturingCudart(end_error), {}
+
+    def enqueue() -> None:
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+    with pytest.raises(RuntimeError, match="operation not permitted when stream is capturing"):
+        api.capture_graph(SimpleNamespace(handle=7), enqueue)
+    ended = [("cudaStreamBeginCapture", 7), ("cudaStreamEndCapture", 7)]
+    assert api.rt.calls == (ended if end_error != "cudaSuccess" else [*ended, ("cudaGraphDestroy", 0x6A)])
 
 
 # ---- imports and refusals -------------------------------------------------------------------------------
@@ -486,10 +522,7 @@ def test_a_capture_that_synchronizes_or_allocates_is_refused_as_cuda_refuses_it(
     )
     with pytest.raises(CudaError) as err:
         runner.activate()
-    names = _cuda_errors(err.value)
-    assert error in names
-    if error == CAPTURE_UNSUPPORTED:  # and the capture it broke yields no graph
-        assert names[0] == CAPTURE_INVALIDATED
+    assert _cuda_errors(err.value)[0] == error  # the cause, not the invalidated capture it leaves behind
     assert not [e for e in cuda._log if e[0] == "capture"]  # no graph came of it
 
 
@@ -504,9 +537,9 @@ def test_capturing_before_tensorrts_first_run_is_refused(tmp_path, fake_gpu, mon
 
     monkeypatch.setattr(trt_engine.Engine, "capture", cold_capture)
     runner, _ = make_fake_runner(tmp_path, cuda_graphs=True)
-    with pytest.raises(CudaError) as err:
+    with pytest.raises(RuntimeError, match="execute_async_v3 failed") as err:
         runner.activate()
-    assert _cuda_errors(err.value)[:2] == [CAPTURE_INVALIDATED, "RuntimeError"]  # execute_async_v3 failed
+    assert not isinstance(err.value, CudaError)  # TensorRT's failure is raised, not the capture it invalidated
 
 
 def test_a_memset_in_a_capture_is_replayed_every_frame(graph, tmp_path, fake_gpu, monkeypatch):

@@ -400,10 +400,10 @@ class FakeCuda(CudaApi):
         self._capture = _Capture(stream.handle)
         try:
             enqueue()
-        finally:  # as CudaPythonApi: the capture always ends, and an invalidated one yields no graph
+        finally:  # as CudaPythonApi: the capture always ends, an invalidated one yields no graph
             capture, self._capture = self._capture, None
-            if capture.invalidated:
-                raise CudaError("cudaStreamEndCapture", CAPTURE_INVALIDATED)
+        if capture.invalidated:  # enqueue's own error, where it raised one, goes up instead (as CudaPythonApi)
+            raise CudaError("cudaStreamEndCapture", CAPTURE_INVALIDATED)
         self._log.append(("capture", len(capture.nodes)))
         return FakeGraph(self, capture.nodes)
 

@@ -272,8 +272,10 @@ class CudaPythonApi(CudaApi):
         self.call("cudaStreamBeginCapture", _cudart_stream(stream), mode)
         try:
             enqueue()
-        finally:  # always end the capture, or the stream stays unusable
-            graph = self.call("cudaStreamEndCapture", _cudart_stream(stream))
+        except BaseException:  # the capture must end, or the stream stays unusable; enqueue's error is the cause
+            self._abandon_capture(stream)
+            raise
+        graph = self.call("cudaStreamEndCapture", _cudart_stream(stream))
         try:
             # ...WithFlags has the same signature from CUDA 11.4 to 13; cudaGraphInstantiate's changed in 12
             executable = self.call("cudaGraphInstantiateWithFlags", graph, 0)
@@ -281,6 +283,13 @@ class CudaPythonApi(CudaApi):
             self.call("cudaGraphDestroy", graph)
             raise
         return _CudartGraph(self, graph, executable)
+
+    def _abandon_capture(self, stream: Stream) -> None:
+        """End a capture whose enqueue failed, keeping no graph; its own error (the capture invalidated by what
+        failed) would only hide the cause."""
+        err, graph = self.rt.cudaStreamEndCapture(_cudart_stream(stream))
+        if err == self.rt.cudaError_t.cudaSuccess and graph:
+            self.rt.cudaGraphDestroy(graph)
 
     def close(self) -> None:
         """Nothing to release: the primary context outlives this object (TensorRT may still use it)."""
