@@ -167,6 +167,10 @@ class Context:
     ) -> None:
         self.gpu, self.work, self.sizes, self.device = gpu, work, sizes, device
         self.prebuilt = prebuilt  # a folder of prepare_engines, for the TensorRT check
+        self.deadline = float("inf")  # perf_counter time after which no check or sweep point starts (--budget-s)
+
+    def time_left(self) -> float:
+        return self.deadline - time.perf_counter()
 
     def torch(self) -> Any:
         """torch, where it runs on this context's device; UnavailableError otherwise."""
@@ -668,26 +672,33 @@ def loop_latency(ctx: Context, model: Any, name: str, precision: str, frames: li
 
 
 def batch_sweep(ctx: Context, model: Any, name: str, precision: str, meter: Any) -> dict:
-    """The model at batch 1, 2, 4, ... until a doubling adds less than 10 % frames a second (or memory runs out):
-    each point's figures, and the batch that saturates the GPU."""
+    """The model at batch 1, 2, 4, ... until a doubling adds less than 10 % frames a second: each point's figures,
+    the batch that saturates the GPU, and why the sweep stopped ("saturated" where the GPU was; else the best
+    batch measured is not shown to saturate it)."""
     torch = ctx.torch()
     points: dict[str, dict] = {}
-    best = 0.0
+    best, stopped = 0.0, "largest batch"
     for batch in ctx.sizes.batches:
+        if points and ctx.time_left() <= 0:
+            stopped = "time budget (--budget-s)"
+            break
         try:
             point = sweep_point(ctx, torch, model, name, precision, batch, meter)
         except torch.cuda.OutOfMemoryError as err:
             points[str(batch)] = {"out_of_memory": str(err).splitlines()[0][:200]}
             torch.cuda.empty_cache()
+            stopped = "out of memory"
             break
         points[str(batch)] = point
         if point["fps"] < SATURATED * best:
+            stopped = "saturated"
             break
         best = max(best, point["fps"])
     return {
         "input_hw": list(ctx.sizes.latency_hw),
         "flow": "zeros (the update graph's host flow is not device work)",
         "points": points,
+        "stopped": stopped,
         **saturation(points),
     }
 
@@ -967,6 +978,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--rehearse", action="store_true", help="run the checks that need no GPU on the CPU, at small sizes")
     p.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="start no check and no batch-sweep point after this many seconds (default: no limit)",
+    )
+    p.add_argument(
         "--prepare-engines",
         type=Path,
         metavar="DIR",
@@ -1010,9 +1027,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"gpu-check on {where} -> {path}", flush=True)
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as work:
         ctx = Context(gpu, Path(work), sizes, device="cuda" if gpu else "cpu", prebuilt=args.prebuilt)
+        if args.budget_s is not None:
+            ctx.deadline = time.perf_counter() + args.budget_s
         for name, check, on_cpu in CHECKS:
             if gpu is None and not on_cpu:
                 report["checks"][name] = {"status": "skip", "reason": GPU_ONLY}
+                continue
+            if ctx.time_left() <= 0:
+                report["checks"][name] = {
+                    "status": "skip",
+                    "reason": f"the --budget-s of {args.budget_s:g} s was spent",
+                }
                 continue
             report["checks"][name] = {"status": "running"}  # still there after a crash: this check crashed
             write_report(report, out_dir)

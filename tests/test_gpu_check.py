@@ -18,11 +18,13 @@ from bench.gpu_check import (
     NEEDS,
     PLAN,
     REHEARSAL,
+    SMALL,
     Context,
     EnergyMeter,
     NoEnergy,
     UnavailableError,
     attempt,
+    batch_sweep,
     call_kinds,
     energy_meter,
     overall,
@@ -157,6 +159,7 @@ runpy.run_module("bench.gpu_check", run_name="__main__", alter_sys=True)
         assert sweep["status"] == "pass"
         assert set(sweep["points"]) == {"1", "2"}  # the rehearsal's batches
         assert sweep["saturating_batch"] in (1, 2)
+        assert sweep["stopped"] in ("saturated", "largest batch")
     assert "latency_by_kind_ms" in latency["runs"]["fcresnet18x0.5_accel34/fp32"]  # the pair's frames by kind
     assert not set(report["versions"]) & {"tensorrt-rtx", "matplotlib"}  # left out, so not reported
 
@@ -306,3 +309,24 @@ def test_prebuilt_without_the_prepared_graph_is_a_one_line_error(tmp_path):
     assert result.returncode == 2
     assert result.stderr == f"gpu-check: {tmp_path}: no model.onnx (write the folder with --prepare-engines)\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_spent_time_budget_skips_the_checks_not_yet_started_and_says_so(tmp_path):
+    command = [sys.executable, "-m", "bench.gpu_check", "--rehearse", "--budget-s", "0", "--out-dir", str(tmp_path)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(next(tmp_path.glob("gpu-cpu-rehearsal-*.json")).read_text())
+    reasons = {check["reason"] for check in report["checks"].values()}
+    assert reasons == {"the --budget-s of 0 s was spent", "needs a GPU (a CPU rehearsal)"}
+    assert report["summary"] == {"pass": 0, "fail": 0, "skip": len(CHECKS)}
+
+
+def test_the_batch_sweep_stops_at_the_time_budget_after_its_first_point(tmp_path):
+    from tempseg.models import build_model
+
+    ctx = Context(None, tmp_path, REHEARSAL, device="cpu")
+    ctx.deadline = 0.0  # spent
+    model = build_model(SMALL).eval()
+    got = batch_sweep(ctx, model, SMALL, "fp32", NoEnergy("none"))
+    assert list(got["points"]) == ["1"]  # batch 1 is always measured
+    assert (got["stopped"], got["saturating_batch"]) == ("time budget (--budget-s)", 1)
