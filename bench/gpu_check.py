@@ -42,8 +42,12 @@ one line saying so and what it would run, writes nothing and exits 0.
 `--rehearse` runs, on the CPU and at small sizes, every check that does not need a GPU (3, 5, 6: the export,
 ONNX Runtime, the torch runner, the loops and the batch sweep), to find before a GPU machine is at hand what
 the script imports or breaks; it writes gpu-cpu-rehearsal-<date>.json into --out-dir (default runs/gpu-check).
+`--prepare-engines DIR` (no GPU, TensorRT-RTX) writes the small graph and its engine for RTX's default compute
+capabilities; `--prebuilt DIR` on the GPU makes check 7 run them: does an engine built elsewhere run here?
+`--budget-s S`: no check and no sweep point starts after S seconds (a machine held for a fixed time).
 
-`python -m bench.gpu_check [--out-dir bench/results] [--latency-frames 200] [--rehearse]` (`make gpu-check`)
+`python -m bench.gpu_check [--out-dir bench/results] [--latency-frames 200] [--rehearse] [--budget-s S]
+[--prebuilt DIR | --prepare-engines DIR]` (`make gpu-check`)
 """
 
 from __future__ import annotations
