@@ -22,6 +22,7 @@ import numpy as np
 
 from tempseg.common.contract import Contract
 from tempseg.runtime.backends.base import MemoryInfo, PhaseTimes, Runner
+from tempseg.runtime.backends.torch_runner import nonfinite_rows
 
 CAPTURES = ("torch", "runtime")  # torch.cuda.graph, runtime/cuda.py's capture_graph
 
@@ -122,14 +123,9 @@ class TorchGraphRunner(Runner):
         self._force_keyframe()
 
     def nonfinite_slots(self) -> list[int]:
-        torch = self.torch
         self.stream.synchronize()
-        bad: set[int] = set()
-        with torch.cuda.stream(self.torch_stream):
-            for state in self._states[self.parity]:
-                finite = torch.isfinite(state).reshape(len(state), -1).all(dim=1)
-                bad.update(int(i) for i in torch.nonzero(~finite).flatten().tolist())
-        return sorted(bad)
+        with self.torch.cuda.stream(self.torch_stream):
+            return nonfinite_rows(self.torch, self._states[self.parity])
 
     def state_addresses(self) -> tuple[int, ...]:
         return tuple(s.data_ptr() for s in self._states[self.parity])

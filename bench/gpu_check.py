@@ -113,8 +113,10 @@ PLAN = (
 )
 # What the checks import (distributions): the CPU rehearsal is tested with nothing else of the project's
 # dependencies importable, as on a GPU machine given the source tree alone with a stock CUDA image.
-NEEDS = ("numpy", "opencv-python-headless", "onnx", "onnxruntime", "onnxscript", "tqdm", "torch", "cuda-python")
-NEEDS += ("cuda-bindings",)
+NEEDS = (
+    *("numpy", "opencv-python-headless", "onnx", "onnxruntime", "onnxscript", "tqdm", "torch"),
+    *("cuda-python", "cuda-bindings"),
+)
 VERSIONS = ("numpy", "torch", "onnx", "onnxruntime", "opencv-python-headless", "cuda-bindings", "cuda-python")
 VERSIONS += ("pycuda", "tensorrt", "tensorrt-rtx", "cupy-cuda12x", "cupy-cuda13x", "nvidia-ml-py")
 
@@ -208,10 +210,7 @@ class Context:
     @functools.cached_property
     def frames(self) -> list[Any]:
         """SMALL_FRAMES synthetic frames at the small graph's input size (one sequence, in order)."""
-        from tempseg.data.sources import open_source
-
-        with open_source("synthetic", height=SMALL_HW[0], width=SMALL_HW[1], frames=SMALL_FRAMES) as source:
-            return list(source)
+        return synthetic_frames(SMALL_HW, SMALL_FRAMES)
 
     @functools.cached_property
     def ort_labels(self) -> list[np.ndarray]:
@@ -725,22 +724,23 @@ def sweep_point(ctx: Context, torch: Any, model: Any, name: str, precision: str,
             calls.append(runner.infer())
         seconds = time.perf_counter() - started
         energy = meter.since(mark, batch * len(calls))
+    totals = [t.h2d + t.compute + t.d2h for t in calls]
+    by_kind = call_kinds([t.kind for t in calls], totals)
     return {
         "calls": len(calls),
         "fps": round(batch * len(calls) / seconds, 2),
-        "latency_ms": summary([t.h2d + t.compute + t.d2h for t in calls]),
+        "latency_ms": summary(totals),
         "peak_allocated_bytes": peak(),
         **energy,
-        **({"latency_by_kind_ms": by_kind} if (by_kind := call_kinds(calls)) else {}),
+        **({"latency_by_kind_ms": by_kind} if by_kind else {}),
     }
 
 
-def call_kinds(calls: Sequence[Any]) -> dict | None:
+def call_kinds(kinds: Sequence[str], totals: Sequence[float]) -> dict | None:
     """Latency per call by the graph that ran, where more than one did (a keyframe pair); else None."""
-    kinds = sorted({t.kind for t in calls})
-    if len(kinds) < 2:
+    if len(set(kinds)) < 2:
         return None
-    return {kind: summary([t.h2d + t.compute + t.d2h for t in calls if t.kind == kind]) for kind in kinds}
+    return {kind: summary([t for k, t in zip(kinds, totals, strict=True) if k == kind]) for kind in sorted(set(kinds))}
 
 
 def saturation(points: dict[str, dict]) -> dict:
@@ -878,11 +878,12 @@ def build_and_run(ctx: Context, trt: Any) -> dict:
     options = BuildOptions(timing_cache=None, compute_capabilities=("current",) if trt.is_rtx else ())
     built = build_engine(trt, graph, engine, options)
     runs = engine_runs(trt, contract, engine, ctx.frames, ctx.ort_labels)
-    return {**overall(runs), "engine_bytes": built.engine_bytes, "build_s": round(built.build_seconds, 3), **runs}
+    return {**runs, "engine_bytes": built.engine_bytes, "build_s": round(built.build_seconds, 3)}
 
 
 def engine_runs(trt: Any, contract: Any, engine: Path, frames: Sequence[Any], reference: Sequence[np.ndarray]) -> dict:
-    """`engine` through the TensorRT runner without and with CUDA graphs: labels against `reference`."""
+    """`engine` through the TensorRT runner without and with CUDA graphs: labels against `reference`, and the
+    status of both runs."""
     from tempseg.runtime.backends.trt_runner import TensorRTRunner
 
     runs = {}
@@ -899,7 +900,7 @@ def engine_runs(trt: Any, contract: Any, engine: Path, frames: Sequence[Any], re
             return figures
 
         runs["cuda_graphs" if graphs else "plain"] = attempt(run)
-    return runs
+    return {**overall(runs), **runs}
 
 
 def prepare_engines(folder: Path) -> list[Path]:
@@ -943,7 +944,7 @@ def run_prebuilt(ctx: Context) -> dict:
             engines[engine.name] = {"status": "skip", "reason": str(err)}
             continue
         runs = functools.partial(engine_runs, trt, contract, engine, ctx.frames, reference)
-        engines[engine.name] = try_engine(ctx, trt, lambda runs=runs: {**overall(r := runs()), **r})
+        engines[engine.name] = try_engine(ctx, trt, runs)
         engines[engine.name]["built_with"] = {**built["tensorrt"], "targets": built["compute_capabilities"]}
     if not engines:
         raise UnavailableError(f"no .engine file in {folder}")

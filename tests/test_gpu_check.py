@@ -175,10 +175,10 @@ def test_the_saturating_batch_is_the_smallest_within_ten_percent_of_the_best():
 
 def test_a_sweep_point_of_a_keyframe_pair_gives_its_latency_by_kind():
     calls = [PhaseTimes(compute=9.0, kind="keyframe"), *(PhaseTimes(compute=3.0, kind="update") for _ in range(4))]
-    got = call_kinds(calls)
+    got = call_kinds([t.kind for t in calls], [t.compute for t in calls])
     assert got is not None
     assert (got["keyframe"]["p50"], got["update"]["p50"]) == (9.0, 3.0)
-    assert call_kinds([PhaseTimes(compute=3.0)] * 3) is None  # one graph: no split
+    assert call_kinds([PhaseTimes().kind] * 3, [3.0] * 3) is None  # one graph: no split
 
 
 def test_ping_pong_means_two_sets_of_state_addresses_in_turn():

@@ -163,11 +163,7 @@ class TorchRunner(Runner):
         }
 
     def nonfinite_slots(self) -> list[int]:
-        bad = set()
-        for state in self._states:
-            finite = self.torch.isfinite(state).reshape(len(state), -1).all(dim=1)
-            bad.update(int(i) for i in self.torch.nonzero(~finite).flatten().tolist())
-        return sorted(bad)
+        return nonfinite_rows(self.torch, self._states)
 
     def state_addresses(self) -> tuple[int, ...]:
         return tuple(s.data_ptr() for s in self._states)
@@ -197,3 +193,12 @@ class TorchRunner(Runner):
         else:
             info.notes.append("torch on CPU: activations are not tracked")
         return info
+
+
+def nonfinite_rows(torch: Any, states: Sequence[Any]) -> list[int]:
+    """The batch slots (dim 0) of which any state tensor holds a NaN or Inf, in order."""
+    bad: set[int] = set()
+    for state in states:
+        finite = torch.isfinite(state).reshape(len(state), -1).all(dim=1)
+        bad.update(int(i) for i in torch.nonzero(~finite).flatten().tolist())
+    return sorted(bad)
